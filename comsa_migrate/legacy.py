@@ -1,0 +1,351 @@
+"""Bytes of one legacy job JSON -> a normalised JobRecord plus problems (no database)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .problems import Problem
+from .tree import JobSource, is_job_id, utc_from_ns
+
+__all__ = ["COLUMN_LIMITS", "JobRecord", "LogEntry", "Parsed", "parse_job"]
+
+STATUSES = ("pending", "running", "completed", "failed")
+#: VARCHAR limits of the `jobs` table (see schema/001_initial_schema.sql)
+COLUMN_LIMITS = {
+    "type": 50,
+    "status": 20,
+    "algorithm": 50,
+    "age_group": 50,
+    "country": 100,
+    "calib_model_type": 50,
+}
+MAPPED_KEYS = frozenset(
+    {
+        "id",
+        "type",
+        "status",
+        "algorithm",
+        "ensemble",
+        "age_group",
+        "country",
+        "calib_model_type",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "error",
+        "result",
+        "log",
+        "input_file",
+    }
+)
+_LOG_PREFIX = re.compile(r"\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})\] ?(.*)", re.S)
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    timestamp: datetime
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job as it will stand in the `jobs`, `job_logs` and `job_files` tables."""
+
+    id: str
+    type: str
+    status: str
+    algorithm: str | None
+    age_group: str | None
+    country: str | None
+    calib_model_type: str | None
+    ensemble: bool
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: dict[str, Any]
+    result: dict[str, Any]
+    input_file_path: str | None
+    logs: tuple[LogEntry, ...]
+    source: JobSource
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """The outcome of reading one job JSON: a record, or None with the error that stops it."""
+
+    record: JobRecord | None
+    problems: tuple[Problem, ...]
+    metadata_only: bool = False
+
+
+class _Invalid(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_job(raw: bytes, source: JobSource, data_dir: Path) -> Parsed:
+    """Normalise the bytes of ``source``'s JSON; never raises for bad data."""
+    notes: list[Problem] = list(source.problems)
+
+    def note(code: str, message: str) -> None:
+        notes.append(Problem(code, message, source.job_id, source.json_path))
+
+    try:
+        doc = _load(raw)
+        if not isinstance(doc, dict):
+            raise _Invalid("not_an_object", f"top-level JSON is {_kind(doc)}, not an object")
+        if _absent(doc.get("type")) and _absent(doc.get("status")):
+            note("metadata_only", "no `type` and no `status`: a metadata sidecar, not a job")
+            return Parsed(None, tuple(notes), metadata_only=True)
+        record = _normalise(doc, source, data_dir, note)
+    except _Invalid as exc:
+        note(exc.code, str(exc))
+        return Parsed(None, tuple(notes))
+    return Parsed(record, tuple(notes))
+
+
+def _normalise(doc: dict[str, Any], source: JobSource, data_dir: Path, note: Any) -> JobRecord:
+    job_id = _job_id(doc.get("id"), source, note)
+    job_type = _required_text(doc, "type")
+    status = _required_text(doc, "status").lower()
+    if status not in STATUSES:
+        raise _Invalid("invalid_status", f"status {doc['status']!r} is not one of {STATUSES}")
+    algorithms = _algorithms(doc.get("algorithm"))
+    if len(algorithms) > 1:
+        note("algorithm_list_truncated", f"algorithm list {algorithms} kept {algorithms[0]!r}")
+    created_at = _timestamp(doc, "created_at")
+    if created_at is None:
+        created_at = utc_from_ns(source.json_mtime_ns)
+        note("created_at_from_mtime", f"no created_at; used the file's mtime {created_at}")
+    started_at = _timestamp(doc, "started_at")
+    unmapped = sorted(key for key in doc if key not in MAPPED_KEYS)
+    if unmapped:
+        note("unmapped_fields", "not stored: " + ", ".join(unmapped))
+    return JobRecord(
+        id=job_id,
+        type=job_type,
+        status=status,
+        algorithm=_limited("algorithm", algorithms[0] if algorithms else None),
+        age_group=_optional_text(doc, "age_group"),
+        country=_optional_text(doc, "country"),
+        calib_model_type=_optional_text(doc, "calib_model_type"),
+        ensemble=_ensemble(doc.get("ensemble"), len(algorithms)),
+        created_at=created_at,
+        started_at=started_at,
+        completed_at=_timestamp(doc, "completed_at"),
+        error=_error(doc.get("error")),
+        result=_result(doc.get("result")),
+        input_file_path=_input_file_path(doc.get("input_file"), data_dir, note),
+        logs=_logs(doc.get("log"), started_at or created_at),
+        source=source,
+    )
+
+
+def _load(raw: bytes) -> Any:
+    if raw.startswith(_UTF8_BOM):
+        raw = raw[len(_UTF8_BOM) :]
+    if not raw.strip():
+        raise _Invalid("invalid_json", "the file is empty")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        doc = _load_big_numbers(raw, exc)
+    if b"\\u0000" in raw:
+        _reject_nul(doc)
+    return doc
+
+
+def _load_big_numbers(raw: bytes, first_error: orjson.JSONDecodeError) -> Any:
+    """orjson refuses integers beyond 64 bits that are valid JSON; the stdlib reads them."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=refuse)
+    except (UnicodeDecodeError, ValueError):
+        raise _Invalid("invalid_json", f"not valid JSON: {first_error}") from None
+
+
+def _reject_nul(value: Any) -> None:
+    """PostgreSQL text and jsonb cannot hold U+0000."""
+    if isinstance(value, str) and "\x00" in value:
+        raise _Invalid("invalid_field", "a string holds U+0000, which PostgreSQL cannot store")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key)
+            _reject_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item)
+
+
+def _absent(value: Any) -> bool:
+    """jsonlite writes R's NULL as {}; empty strings and lists mean nothing too."""
+    return value is None or value == {} or value == [] or value == ""
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number" if isinstance(value, int | float) else "null"
+    )
+
+
+def _job_id(value: Any, source: JobSource, note: Any) -> str:
+    if _absent(value):
+        note("missing_id", f"no id; used the file name {source.job_id}")
+        return source.job_id
+    if not isinstance(value, str) or not is_job_id(value):
+        raise _Invalid("invalid_job_id", f"id {value!r} is not a UUID")
+    if value.lower() != source.job_id:
+        raise _Invalid("id_mismatch", f"id {value!r} differs from the file name")
+    return source.job_id
+
+
+def _required_text(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if _absent(value):
+        raise _Invalid("missing_field", f"required field `{key}` is missing")
+    if not isinstance(value, str):
+        raise _Invalid("invalid_field", f"`{key}` is {_kind(value)}, not a string")
+    return _limited(key, value) or ""
+
+
+def _optional_text(doc: dict[str, Any], key: str) -> str | None:
+    value = doc.get(key)
+    if _absent(value):
+        return None
+    if not isinstance(value, str):
+        raise _Invalid("invalid_field", f"`{key}` is {_kind(value)}, not a string")
+    return _limited(key, value)
+
+
+def _limited(key: str, value: str | None) -> str | None:
+    limit = COLUMN_LIMITS[key]
+    if value is not None and len(value) > limit:
+        raise _Invalid(
+            "invalid_field", f"`{key}` has {len(value)} characters; the column allows {limit}"
+        )
+    return value
+
+
+def _algorithms(value: Any) -> list[str]:
+    if _absent(value):
+        return []
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) for item in items):
+        raise _Invalid("invalid_field", f"`algorithm` must be text or a list of text: {value!r}")
+    return items
+
+
+def _ensemble(value: Any, n_algorithms: int) -> bool:
+    if _absent(value):
+        return n_algorithms > 1
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.upper() in ("TRUE", "FALSE"):
+        return value.upper() == "TRUE"
+    raise _Invalid("invalid_field", f"`ensemble` must be a boolean, TRUE or FALSE: {value!r}")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """ "YYYY-MM-DD HH:MM:SS[.ffffff]" or ISO 8601; an explicit offset is converted to UTC."""
+    moment = datetime.fromisoformat(text.strip())
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def _timestamp(doc: dict[str, Any], key: str) -> datetime | None:
+    value = doc.get(key)
+    if _absent(value) or value == "NA":
+        return None
+    if not isinstance(value, str):
+        raise _Invalid("invalid_timestamp", f"`{key}` is {_kind(value)}, not a timestamp")
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        raise _Invalid("invalid_timestamp", f"`{key}` {value!r} is not a timestamp") from None
+
+
+def _error(value: Any) -> dict[str, Any]:
+    if _absent(value):
+        return {}
+    if isinstance(value, str):
+        return {"message": value}
+    if isinstance(value, list) and all(isinstance(line, str) for line in value):
+        return {"message": "\n".join(value)}
+    if isinstance(value, dict):
+        return value
+    raise _Invalid("invalid_field", f"`error` is {_kind(value)}; expected a string or an object")
+
+
+def _result(value: Any) -> dict[str, Any]:
+    if _absent(value):
+        return {}
+    if isinstance(value, dict):
+        return value
+    raise _Invalid("invalid_field", f"`result` is {_kind(value)}, not an object")
+
+
+def _logs(value: Any, first_default: datetime) -> tuple[LogEntry, ...]:
+    if _absent(value):
+        return ()
+    lines = value if isinstance(value, list) else [value]
+    entries: list[LogEntry] = []
+    previous = first_default
+    for line in lines:
+        if not isinstance(line, str):
+            raise _Invalid("invalid_field", f"log line {line!r} is not a string")
+        match = _LOG_PREFIX.fullmatch(line)
+        if match is None:
+            entries.append(LogEntry(previous, line))
+            continue
+        try:
+            previous = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            reason = f"log line prefix [{match.group(1)}] is not a date"
+            raise _Invalid("invalid_timestamp", reason) from None
+        entries.append(LogEntry(previous, match.group(2)))
+    return tuple(entries)
+
+
+def _input_file_path(value: Any, data_dir: Path, note: Any) -> str | None:
+    """Legacy paths are relative to backend/ ("data/uploads/<id>/input.csv")."""
+    if _absent(value):
+        return None
+    if not isinstance(value, str):
+        raise _Invalid("invalid_field", f"`input_file` is {_kind(value)}, not a path")
+    root = os.path.abspath(data_dir)
+    candidates = [os.path.join(os.path.dirname(root), value), os.path.join(root, value)]
+    first, _, rest = value.replace("\\", "/").partition("/")
+    if first == "data" and rest:
+        candidates.append(os.path.join(root, rest))
+    inside = [rel for rel in (_relative_inside(c, root) for c in candidates) if rel is not None]
+    if not inside:
+        note("input_path_outside_root", f"input_file {value!r} is outside DATA_DIR; stored as NULL")
+        return None
+    for rel in inside:
+        if os.path.lexists(os.path.join(root, rel)):
+            return rel
+    note("missing_input_file", f"input_file {value!r} is not on disk")
+    return inside[0]
+
+
+def _relative_inside(candidate: str, root: str) -> str | None:
+    path = os.path.normpath(candidate)
+    if path != root and path.startswith(root + os.sep):
+        return os.path.relpath(path, root).replace(os.sep, "/")
+    return None

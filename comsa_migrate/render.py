@@ -1,0 +1,58 @@
+"""Plain-text renderings of run results, for the CLI and the daemon's log."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .backfill import Summary
+from .problems import CODES, Severity
+
+__all__ = ["backfill_summary"]
+
+_ACTION_WORDS = (
+    ("insert", "inserted"),
+    ("update", "updated"),
+    ("unchanged", "unchanged"),
+    ("skip", "skipped"),
+    ("conflict", "conflicts"),
+)
+
+
+def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
+    """The summary a backfill prints: totals first, then every error-level problem."""
+    lines = [f"Backfill of {data_dir} into {target}"]
+    if summary.migrations and (summary.migrations.applied or summary.migrations.adopted):
+        done = [*summary.migrations.applied]
+        done += [f"{name} (adopted existing tables)" for name in summary.migrations.adopted]
+        lines.append(_row("migrations", "applied " + ", ".join(done)))
+    jobs = ", ".join(f"{summary.actions[a]} {word}" for a, word in _ACTION_WORDS)
+    if summary.actions["metadata_only"]:
+        jobs += f"; {summary.actions['metadata_only']} metadata-only files"
+    lines.append(_row("jobs", jobs))
+    lines.append(_row("rows", ", ".join(f"{t} {summary.rows[t]}" for t in _TABLES)))
+    for severity, label in ((Severity.WARNING, "warnings"), (Severity.INFO, "info")):
+        counts = _by_severity(summary.problem_counts, severity)
+        lines.append(_row(label, ", ".join(f"{c} {n}" for c, n in counts) or "none"))
+    rate = summary.jobs / summary.elapsed if summary.elapsed > 0 else 0.0
+    lines.append(_row("elapsed", f"{summary.elapsed:.2f} s ({rate:,.0f} jobs/s)"))
+    if summary.interrupted:
+        lines.append("Interrupted: the jobs above were written; rerun to finish the rest.")
+    if summary.errors:
+        lines.append("")
+        lines.append(f"Errors ({len(summary.errors)}): these jobs were not written")
+        for problem in sorted(summary.errors, key=lambda p: (p.code, p.job_id or "", p.path or "")):
+            lines.append(f"  {problem.code}  {problem.job_id or '-'}  {problem.path or '-'}")
+            lines.append(f"      {problem.message}")
+    return "\n".join(lines)
+
+
+_TABLES = ("jobs", "job_logs", "job_files")
+
+
+def _row(label: str, text: str) -> str:
+    return f"  {label:<11} {text}"
+
+
+def _by_severity(counts: Counter[str], severity: Severity) -> list[tuple[str, int]]:
+    chosen = [(code, n) for code, n in counts.items() if CODES[code][0] is severity]
+    return sorted(chosen, key=lambda item: (-item[1], item[0]))

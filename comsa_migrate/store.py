@@ -1,0 +1,139 @@
+"""PostgreSQL side of a migration: job payloads, fingerprints, batched writes and run records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.types.json import Jsonb
+
+from .legacy import JobRecord
+from .tree import utc_from_ns
+
+__all__ = [
+    "Outcome",
+    "apply_batch",
+    "finish_run",
+    "job_payload",
+    "known_fingerprints",
+    "prepare_session",
+    "start_run",
+]
+
+TABLES = ("jobs", "job_logs", "job_files")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the database did with one job."""
+
+    action: str  # insert, update, unchanged, conflict or error
+    rows: dict[str, int]  # rows written per table
+    message: str | None = None  # the database's reason, for "error"
+
+
+def job_payload(record: JobRecord) -> bytes:
+    """The job as one JSON document, the shape comsa_migrate.apply_job() reads."""
+    return _dumps(
+        {
+            "id": record.id,
+            "type": record.type,
+            "status": record.status,
+            "algorithm": record.algorithm,
+            "age_group": record.age_group,
+            "country": record.country,
+            "calib_model_type": record.calib_model_type,
+            "ensemble": record.ensemble,
+            "created_at": record.created_at,
+            "started_at": record.started_at,
+            "completed_at": record.completed_at,
+            "error": record.error,
+            "result": record.result,
+            "input_file_path": record.input_file_path,
+            "logs": [(entry.timestamp, entry.message) for entry in record.logs],
+            "files": [
+                (f.file_type, f.file_name, f.file_path, f.size, utc_from_ns(f.mtime_ns))
+                for f in record.source.files
+            ],
+            "fingerprint": record.source.fingerprint,
+            "source_path": record.source.json_path,
+        }
+    )
+
+
+def prepare_session(conn: psycopg.Connection[Any]) -> None:
+    """Session settings for writing.
+
+    Each job still commits atomically; without waiting for the WAL flush a server crash
+    may lose the last few commits, and the bookkeeping goes with them, so a rerun
+    redoes exactly those jobs.
+    """
+    conn.execute("SET synchronous_commit = off")
+
+
+def known_fingerprints(conn: psycopg.Connection[Any], job_ids: Sequence[str]) -> dict[str, str]:
+    """Fingerprints recorded for these jobs whose `jobs` row still exists."""
+    rows = conn.execute(
+        "SELECT s.job_id::text, s.fingerprint FROM comsa_migrate.job_state s"
+        " JOIN public.jobs j ON j.id = s.job_id WHERE s.job_id = ANY(%s::uuid[])",
+        [list(job_ids)],
+    ).fetchall()
+    return {job_id: fingerprint for job_id, fingerprint in rows}
+
+
+def apply_batch(
+    conn: psycopg.Connection[Any], payloads: Sequence[bytes], *, force: bool, run_id: int | None
+) -> list[Outcome]:
+    """Write a batch of jobs in one round trip, each job in its own transaction."""
+    batch = b"[" + b",".join(payloads) + b"]"
+    row = conn.execute(
+        "CALL comsa_migrate.apply_jobs(%s::jsonb, %s, %s, NULL)",
+        [batch.decode(), force, run_id],
+    ).fetchone()
+    assert row is not None  # CALL with an INOUT parameter always returns one row
+    return [
+        Outcome(
+            item["action"],
+            {table: int(item.get(table, 0)) for table in TABLES},
+            item.get("message"),
+        )
+        for item in row[0]
+    ]
+
+
+def start_run(conn: psycopg.Connection[Any], command: str, data_dir: str) -> int:
+    row = conn.execute(
+        "INSERT INTO comsa_migrate.runs (command, data_dir) VALUES (%s, %s) RETURNING id",
+        [command, data_dir],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def finish_run(
+    conn: psycopg.Connection[Any], run_id: int, outcome: str, totals: dict[str, Any]
+) -> None:
+    conn.execute(
+        "UPDATE comsa_migrate.runs SET finished_at = now(), outcome = %s, totals = %s"
+        " WHERE id = %s",
+        [outcome, Jsonb(totals), run_id],
+    )
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits, which orjson does not write
+        import json
+
+        return json.dumps(value, default=_iso, ensure_ascii=False).encode()
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

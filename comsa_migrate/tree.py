@@ -1,0 +1,257 @@
+"""The legacy layout: which jobs exist, their JSON and files, and stat-only fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from .errors import DataDirError
+from .problems import Problem
+
+__all__ = [
+    "FileStat",
+    "count_job_files",
+    "JobSource",
+    "ScanItem",
+    "is_ignored_name",
+    "is_job_id",
+    "read_job_json",
+    "scan",
+    "utc_from_ns",
+]
+
+#: bump when normalisation changes, so that every fingerprint changes and jobs are re-read
+NORMALISER_VERSION = "1"
+
+JOBS, UPLOADS, OUTPUTS = "jobs", "uploads", "outputs"
+FILE_TYPE_OF_FOLDER = {UPLOADS: "input", OUTPUTS: "output"}
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_TEMP_SUFFIXES = ("~", ".swp", ".tmp", ".part")
+_EPOCH = datetime(1970, 1, 1)
+
+
+def utc_from_ns(ns: int) -> datetime:
+    """A stat time (ns since the epoch) as a naive UTC timestamp, exact to the microsecond."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def is_job_id(name: str) -> bool:
+    return _UUID.match(name) is not None
+
+
+def is_ignored_name(name: str) -> bool:
+    """Hidden files and editor or temporary files are never part of the job store."""
+    return name.startswith(".") or name.endswith(_TEMP_SUFFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """One regular file under uploads/<id>/ or outputs/<id>/, as stat saw it."""
+
+    file_type: str  # "input" or "output"
+    file_name: str
+    file_path: str  # relative to DATA_DIR, "/"-separated
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobSource:
+    """A job JSON on disk and the files that belong to it: everything known before reading."""
+
+    job_id: str  # lower-case UUID taken from the file name
+    json_path: str  # relative to DATA_DIR
+    json_size: int
+    json_mtime_ns: int
+    json_ino: int
+    files: tuple[FileStat, ...]
+    problems: tuple[Problem, ...] = ()
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(
+            f"{NORMALISER_VERSION}|{self.json_path}|{self.json_size}|"
+            f"{self.json_mtime_ns}|{self.json_ino}".encode()
+        )
+        for f in self.files:
+            digest.update(f"\n{f.file_type}|{f.file_path}|{f.size}|{f.mtime_ns}".encode())
+        object.__setattr__(self, "fingerprint", digest.hexdigest())
+
+
+ScanItem = JobSource | Problem
+
+
+def scan(data_dir: Path) -> Iterator[ScanItem]:
+    """Walk DATA_DIR once: yield a JobSource per job JSON, and a Problem for everything else.
+
+    Memory stays flat: nothing is collected across jobs.
+    """
+    _check_data_dir(data_dir)
+    yield from _scan_top_level(data_dir)
+    jobs_dir = data_dir / JOBS
+    if jobs_dir.is_dir():
+        yield from _scan_jobs(data_dir, jobs_dir)
+    for folder in (UPLOADS, OUTPUTS):
+        if (data_dir / folder).is_dir():
+            yield from _scan_orphans(data_dir, folder)
+
+
+def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | Problem:
+    """The bytes of a job JSON, or the problem that stops them from being read."""
+    path = data_dir / source.json_path
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                return Problem(
+                    "file_too_large",
+                    f"{size} bytes is over the limit of {max_bytes} (--max-json-bytes)",
+                    source.job_id,
+                    source.json_path,
+                )
+            return fh.read(max_bytes + 1)
+    except OSError as exc:
+        return Problem("unreadable", _os_reason(exc), source.job_id, source.json_path)
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    if not data_dir.exists():
+        raise DataDirError(f"{data_dir}: no such folder")
+    if not data_dir.is_dir():
+        raise DataDirError(f"{data_dir}: not a folder")
+    if not os.access(data_dir, os.R_OK | os.X_OK):
+        raise DataDirError(f"{data_dir}: permission denied")
+    if not any((data_dir / name).is_dir() for name in (JOBS, UPLOADS, OUTPUTS)):
+        raise DataDirError(
+            f"{data_dir}: not a legacy data folder (it has no jobs/, uploads/ or outputs/)"
+        )
+
+
+def _scan_top_level(data_dir: Path) -> Iterator[Problem]:
+    for entry in _entries(data_dir):
+        if entry.name in (JOBS, UPLOADS, OUTPUTS) and entry.is_dir(follow_symlinks=False):
+            continue
+        if entry.is_symlink():
+            yield Problem("symlink_skipped", "symbolic link not followed", path=entry.name)
+        else:
+            yield Problem("stray_file", "not part of the job store", path=entry.name)
+
+
+def _scan_jobs(data_dir: Path, jobs_dir: Path) -> Iterator[ScanItem]:
+    for entry in _entries(jobs_dir, ordered=False):
+        rel = f"{JOBS}/{entry.name}"
+        if entry.is_symlink():
+            yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
+            continue
+        stem, dot, suffix = entry.name.rpartition(".")
+        if entry.is_dir(follow_symlinks=False) or not (dot and suffix.lower() == "json"):
+            yield Problem("stray_file", "not a job JSON", path=rel)
+            continue
+        if not is_job_id(stem):
+            yield Problem("invalid_job_dir", "job JSON whose name is not a UUID", path=rel)
+            continue
+        yield _job_source(data_dir, entry, stem, rel)
+
+
+def _job_source(data_dir: Path, entry: os.DirEntry[str], stem: str, rel: str) -> ScanItem:
+    job_id = stem.lower()
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError as exc:
+        return Problem("unreadable", _os_reason(exc), job_id, rel)
+    files: list[FileStat] = []
+    problems: list[Problem] = []
+    for folder, file_type in FILE_TYPE_OF_FOLDER.items():
+        job_dir = data_dir / folder / stem
+        try:
+            _walk_job_files(job_dir, f"{folder}/{stem}", file_type, job_id, files, problems)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return Problem("unreadable", _os_reason(exc), job_id, f"{folder}/{stem}")
+    files.sort(key=lambda f: (f.file_type, f.file_path))
+    return JobSource(
+        job_id=job_id,
+        json_path=rel,
+        json_size=st.st_size,
+        json_mtime_ns=st.st_mtime_ns,
+        json_ino=st.st_ino,
+        files=tuple(files),
+        problems=tuple(problems),
+    )
+
+
+def _walk_job_files(
+    folder: Path,
+    rel: str,
+    file_type: str,
+    job_id: str,
+    files: list[FileStat],
+    problems: list[Problem],
+) -> None:
+    with os.scandir(folder) as it:
+        entries = list(it)
+    for entry in entries:
+        if is_ignored_name(entry.name):
+            continue
+        entry_rel = f"{rel}/{entry.name}"
+        if entry.is_symlink():
+            problems.append(
+                Problem("symlink_skipped", "symbolic link not followed", job_id, entry_rel)
+            )
+        elif entry.is_dir(follow_symlinks=False):
+            _walk_job_files(Path(entry.path), entry_rel, file_type, job_id, files, problems)
+        elif entry.is_file(follow_symlinks=False):
+            st = entry.stat(follow_symlinks=False)
+            files.append(FileStat(file_type, entry.name, entry_rel, st.st_size, st.st_mtime_ns))
+
+
+def _scan_orphans(data_dir: Path, folder: str) -> Iterator[Problem]:
+    code = "orphan_upload_dir" if folder == UPLOADS else "orphan_output_dir"
+    jobs_dir = data_dir / JOBS
+    for entry in _entries(data_dir / folder, ordered=False):
+        rel = f"{folder}/{entry.name}"
+        if entry.is_symlink():
+            yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
+        elif not entry.is_dir(follow_symlinks=False):
+            yield Problem("stray_file", "not inside a job folder", path=rel)
+        elif not is_job_id(entry.name):
+            yield Problem("invalid_job_dir", "job folder whose name is not a UUID", path=rel)
+        elif not (jobs_dir / f"{entry.name}.json").exists():
+            yield Problem(code, "no job JSON for this folder", entry.name.lower(), rel)
+
+
+def _entries(folder: Path, *, ordered: bool = True) -> Iterator[os.DirEntry[str]]:
+    """A folder's entries, minus hidden and temporary names.
+
+    The three big folders are streamed in directory order (``ordered=False``), so that
+    memory does not grow with the number of jobs; small folders are sorted by name.
+    """
+    try:
+        with os.scandir(folder) as it:
+            entries = (e for e in it if not is_ignored_name(e.name))
+            if ordered:
+                yield from sorted(entries, key=lambda e: e.name)
+            else:
+                yield from entries
+    except PermissionError as exc:
+        raise DataDirError(f"{folder}: {_os_reason(exc)}") from None
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror.lower() if exc.strerror else str(exc)
+
+
+def count_job_files(data_dir: Path) -> int:
+    """How many job JSONs a scan will meet: a cheap listing, for a progress bar's total."""
+    try:
+        with os.scandir(data_dir / JOBS) as it:
+            return sum(1 for e in it if e.name.lower().endswith(".json"))
+    except OSError:
+        return 0
