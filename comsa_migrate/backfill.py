@@ -18,7 +18,15 @@ from .legacy import parse_job
 from .problems import Problem, Severity
 from .schema import MigrationResult, migrate
 
-__all__ = ["ACTIONS", "BackfillOptions", "JobResult", "Summary", "backfill", "migrate_jobs"]
+__all__ = [
+    "ACTIONS",
+    "BackfillOptions",
+    "JobResult",
+    "Summary",
+    "backfill",
+    "migrate_jobs",
+    "prepared_batches",
+]
 
 log = logging.getLogger(__name__)
 
@@ -119,25 +127,43 @@ def migrate_jobs(
     on_job: Callable[[JobResult], None] | None = None,
 ) -> None:
     """The one path every job takes to the database: batch, skip unchanged, parse, write."""
+    for sources, payloads in prepared_batches(conn, options, items, summary, stop, on_job):
+        outcomes = store.apply_batch(conn, payloads, force=options.force, run_id=run_id)
+        for source, outcome in zip(sources, outcomes, strict=True):
+            _record_outcome(summary, on_job, source, outcome)
+
+
+def prepared_batches(
+    conn: psycopg.Connection[Any],
+    options: BackfillOptions,
+    items: Iterable[tree.ScanItem],
+    summary: Summary,
+    stop: threading.Event | None = None,
+    on_job: Callable[[JobResult], None] | None = None,
+) -> Iterator[tuple[list[tree.JobSource], list[bytes]]]:
+    """Batches of jobs that need the database's decision, as (sources, payloads).
+
+    Everything decided without the database is recorded in ``summary`` on the way:
+    tree problems, jobs unchanged by stat, unreadable or invalid JSON, metadata sidecars.
+    Reads nothing but the fingerprints, so it is safe in a read-only transaction.
+    """
     for batch in _batches(items, options.batch_size, summary):
         if stop is not None and stop.is_set():
             summary.interrupted = True
             return
         known = {} if options.force else store.known_fingerprints(conn, [s.job_id for s in batch])
+        sources: list[tree.JobSource] = []
         payloads: list[bytes] = []
-        pending: list[tree.JobSource] = []
         for source in batch:
             if known.get(source.job_id) == source.fingerprint:
                 _record(summary, on_job, JobResult(source.job_id, "unchanged", {}))
                 continue
             payload = _read_and_normalise(options, source, summary, on_job)
             if payload is not None:
+                sources.append(source)
                 payloads.append(payload)
-                pending.append(source)
         if payloads:
-            outcomes = store.apply_batch(conn, payloads, force=options.force, run_id=run_id)
-            for source, outcome in zip(pending, outcomes, strict=True):
-                _record_outcome(summary, on_job, source, outcome)
+            yield sources, payloads
 
 
 def _batches(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ __all__ = [
     "JobSource",
     "ScanItem",
     "is_ignored_name",
+    "job_source",
     "is_job_id",
     "read_job_json",
     "scan",
@@ -102,6 +104,20 @@ def scan(data_dir: Path) -> Iterator[ScanItem]:
             yield from _scan_orphans(data_dir, folder)
 
 
+def job_source(data_dir: Path, job_id: str) -> ScanItem | None:
+    """The current JobSource of one job (or the problem stopping it); None if its JSON is gone."""
+    rel = f"{JOBS}/{job_id}.json"
+    try:
+        st = os.lstat(data_dir / rel)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return Problem("unreadable", _os_reason(exc), job_id, rel)
+    if stat.S_ISLNK(st.st_mode):
+        return Problem("symlink_skipped", "symbolic link not followed", path=rel)
+    return _job_source(data_dir, job_id, rel, st)
+
+
 def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | Problem:
     """The bytes of a job JSON, or the problem that stops them from being read."""
     path = data_dir / source.json_path
@@ -156,15 +172,16 @@ def _scan_jobs(data_dir: Path, jobs_dir: Path) -> Iterator[ScanItem]:
         if not is_job_id(stem):
             yield Problem("invalid_job_dir", "job JSON whose name is not a UUID", path=rel)
             continue
-        yield _job_source(data_dir, entry, stem, rel)
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            yield Problem("unreadable", _os_reason(exc), stem.lower(), rel)
+            continue
+        yield _job_source(data_dir, stem, rel, st)
 
 
-def _job_source(data_dir: Path, entry: os.DirEntry[str], stem: str, rel: str) -> ScanItem:
+def _job_source(data_dir: Path, stem: str, rel: str, st: os.stat_result) -> ScanItem:
     job_id = stem.lower()
-    try:
-        st = entry.stat(follow_symlinks=False)
-    except OSError as exc:
-        return Problem("unreadable", _os_reason(exc), job_id, rel)
     files: list[FileStat] = []
     problems: list[Problem] = []
     for folder, file_type in FILE_TYPE_OF_FOLDER.items():
