@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
 
@@ -24,3 +27,45 @@ def row_digest(conn: psycopg.Connection[Any]) -> str:
     ).fetchone()
     assert row is not None
     return str(row[0])
+
+
+def write_job(
+    data_dir: Path, job_id: str, doc: dict[str, Any] | None = None, **fields: Any
+) -> Path:
+    """Write jobs/<job_id>.json the way the legacy backend did (compact JSON)."""
+    body = dict(doc) if doc is not None else _sample_job(job_id)
+    body.update(fields)
+    path = data_dir / "jobs" / f"{job_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(body))
+    return path
+
+
+def make_tree(data_dir: Path, n_jobs: int) -> list[str]:
+    """A legacy tree of ``n_jobs`` sample-shaped jobs, each with logs and two output files."""
+    ids = [str(uuid.UUID(int=i + 1, version=4)) for i in range(n_jobs)]
+    for job_id in ids:
+        write_job(data_dir, job_id)
+        out = data_dir / "outputs" / job_id
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "causes.csv").write_text("cause,n\nMalaria,3\nHIV,1\n")
+        (out / "calibration_summary.csv").write_text("cause,csmf\nMalaria,0.75\n")
+    (data_dir / "uploads").mkdir(exist_ok=True)
+    return ids
+
+
+def _sample_job(job_id: str) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "type": "pipeline",
+        "status": "completed",
+        "algorithm": "InterVA",
+        "age_group": "neonate",
+        "country": "Mozambique",
+        "created_at": "2025-12-30 23:10:53",
+        "started_at": "2025-12-30 23:10:55",
+        "completed_at": "2025-12-30 23:11:17",
+        "error": {},
+        "result": {"n_records": 81, "openva_csmf": {"Prematurity": 0.0123, "Birth asphyxia": 0.72}},
+        "log": [f"[2025-12-30 23:10:{55 + i % 5:02d}] step {i}" for i in range(10)],
+    }
