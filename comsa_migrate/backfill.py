@@ -155,7 +155,7 @@ def prepared_batches(
         sources: list[tree.JobSource] = []
         payloads: list[bytes] = []
         for source in batch:
-            if known.get(source.job_id) == source.fingerprint:
+            if not source.racy and known.get(source.job_id) == source.fingerprint:
                 _record(summary, on_job, JobResult(source.job_id, "unchanged", {}))
                 continue
             payload = _read_and_normalise(options, source, summary, on_job)

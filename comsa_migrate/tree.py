@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +30,9 @@ __all__ = [
 
 #: bump when normalisation changes, so that every fingerprint changes and jobs are re-read
 NORMALISER_VERSION = "1"
+
+#: modifications this close to a scan are not trusted to show in mtime (see JobSource)
+RACY_WINDOW_NS = 2_000_000_000
 
 JOBS, UPLOADS, OUTPUTS = "jobs", "uploads", "outputs"
 FILE_TYPE_OF_FOLDER = {UPLOADS: "input", OUTPUTS: "output"}
@@ -73,9 +77,24 @@ class JobSource:
     json_ino: int
     files: tuple[FileStat, ...]
     problems: tuple[Problem, ...] = ()
+    scanned_ns: int = field(default_factory=time.time_ns)
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", self._fingerprint())
+
+    @property
+    def racy(self) -> bool:
+        return self.fingerprint.startswith("racy-")
+
+    def _fingerprint(self) -> str:
+        """A digest of what stat saw; "racy-" marks one that must not be trusted later.
+
+        A file written again within the file system's timestamp granularity of being
+        stat'ed can keep its mtime and size; like git's racy-clean check, a fingerprint
+        taken that close to a modification is recorded so that it never matches, and the
+        job is re-read (and found unchanged) on the next run.
+        """
         digest = hashlib.blake2b(digest_size=16)
         digest.update(
             f"{NORMALISER_VERSION}|{self.json_path}|{self.json_size}|"
@@ -83,7 +102,9 @@ class JobSource:
         )
         for f in self.files:
             digest.update(f"\n{f.file_type}|{f.file_path}|{f.size}|{f.mtime_ns}".encode())
-        object.__setattr__(self, "fingerprint", digest.hexdigest())
+        newest = max([self.json_mtime_ns, *(f.mtime_ns for f in self.files)])
+        racy = self.scanned_ns - newest < RACY_WINDOW_NS
+        return ("racy-" if racy else "") + digest.hexdigest()
 
 
 ScanItem = JobSource | Problem
