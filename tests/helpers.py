@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,17 @@ def _sample_job(job_id: str) -> dict[str, Any]:
         "result": {"n_records": 81, "openva_csmf": {"Prematurity": 0.0123, "Birth asphyxia": 0.72}},
         "log": [f"[2025-12-30 23:10:{55 + i % 5:02d}] step {i}" for i in range(10)],
     }
+
+
+def age_tree(data_dir: Path, seconds: float = 3600) -> None:
+    """Move every mtime into the past, so that fingerprints are trusted (not racy)."""
+    for path in [data_dir, *data_dir.rglob("*")]:
+        if not path.is_symlink():
+            st = path.stat()
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+
+
+def stored_contents(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """Every job's rows in canonical form (serial ids left out), keyed by job id."""
+    rows = conn.execute("SELECT id::text, comsa_migrate.stored_content(id) FROM jobs").fetchall()
+    return dict(rows)
