@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 
 from .backfill import Summary
@@ -27,7 +28,7 @@ def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
         lines.append(_row("migrations", "applied " + ", ".join(done)))
     jobs = ", ".join(f"{summary.actions[a]} {word}" for a, word in _ACTION_WORDS)
     if summary.actions["metadata_only"]:
-        jobs += f"; {summary.actions['metadata_only']} metadata-only files"
+        jobs += f"; {summary.actions['metadata_only']} metadata only"
     lines.append(_row("jobs", jobs))
     lines.append(_row("rows", ", ".join(f"{t} {summary.rows[t]}" for t in _TABLES)))
     for severity, label in ((Severity.WARNING, "warnings"), (Severity.INFO, "info")):
@@ -41,8 +42,13 @@ def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
         lines.append("")
         lines.append(f"Errors ({len(summary.errors)}): these jobs were not written")
         for problem in sorted(summary.errors, key=lambda p: (p.code, p.job_id or "", p.path or "")):
-            lines.append(f"  {problem.code}  {problem.job_id or '-'}  {problem.path or '-'}")
-            lines.append(f"      {problem.message}")
+            lines.append(f"  {problem.code}  {problem.job_id or '-'}")
+            lines.append(f"      {problem.path or '-'}")
+            lines.append(
+                textwrap.fill(
+                    problem.message, 80, initial_indent=" " * 6, subsequent_indent=" " * 6
+                )
+            )
     return "\n".join(lines)
 
 
@@ -50,7 +56,14 @@ _TABLES = ("jobs", "job_logs", "job_files")
 
 
 def _row(label: str, text: str) -> str:
-    return f"  {label:<11} {text}"
+    """A labelled line, wrapped at 80 columns under its own indent."""
+    return textwrap.fill(
+        text,
+        width=80,
+        initial_indent=f"  {label:<11} ",
+        subsequent_indent=" " * 14,
+        break_on_hyphens=False,
+    )
 
 
 def _by_severity(counts: Counter[str], severity: Severity) -> list[tuple[str, int]]:

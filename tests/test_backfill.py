@@ -137,7 +137,7 @@ def test_a_job_changed_in_the_database_is_a_conflict_and_is_left_alone(
 
     assert result.exit_code == 1
     assert "1 conflicts" in result.stdout
-    assert f"conflict  {COMPLETED_JOB}  jobs/{COMPLETED_JOB}.json" in result.stdout
+    assert f"conflict  {COMPLETED_JOB}\n      jobs/{COMPLETED_JOB}.json\n" in result.stdout
     row = conn.execute("SELECT status, country FROM jobs WHERE id = %s", [COMPLETED_JOB])
     assert row.fetchone() == ("running", "Mozambique")
 
