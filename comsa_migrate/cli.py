@@ -157,11 +157,20 @@ def _target(dsn: str | None) -> db.Target:
         home = db.embedded_home()
         target = db.start_embedded(home)
         click.echo(
-            f"comsa-migrate: no database configured; using the embedded PostgreSQL in {home} "
+            f"comsa-migrate: no database configured; using the embedded PostgreSQL in "
+            f"{_display_path(home)} "
             "(set --dsn, COMSA_DSN or DATABASE_URL to use your own server)",
             err=True,
         )
     return target
+
+
+def _display_path(path: Path) -> str:
+    """A path as a person would type it: under the home folder, with ~."""
+    try:
+        return "~/" + str(path.resolve().relative_to(Path.home().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @contextlib.contextmanager

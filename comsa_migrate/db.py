@@ -58,6 +58,8 @@ class Target:
         return self.source == "embedded"
 
     def __str__(self) -> str:
+        if self.embedded:
+            return f"the embedded PostgreSQL (database {EMBEDDED_DATABASE})"
         return redact(self.dsn)
 
 
