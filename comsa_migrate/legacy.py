@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -48,6 +49,11 @@ MAPPED_KEYS = frozenset(
 )
 _LOG_PREFIX = re.compile(r"\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})\] ?(.*)", re.S)
 _UTF8_BOM = b"\xef\xbb\xbf"
+#: a run of digits that may be an integer beyond 64 bits, which orjson reads as a float
+_LONG_DIGITS = re.compile(rb"\d{19}")
+#: deeper documents are refused: no job nests beyond a few levels, and the payload
+#: written to PostgreSQL must stay within orjson's encoder limit (254)
+MAX_DEPTH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,8 @@ def parse_job(raw: bytes, source: JobSource, data_dir: Path) -> Parsed:
         if _absent(doc.get("type")) and _absent(doc.get("status")):
             note("metadata_only", "no `type` and no `status`: a metadata sidecar, not a job")
             return Parsed(None, tuple(notes), metadata_only=True)
+        if b"\\u0000" in raw:
+            _reject_nul(doc)
         record = _normalise(doc, source, data_dir, note)
     except _Invalid as exc:
         note(exc.code, str(exc))
@@ -116,11 +124,12 @@ def parse_job(raw: bytes, source: JobSource, data_dir: Path) -> Parsed:
 
 def _normalise(doc: dict[str, Any], source: JobSource, data_dir: Path, note: Any) -> JobRecord:
     job_id = _job_id(doc.get("id"), source, note)
-    job_type = _required_text(doc, "type")
+    job_type = _limited("type", _required_text(doc, "type"))
     status = _required_text(doc, "status").lower()
     if status not in STATUSES:
         raise _Invalid("invalid_status", f"status {doc['status']!r} is not one of {STATUSES}")
     algorithms = _algorithms(doc.get("algorithm"))
+    algorithm = _limited("algorithm", algorithms[0]) if algorithms else ""
     if len(algorithms) > 1:
         note("algorithm_list_truncated", f"algorithm list {algorithms} kept {algorithms[0]!r}")
     created_at = _timestamp(doc, "created_at")
@@ -135,7 +144,7 @@ def _normalise(doc: dict[str, Any], source: JobSource, data_dir: Path, note: Any
         id=job_id,
         type=job_type,
         status=status,
-        algorithm=_limited("algorithm", algorithms[0] if algorithms else None),
+        algorithm=algorithm or None,
         age_group=_optional_text(doc, "age_group"),
         country=_optional_text(doc, "country"),
         calib_model_type=_optional_text(doc, "calib_model_type"),
@@ -156,38 +165,84 @@ def _load(raw: bytes) -> Any:
         raw = raw[len(_UTF8_BOM) :]
     if not raw.strip():
         raise _Invalid("invalid_json", "the file is empty")
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        doc = _load_big_numbers(raw, exc)
-    if b"\\u0000" in raw:
-        _reject_nul(doc)
+    exact = _LONG_DIGITS.search(raw) is not None
+    if exact:
+        doc = _load_exact(raw)
+    else:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _Invalid("invalid_json", f"not valid JSON: {exc}") from None
+    if exact or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _check_depth_and_text(doc)
     return doc
 
 
-def _load_big_numbers(raw: bytes, first_error: orjson.JSONDecodeError) -> Any:
-    """orjson refuses integers beyond 64 bits that are valid JSON; the stdlib reads them."""
+def _load_exact(raw: bytes) -> Any:
+    """The stdlib reader keeps integers beyond 64 bits exact; orjson would round them."""
 
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")
 
+    def finite(text: str) -> float:
+        number = float(text)
+        if math.isinf(number):
+            raise ValueError(f"the number {text} is out of range")
+        return number
+
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=refuse)
-    except (UnicodeDecodeError, ValueError):
-        raise _Invalid("invalid_json", f"not valid JSON: {first_error}") from None
+        return json.loads(raw.decode("utf-8"), parse_constant=refuse, parse_float=finite)
+    except UnicodeDecodeError as exc:
+        raise _Invalid("invalid_json", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except RecursionError:
+        raise _Invalid("invalid_json", f"nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:
+        raise _Invalid("invalid_json", f"not valid JSON: {exc}") from None
 
 
-def _reject_nul(value: Any) -> None:
-    """PostgreSQL text and jsonb cannot hold U+0000."""
-    if isinstance(value, str) and "\x00" in value:
-        raise _Invalid("invalid_field", "a string holds U+0000, which PostgreSQL cannot store")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _reject_nul(key)
-            _reject_nul(item)
-    elif isinstance(value, list):
-        for item in value:
-            _reject_nul(item)
+def _check_depth_and_text(doc: Any) -> None:
+    """Refuse nesting beyond MAX_DEPTH and lone surrogates (which orjson refuses too)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((key, depth) for key in value)
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            if isinstance(value, str) and not _encodable(value):
+                raise _Invalid("invalid_json", "a string holds a lone UTF-16 surrogate")
+            continue
+        if depth > MAX_DEPTH:
+            raise _Invalid("invalid_json", f"nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _reject_nul(doc: dict[str, Any]) -> None:
+    """PostgreSQL text and jsonb cannot hold U+0000; fields that are not stored may."""
+    for key in MAPPED_KEYS & doc.keys():
+        stack = [doc[key]]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, str):
+                if "\x00" in value:
+                    raise _Invalid(
+                        "invalid_field", f"`{key}` holds U+0000, which PostgreSQL cannot store"
+                    )
+            elif isinstance(value, dict):
+                stack.extend(value)
+                stack.extend(value.values())
+            elif isinstance(value, list):
+                stack.extend(value)
 
 
 def _absent(value: Any) -> bool:
@@ -218,7 +273,7 @@ def _required_text(doc: dict[str, Any], key: str) -> str:
         raise _Invalid("missing_field", f"required field `{key}` is missing")
     if not isinstance(value, str):
         raise _Invalid("invalid_field", f"`{key}` is {_kind(value)}, not a string")
-    return _limited(key, value) or ""
+    return value
 
 
 def _optional_text(doc: dict[str, Any], key: str) -> str | None:
@@ -230,9 +285,9 @@ def _optional_text(doc: dict[str, Any], key: str) -> str | None:
     return _limited(key, value)
 
 
-def _limited(key: str, value: str | None) -> str | None:
+def _limited(key: str, value: str) -> str:
     limit = COLUMN_LIMITS[key]
-    if value is not None and len(value) > limit:
+    if len(value) > limit:
         raise _Invalid(
             "invalid_field", f"`{key}` has {len(value)} characters; the column allows {limit}"
         )
@@ -276,7 +331,7 @@ def _timestamp(doc: dict[str, Any], key: str) -> datetime | None:
         raise _Invalid("invalid_timestamp", f"`{key}` is {_kind(value)}, not a timestamp")
     try:
         return parse_timestamp(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise _Invalid("invalid_timestamp", f"`{key}` {value!r} is not a timestamp") from None
 
 
@@ -293,7 +348,8 @@ def _error(value: Any) -> dict[str, Any]:
 
 
 def _result(value: Any) -> dict[str, Any]:
-    if _absent(value):
+    # [] is how jsonlite writes an empty R list; an empty string is no object
+    if value is None or value == {} or value == []:
         return {}
     if isinstance(value, dict):
         return value
@@ -329,10 +385,12 @@ def _input_file_path(value: Any, data_dir: Path, note: Any) -> str | None:
     if not isinstance(value, str):
         raise _Invalid("invalid_field", f"`input_file` is {_kind(value)}, not a path")
     root = os.path.abspath(data_dir)
-    candidates = [os.path.join(os.path.dirname(root), value), os.path.join(root, value)]
+    candidates = [os.path.join(os.path.dirname(root), value)]
     first, _, rest = value.replace("\\", "/").partition("/")
     if first == "data" and rest:
+        # "data/" names DATA_DIR itself, whatever the folder is called here
         candidates.append(os.path.join(root, rest))
+    candidates.append(os.path.join(root, value))
     inside = [rel for rel in (_relative_inside(c, root) for c in candidates) if rel is not None]
     if not inside:
         note("input_path_outside_root", f"input_file {value!r} is outside DATA_DIR; stored as NULL")

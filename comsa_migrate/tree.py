@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 #: bump when normalisation changes, so that every fingerprint changes and jobs are re-read
-NORMALISER_VERSION = "1"
+NORMALISER_VERSION = "2"
 
 #: modifications this close to a scan are not trusted to show in mtime (see JobSource)
 RACY_WINDOW_NS = 2_000_000_000
