@@ -34,6 +34,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "unreadable": (ERR, "the job file or folder cannot be read (permissions, I/O)"),
     "conflict": (ERR, "the database copy was changed by something else; --force overwrites"),
     "db_error": (ERR, "the database refused the job's rows; the job was rolled back"),
+    "schema_missing": (ERR, "the dashboard's tables are not in the database (report only)"),
     # warnings: written (or left alone) but worth a look
     "missing_id": (WARN, "no `id` field; the file name was used"),
     "created_at_from_mtime": (WARN, "no `created_at`; the file's modification time was used"),
@@ -43,6 +44,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "orphan_upload_dir": (WARN, "an uploads/<id> folder has no job JSON"),
     "orphan_output_dir": (WARN, "an outputs/<id> folder has no job JSON"),
     "invalid_job_dir": (WARN, "a job folder or JSON whose name is not a UUID"),
+    # warnings of the report's database drift check
+    "db_only": (WARN, "a job in the database with no JSON on disk"),
+    "db_changed": (WARN, "the job's rows were changed since comsa-migrate wrote them"),
+    "file_missing": (WARN, "a `job_files` row names a file that is not on disk"),
+    "size_mismatch": (WARN, "a `job_files` size differs from the file on disk"),
     # info: nothing is wrong, but it is not stored as such
     "algorithm_list_truncated": (INFO, "`algorithm` was a list; its first element was kept"),
     "unmapped_fields": (INFO, "fields with no column were not stored"),
