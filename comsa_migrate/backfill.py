@@ -26,6 +26,7 @@ __all__ = [
     "backfill",
     "migrate_jobs",
     "prepared_batches",
+    "record_outcome",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,11 @@ def migrate_jobs(
     for sources, payloads in prepared_batches(conn, options, items, summary, stop, on_job):
         outcomes = store.apply_batch(conn, payloads, force=options.force, run_id=run_id)
         for source, outcome in zip(sources, outcomes, strict=True):
-            _record_outcome(summary, on_job, source, outcome)
+            record_outcome(summary, on_job, source, outcome)
 
 
 def prepared_batches(
-    conn: psycopg.Connection[Any],
+    conn: psycopg.Connection[Any] | None,
     options: BackfillOptions,
     items: Iterable[tree.ScanItem],
     summary: Summary,
@@ -145,13 +146,18 @@ def prepared_batches(
 
     Everything decided without the database is recorded in ``summary`` on the way:
     tree problems, jobs unchanged by stat, unreadable or invalid JSON, metadata sidecars.
-    Reads nothing but the fingerprints, so it is safe in a read-only transaction.
+    Reads nothing but the fingerprints, so it is safe in a read-only transaction; with
+    ``conn`` None there are no fingerprints to trust and every job is read.
     """
     for batch in _batches(items, options.batch_size, summary):
         if stop is not None and stop.is_set():
             summary.interrupted = True
             return
-        known = {} if options.force else store.known_fingerprints(conn, [s.job_id for s in batch])
+        known = (
+            {}
+            if options.force or conn is None
+            else store.known_fingerprints(conn, [s.job_id for s in batch])
+        )
         sources: list[tree.JobSource] = []
         payloads: list[bytes] = []
         for source in batch:
@@ -203,12 +209,13 @@ def _read_and_normalise(
     return store.job_payload(parsed.record)
 
 
-def _record_outcome(
+def record_outcome(
     summary: Summary,
     on_job: Callable[[JobResult], None] | None,
     source: tree.JobSource,
     outcome: store.Outcome,
 ) -> None:
+    """Count what the database did (or would do) with one job; conflicts and errors are problems."""
     action = outcome.action
     if action == "conflict":
         summary.add(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,13 +17,17 @@ from .tree import utc_from_ns
 
 __all__ = [
     "Outcome",
+    "Plan",
     "apply_batch",
     "finish_run",
     "job_payload",
     "known_fingerprints",
+    "plan_batch",
     "prepare_session",
     "start_run",
 ]
+
+log = logging.getLogger(__name__)
 
 TABLES = ("jobs", "job_logs", "job_files")
 
@@ -103,6 +108,92 @@ def apply_batch(
         )
         for item in row[0]
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What writing one job would do, decided by comsa_migrate.plan_job() without writing."""
+
+    action: str  # insert, update, unchanged, conflict or error
+    changes: dict[str, tuple[int, int, int]]  # per table: rows inserted, updated, deleted
+    message: str | None = None  # the database's reason, for "error"
+
+    @property
+    def outcome(self) -> Outcome:
+        """The outcome apply_batch() would return: rows written are inserted plus updated."""
+        rows = {table: ins + upd for table, (ins, upd, _) in self.changes.items()}
+        return Outcome(self.action, rows, self.message)
+
+
+# apply_job() rewrites a part (the job row, its logs, its files) only when it differs;
+# logs and files are replaced whole: every stored row deleted, every incoming row inserted.
+_PLAN_BATCH = """
+SELECT p.action,
+       p.stored IS NULL,
+       p.action IN ('insert', 'update')
+           AND (p.stored IS NULL OR p.stored->'job' <> p.incoming->'job'),
+       p.action IN ('insert', 'update')
+           AND (p.stored IS NULL OR p.stored->'logs' <> p.incoming->'logs'),
+       p.action IN ('insert', 'update')
+           AND (p.stored IS NULL OR p.stored->'files' <> p.incoming->'files'),
+       COALESCE(jsonb_array_length(p.stored->'logs'), 0),
+       jsonb_array_length(p.incoming->'logs'),
+       COALESCE(jsonb_array_length(p.stored->'files'), 0),
+       jsonb_array_length(p.incoming->'files')
+FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(job, n),
+     LATERAL comsa_migrate.plan_job(e.job, %s) AS p
+ORDER BY e.n
+"""
+
+
+def plan_batch(
+    conn: psycopg.Connection[Any], payloads: Sequence[bytes], *, force: bool
+) -> list[Plan]:
+    """What apply_batch() would do with these jobs, read-only, in one round trip.
+
+    A job the database cannot even plan (a value its row type refuses) is an "error",
+    as apply_batch() would report it; the others are planned one by one around it.
+    """
+    try:
+        with conn.transaction():
+            return _plan_rows(conn, payloads, force)
+    except psycopg.DataError:
+        log.info("a job of this batch cannot be planned; planning the batch job by job")
+    plans: list[Plan] = []
+    for payload in payloads:
+        try:
+            with conn.transaction():
+                plans.extend(_plan_rows(conn, [payload], force))
+        except psycopg.DataError as exc:
+            plans.append(Plan("error", {}, str(exc).strip().splitlines()[0]))
+    return plans
+
+
+def _plan_rows(conn: psycopg.Connection[Any], payloads: Sequence[bytes], force: bool) -> list[Plan]:
+    batch = b"[" + b",".join(payloads) + b"]"
+    rows = conn.execute(_PLAN_BATCH, [batch.decode(), force]).fetchall()
+    return [_plan(*row) for row in rows]
+
+
+def _plan(
+    action: str,
+    new: bool,
+    job_changed: bool,
+    logs_changed: bool,
+    files_changed: bool,
+    logs_before: int,
+    logs_after: int,
+    files_before: int,
+    files_after: int,
+) -> Plan:
+    return Plan(
+        action,
+        {
+            "jobs": (int(job_changed and new), int(job_changed and not new), 0),
+            "job_logs": (logs_after, 0, logs_before) if logs_changed else (0, 0, 0),
+            "job_files": (files_after, 0, files_before) if files_changed else (0, 0, 0),
+        },
+    )
 
 
 def start_run(conn: psycopg.Connection[Any], command: str, data_dir: str) -> int:
