@@ -118,16 +118,18 @@ def scan(data_dir: Path) -> Iterator[ScanItem]:
     _check_data_dir(data_dir)
     yield from _scan_top_level(data_dir)
     jobs_dir = data_dir / JOBS
-    if jobs_dir.is_dir():
+    if _is_real_dir(jobs_dir):
         yield from _scan_jobs(data_dir, jobs_dir)
     for folder in (UPLOADS, OUTPUTS):
-        if (data_dir / folder).is_dir():
+        if _is_real_dir(data_dir / folder):
             yield from _scan_orphans(data_dir, folder)
 
 
 def job_source(data_dir: Path, job_id: str) -> ScanItem | None:
     """The current JobSource of one job (or the problem stopping it); None if its JSON is gone."""
     rel = f"{JOBS}/{job_id}.json"
+    if os.path.islink(data_dir / JOBS):
+        return Problem("symlink_skipped", "symbolic link not followed", path=JOBS)
     try:
         st = os.lstat(data_dir / rel)
     except FileNotFoundError:
@@ -136,6 +138,8 @@ def job_source(data_dir: Path, job_id: str) -> ScanItem | None:
         return Problem("unreadable", _os_reason(exc), job_id, rel)
     if stat.S_ISLNK(st.st_mode):
         return Problem("symlink_skipped", "symbolic link not followed", path=rel)
+    if not stat.S_ISREG(st.st_mode):
+        return Problem("stray_file", "not a job JSON", path=rel)
     return _job_source(data_dir, job_id, rel, st)
 
 
@@ -143,8 +147,13 @@ def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | 
     """The bytes of a job JSON, or the problem that stops them from being read."""
     path = data_dir / source.json_path
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
+        # never follow a symlink, nor wait on a FIFO, put there since the scan
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return Problem("unreadable", "not a regular file", source.job_id, source.json_path)
+            size = st.st_size
             if size > max_bytes:
                 return Problem(
                     "file_too_large",
@@ -187,7 +196,7 @@ def _scan_jobs(data_dir: Path, jobs_dir: Path) -> Iterator[ScanItem]:
             yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
             continue
         stem, dot, suffix = entry.name.rpartition(".")
-        if entry.is_dir(follow_symlinks=False) or not (dot and suffix.lower() == "json"):
+        if not entry.is_file(follow_symlinks=False) or not (dot and suffix.lower() == "json"):
             yield Problem("stray_file", "not a job JSON", path=rel)
             continue
         if not is_job_id(stem):
@@ -206,13 +215,17 @@ def _job_source(data_dir: Path, stem: str, rel: str, st: os.stat_result) -> Scan
     files: list[FileStat] = []
     problems: list[Problem] = []
     for folder, file_type in FILE_TYPE_OF_FOLDER.items():
-        job_dir = data_dir / folder / stem
+        job_dir, job_rel = data_dir / folder / stem, f"{folder}/{stem}"
         try:
-            _walk_job_files(job_dir, f"{folder}/{stem}", file_type, job_id, files, problems)
+            if not _is_real_dir(data_dir / folder) or _not_a_job_folder(
+                job_dir, job_rel, job_id, problems
+            ):
+                continue
+            _walk_job_files(job_dir, job_rel, file_type, job_id, files, problems)
         except FileNotFoundError:
             continue
         except OSError as exc:
-            return Problem("unreadable", _os_reason(exc), job_id, f"{folder}/{stem}")
+            return Problem("unreadable", _os_reason(exc), job_id, job_rel)
     files.sort(key=lambda f: (f.file_type, f.file_path))
     return JobSource(
         job_id=job_id,
@@ -223,6 +236,16 @@ def _job_source(data_dir: Path, stem: str, rel: str, st: os.stat_result) -> Scan
         files=tuple(files),
         problems=tuple(problems),
     )
+
+
+def _not_a_job_folder(job_dir: Path, rel: str, job_id: str, problems: list[Problem]) -> bool:
+    """Whether uploads/<id> or outputs/<id> is missing, a symlink, or not a folder."""
+    mode = os.lstat(job_dir).st_mode
+    if stat.S_ISLNK(mode):
+        problems.append(Problem("symlink_skipped", "symbolic link not followed", job_id, rel))
+    elif not stat.S_ISDIR(mode):
+        problems.append(Problem("stray_file", "a file where the job's folder belongs", job_id, rel))
+    return not stat.S_ISDIR(mode)
 
 
 def _walk_job_files(
@@ -255,14 +278,32 @@ def _scan_orphans(data_dir: Path, folder: str) -> Iterator[Problem]:
     jobs_dir = data_dir / JOBS
     for entry in _entries(data_dir / folder, ordered=False):
         rel = f"{folder}/{entry.name}"
+        if is_job_id(entry.name) and _is_job_json(jobs_dir / f"{entry.name}.json"):
+            continue  # the job's own scan reports anything odd about its folder
         if entry.is_symlink():
             yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
         elif not entry.is_dir(follow_symlinks=False):
             yield Problem("stray_file", "not inside a job folder", path=rel)
         elif not is_job_id(entry.name):
             yield Problem("invalid_job_dir", "job folder whose name is not a UUID", path=rel)
-        elif not (jobs_dir / f"{entry.name}.json").exists():
+        else:
             yield Problem(code, "no job JSON for this folder", entry.name.lower(), rel)
+
+
+def _is_real_dir(path: Path) -> bool:
+    """A folder, not a symbolic link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_job_json(path: Path) -> bool:
+    """Whether the scan takes this path as a job: a regular file, not a symbolic link."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _entries(folder: Path, *, ordered: bool = True) -> Iterator[os.DirEntry[str]]:
