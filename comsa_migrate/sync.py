@@ -1,0 +1,414 @@
+"""The sync daemon: mirror each new or changed legacy job into PostgreSQL within a second."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from watchdog.observers.api import BaseObserver
+
+from . import daemon_store, tree
+from .backfill import BackfillOptions
+from .db import Target
+from .debounce import Debouncer
+from .errors import DataDirError
+from .metrics import Metrics, MetricsServer
+from .sync_jobs import JobSyncer
+from .sync_session import DB_ERRORS, SyncSession
+from .watch import (
+    JobEventHandler,
+    WatchError,
+    observer_alive,
+    start_observer,
+    stop_observer,
+)
+
+__all__ = ["Daemon", "SyncOptions"]
+
+log = logging.getLogger("comsa_migrate.sync")
+
+#: how often a tree that has gone missing is logged again
+TREE_MISSING_LOG_EVERY = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    data_dir: Path
+    force: bool = False
+    wait: bool = False  # wait for the lock instead of refusing to start
+    polling: bool = False  # the polling observer, for NFS and CIFS
+    debounce: float = 0.5  # seconds of quiet before a job is synced
+    settle: float = 5.0  # seconds a job JSON may stay unparsable before it is a problem
+    rescan_interval: float = 600.0
+    metrics_port: int | None = None  # 0 picks a free port
+    max_json_bytes: int = 64 * 1024 * 1024
+    batch_size: int = 200
+    retry_min: float = 0.5  # database reconnection backoff
+    retry_max: float = 30.0
+    heartbeat_interval: float = 5.0  # bookkeeping refresh and observer health check
+    #: the tree counts as gone when fewer than this fraction of its job JSONs remain...
+    vanish_fraction: float = 0.5
+    #: ...out of at least this many
+    vanish_min_jobs: int = 20
+
+
+class Daemon:
+    """``run()`` syncs until ``stop()``; the thread that calls ``run()`` is the only writer.
+
+    Pipeline: watchdog's observer thread -> JobEventHandler (path -> job id) ->
+    Debouncer (per-job deadlines, one Condition) -> this worker, which owns the
+    database connections and syncs due jobs through the backfill's path.
+    """
+
+    def __init__(self, target: Target, options: SyncOptions) -> None:
+        self.target = target
+        self.options = options
+        self.root = os.path.realpath(options.data_dir)
+        self.ready = threading.Event()  # set once the catch-up scan is done and it is watching
+        self.metrics = Metrics()
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("rescans", "observer_restarts", "outages", "json_removed"), 0
+        )
+        self.state = "starting"
+        self.metrics_port: int | None = None
+        self._stop = threading.Event()
+        self._flags_lock = threading.Lock()
+        self._rescan_reasons: list[str] = ["start-up"]
+        self._restart_observer = False
+        self._check_tree_at: float | None = None
+        self._debouncer = Debouncer(options.debounce, max_delay=max(2.0, 10 * options.debounce))
+        self._pending: dict[str, float] = {}  # due, waiting for the database: id -> first event
+        self._session = SyncSession(
+            target,
+            self.root,
+            wait=options.wait,
+            retry_min=options.retry_min,
+            retry_max=options.retry_max,
+        )
+        backfill_options = BackfillOptions(
+            Path(self.root), options.force, options.max_json_bytes, options.batch_size
+        )
+        self._syncer = JobSyncer(backfill_options, options.settle, self.metrics, self._retry)
+        self._observer: BaseObserver | None = None
+        self._tree_jobs = 0  # job JSONs at the last check that found the tree whole
+        self._tree_missing_since: float | None = None
+        self._next_beat = 0.0
+        self._last_beat = 0.0
+        self._next_observer_check = 0.0
+        self._tree_missing_logged_at = float("-inf")
+        self._next_rescan = time.monotonic() + options.rescan_interval
+        self._add_gauges()
+
+    # -- control, from any thread (signal handlers included) -----------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._debouncer.wake()
+
+    def request_rescan(self, reason: str = "requested") -> None:
+        with self._flags_lock:
+            self._rescan_reasons.append(reason)
+        self._debouncer.wake()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._debouncer) + len(self._pending)
+
+    # -- what the observer reports (observer thread) --------------------------------------
+
+    def job_changed(self, job_id: str) -> None:
+        self._debouncer.add(job_id)
+
+    def job_json_removed(self, job_id: str) -> None:
+        self.counters["json_removed"] += 1
+        log.warning(
+            "%s: its job JSON was removed; the job stays in the database",
+            job_id,
+            extra={"job_id": job_id},
+        )
+        self._tree_changed()
+
+    def tree_changed(self, reason: str) -> None:
+        log.warning("%s", reason)
+        self._tree_changed()
+
+    def events_lost(self, reason: str) -> None:
+        log.warning("%s: restarting the observer and rescanning %s", reason, self.root)
+        with self._flags_lock:
+            self._restart_observer = True
+            self._rescan_reasons.append(reason)
+        self._debouncer.wake()
+
+    # -- the worker --------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Sync until stopped. Raises LockHeld, or another ComsaMigrateError at start-up."""
+        next(tree.scan(Path(self.root)), None)  # checks the folder before yielding anything
+        server = self._start_metrics()
+        try:
+            while not self._stop.is_set() and not self._session.connect(self.queue_depth):
+                self._debouncer.wait(self._session.next_attempt)
+            if self._stop.is_set():
+                return
+            self._observer = self._new_observer()
+            while not self._stop.is_set():
+                self._step()
+        finally:
+            self._shut_down(server)
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        self._take_due()
+        if not self._session.connect(self.queue_depth):
+            self._debouncer.wait(self._session.next_attempt)
+            return
+        try:
+            if self._tree_is_missing(now):
+                self._debouncer.wait(time.monotonic() + 1.0)  # a vanished mount sends no events
+                return
+            self._look_after_observer(now)
+            self._rescan_if_due(now)
+            if self._pending:
+                self._sync_pending()
+            if time.monotonic() >= self._next_beat:
+                self._beat()
+        except DB_ERRORS as exc:
+            self._session.lost(exc, self.queue_depth)
+            self.counters["outages"] = self._session.outages
+            return
+        if not self._pending:
+            self._debouncer.wait(min(self._next_beat, self._next_rescan))
+
+    def _take_due(self) -> None:
+        for job_id, first_seen in self._debouncer.pop_due(100_000):
+            self._pending.setdefault(job_id, first_seen)
+
+    def _sync_pending(self) -> None:
+        batch = list(self._pending.items())[: self.options.batch_size]
+        self._syncer.sync(self._session.conn, self._session.run_id, batch)  # type: ignore[arg-type]
+        for job_id, _ in batch:
+            del self._pending[job_id]
+        self._record_problems()
+        if time.monotonic() - self._last_beat >= 1.0:
+            self._beat()
+
+    def _rescan_if_due(self, now: float) -> None:
+        with self._flags_lock:
+            reasons, self._rescan_reasons = self._rescan_reasons, []
+        if now >= self._next_rescan:
+            reasons.append("periodic")
+        if not reasons:
+            return
+        reason = reasons[0]
+        try:
+            self._rescan(reason)
+        except BaseException:
+            with self._flags_lock:  # not done: do it again once the database is back
+                self._rescan_reasons.insert(0, reason)
+            raise
+
+    def _rescan(self, reason: str) -> None:
+        started = time.monotonic()
+        self.counters["rescans"] += 1
+        self.metrics.rescan(reason)
+        self._set_state("catching_up" if not self.ready.is_set() else self.state)
+        try:
+            summary = self._syncer.rescan(self._session.conn, self._session.run_id, self._stop)  # type: ignore[arg-type]
+        except DataDirError as exc:
+            if not self.ready.is_set():
+                raise
+            log.error("rescan failed: %s", exc)
+            self._check_tree_at = time.monotonic()
+            return
+        self._next_rescan = time.monotonic() + self.options.rescan_interval
+        self._tree_jobs = tree.count_job_files(Path(self.root))
+        self._record_problems()
+        actions = summary.actions
+        log.info(
+            "rescan (%s): %d jobs, %d inserted, %d updated, %d unchanged, %d skipped, "
+            "%d conflicts in %.1f s",
+            reason,
+            summary.jobs,
+            actions["insert"],
+            actions["update"],
+            actions["unchanged"],
+            actions["skip"],
+            actions["conflict"],
+            time.monotonic() - started,
+        )
+        if not self.ready.is_set() and not summary.interrupted:
+            self._set_state("watching")
+            self.ready.set()
+            log.info("watching %s", self.root)
+
+    def _look_after_observer(self, now: float) -> None:
+        with self._flags_lock:
+            restart, self._restart_observer = self._restart_observer, False
+        if not restart and (now < self._next_observer_check or observer_alive(self._observer)):
+            return
+        self._next_observer_check = now + self.options.heartbeat_interval
+        if not restart:
+            log.warning("the file observer stopped; restarting it and rescanning %s", self.root)
+            self.request_rescan("observer died")
+        stop_observer(self._observer)
+        self._observer = None
+        self.counters["observer_restarts"] += 1
+        try:
+            self._observer = self._new_observer()
+        except WatchError as exc:
+            log.error(
+                "%s; rescanning every %g s until it works", exc, self.options.heartbeat_interval
+            )
+            self._next_rescan = min(self._next_rescan, now + self.options.heartbeat_interval)
+
+    def _new_observer(self) -> BaseObserver:
+        handler = JobEventHandler(self.root, self)
+        return start_observer(self.root, handler, polling=self.options.polling)
+
+    # -- a tree that disappears ---------------------------------------------------------
+
+    def _tree_changed(self) -> None:
+        with self._flags_lock:
+            self._check_tree_at = (
+                time.monotonic() if self._check_tree_at is None else self._check_tree_at
+            )
+        self._debouncer.wake()
+
+    def _tree_is_missing(self, now: float) -> bool:
+        """Most of the tree gone at once (an unmounted share): stop syncing until it returns."""
+        with self._flags_lock:
+            due = self._check_tree_at is not None and now >= self._check_tree_at
+            if due:
+                self._check_tree_at = None
+        if not due and self._tree_missing_since is None:
+            return False
+        jobs_dir = Path(self.root) / tree.JOBS
+        present = tree.count_job_files(Path(self.root)) if jobs_dir.is_dir() else -1
+        whole = present >= 0 and (
+            self._tree_jobs < self.options.vanish_min_jobs
+            or present >= self._tree_jobs * self.options.vanish_fraction
+        )
+        if whole:
+            self._tree_jobs = max(present, 0)
+            if self._tree_missing_since is not None:
+                log.warning("the data folder is back (%d job JSONs); resuming", present)
+                self._tree_missing_since = None
+                self._tree_missing_logged_at = float("-inf")
+                self._set_state("watching")
+                with self._flags_lock:
+                    self._restart_observer = True
+                    self._rescan_reasons.append("tree returned")
+            return False
+        if self._tree_missing_since is None:
+            self._tree_missing_since = now
+            self._set_state("tree_missing")
+        if now >= self._tree_missing_logged_at + TREE_MISSING_LOG_EVERY:
+            self._tree_missing_logged_at = now
+            log.error(
+                "most of %s is gone (%s of the %d job JSONs last seen) for %.0f s: "
+                "is the share unmounted? Not syncing until it returns",
+                self.root,
+                "no jobs folder" if present < 0 else present,
+                self._tree_jobs,
+                now - self._tree_missing_since,
+            )
+        return True
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _retry(self, job_id: str, delay: float) -> None:
+        self._debouncer.add(job_id, delay)
+
+    def _record_problems(self) -> None:
+        problems = self._syncer.take_problems()
+        if problems and self._session.conn is not None and self._session.daemon_id is not None:
+            daemon_store.record_problems(self._session.conn, self._session.daemon_id, problems)
+            self._syncer.problems_recorded(len(problems))
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self._next_beat = 0.0
+
+    def _heartbeat(self) -> daemon_store.Heartbeat:
+        last = self._syncer.last
+        oldest = min(
+            [
+                t
+                for t in (self._debouncer.oldest_first_seen(), *self._pending.values())
+                if t is not None
+            ],
+            default=None,
+        )
+        now_wall = datetime.now(UTC)
+        return daemon_store.Heartbeat(
+            state=self.state,
+            queue_depth=self.queue_depth,
+            oldest_pending_at=None
+            if oldest is None
+            else now_wall - timedelta(seconds=time.monotonic() - oldest),
+            last_sync_at=None if last is None else datetime.fromtimestamp(last.at, UTC),
+            last_job_id=None if last is None else last.job_id,
+            last_action=None if last is None else last.action,
+            last_lag_ms=None if last is None else last.lag_ms,
+            actions=dict(self._syncer.actions),
+            counters={
+                **self.counters,
+                "outages": self._session.outages,
+                "errors": self.metrics.errors,
+            },
+        )
+
+    def _beat(self) -> None:
+        self._session.check_lock()
+        if self._session.conn is not None and self._session.daemon_id is not None:
+            daemon_store.heartbeat(self._session.conn, self._session.daemon_id, self._heartbeat())
+        self._last_beat = time.monotonic()
+        self._next_beat = self._last_beat + self.options.heartbeat_interval
+
+    def _start_metrics(self) -> MetricsServer | None:
+        if self.options.metrics_port is None:
+            return None
+        server = MetricsServer(self.metrics, self.options.metrics_port)
+        server.start()
+        self.metrics_port = server.port
+        return server
+
+    def _add_gauges(self) -> None:
+        self.metrics.gauge("queue_depth", "Jobs waiting to be synced.", lambda: self.queue_depth)
+        self.metrics.gauge(
+            "observer_up", "1 while the file observer runs.", lambda: observer_alive(self._observer)
+        )
+        self.metrics.gauge("database_up", "1 while connected.", lambda: self._session.up)
+        self.metrics.gauge(
+            "tree_present",
+            "0 while most of the tree is gone.",
+            lambda: self._tree_missing_since is None,
+        )
+
+    def _shut_down(self, server: MetricsServer | None) -> None:
+        stop_observer(self._observer)
+        self._observer = None
+        self._take_due()
+        if self._pending:
+            log.warning(
+                "stopping with %d jobs not synced; the next start's catch-up scan syncs them",
+                len(self._pending),
+            )
+        self.state = "stopped"
+        final = self._heartbeat() if self._session.up else None
+        if self._session.up:
+            with contextlib.suppress(DB_ERRORS):  # the stop is recorded below if it can be
+                self._record_problems()
+        registered = self._session.daemon_id is not None
+        self._session.close(final, {"actions": dict(self._syncer.actions), **self.counters})
+        if server is not None:
+            server.stop()
+        if registered:
+            log.info("stopped")

@@ -1,0 +1,194 @@
+"""The daemon's use of the backfill's path, for one job or a rescan; half-written JSON held back."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from . import tree
+from .backfill import BackfillOptions, JobResult, Summary, migrate_jobs
+from .metrics import Metrics
+from .problems import Problem, Severity
+
+__all__ = ["JobSyncer", "LastSync"]
+
+log = logging.getLogger("comsa_migrate.sync")
+
+#: first retry of a JSON that does not parse; doubled each time, capped at SETTLE_RETRY_MAX
+SETTLE_RETRY_MIN = 0.05
+SETTLE_RETRY_MAX = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LastSync:
+    job_id: str
+    action: str
+    at: float  # Unix time
+    lag_ms: int | None
+
+
+class JobSyncer:
+    """Writes jobs through ``migrate_jobs`` and says what happened to each, once.
+
+    A job JSON that does not parse is taken for one a legacy writer is still writing:
+    it is retried with backoff (through ``retry``) and only becomes an ``invalid_json``
+    problem once it has stayed broken for ``settle`` seconds. Nothing is written from
+    it meanwhile, since the backfill's path never writes a JSON that does not parse.
+    """
+
+    def __init__(
+        self,
+        options: BackfillOptions,
+        settle: float,
+        metrics: Metrics,
+        retry: Callable[[str, float], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self.settle = settle
+        self.metrics = metrics
+        self.retry = retry
+        self.clock = clock
+        self.actions: Counter[str] = Counter()
+        self.last: LastSync | None = None
+        self.held_back = 0  # retries of JSON that did not parse yet
+        self._unsettled: dict[str, tuple[float, int]] = {}  # job -> (first failure, retries)
+        self._reported: set[int] = set()
+        self._problems: list[Problem] = []
+
+    def sync(
+        self, conn: psycopg.Connection[Any], run_id: int | None, jobs: Iterable[tuple[str, float]]
+    ) -> None:
+        """Sync these (job id, first event) now; raises psycopg.OperationalError on an outage."""
+        first_seen = dict(jobs)
+        sources: list[tree.ScanItem] = []
+        for job_id in first_seen:
+            item = tree.job_source(self.options.data_dir, job_id)
+            if item is None:
+                log.debug("%s: no job JSON on disk; nothing to sync", job_id)
+                self._unsettled.pop(job_id, None)
+            else:
+                sources.append(item)
+        if sources:
+            run = _Pass(self, first_seen, quiet_unchanged=False)
+            migrate_jobs(conn, self.options, sources, run, run_id, on_job=run.on_job)
+
+    def rescan(
+        self, conn: psycopg.Connection[Any], run_id: int | None, stop: threading.Event
+    ) -> Summary:
+        """Every job under DATA_DIR, as the backfill does it: unchanged jobs cost a stat."""
+        run = _Pass(self, {}, quiet_unchanged=True)
+        items = iter(tree.scan(self.options.data_dir))
+        while chunk := list(itertools.islice(items, self.options.batch_size)):
+            if stop.is_set():
+                run.interrupted = True
+                break
+            run.started = self.clock()  # a job's milliseconds are those of its batch
+            migrate_jobs(conn, self.options, chunk, run, run_id, stop, run.on_job)
+        return run
+
+    def take_problems(self) -> list[Problem]:
+        """Problems not yet recorded in the bookkeeping (each reported once per daemon)."""
+        return list(self._problems)
+
+    def problems_recorded(self, n: int) -> None:
+        del self._problems[:n]
+
+    def hold_back(self, job_id: str) -> bool:
+        """True (and a retry planned) while a JSON that does not parse may still be settling."""
+        now = self.clock()
+        first, retries = self._unsettled.get(job_id, (now, 0))
+        remaining = first + self.settle - now
+        if remaining <= 0:
+            self._unsettled.pop(job_id, None)
+            return False
+        self._unsettled[job_id] = (first, retries + 1)
+        self.held_back += 1
+        delay = min(SETTLE_RETRY_MIN * 2**retries, SETTLE_RETRY_MAX, remaining)
+        log.debug("%s: the job JSON does not parse yet; retrying in %.2f s", job_id, delay)
+        self.retry(job_id, delay)
+        return True
+
+    def report(self, problem: Problem) -> None:
+        if problem.severity < Severity.WARNING:
+            return
+        key = hash((problem.code, problem.job_id, problem.path, problem.message))
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self._problems.append(problem)
+        if problem.severity is Severity.ERROR:
+            self.metrics.error()
+        level = logging.ERROR if problem.severity is Severity.ERROR else logging.WARNING
+        where = problem.job_id or problem.path or "-"
+        log.log(
+            level,
+            "%s %s: %s",
+            where,
+            problem.code,
+            problem.message,
+            extra={"job_id": problem.job_id, "code": problem.code, "path": problem.path},
+        )
+
+    def done(
+        self, result: JobResult, started: float, first_seen: float | None, quiet: bool
+    ) -> None:
+        self._unsettled.pop(result.job_id, None)
+        now = self.clock()
+        ms = round((now - started) * 1000)
+        lag_ms = None if first_seen is None else round((now - first_seen) * 1000)
+        self.actions[result.action] += 1
+        self.metrics.job_synced(
+            result.action, time.time(), None if lag_ms is None else lag_ms / 1000
+        )
+        if result.action == "unchanged" and quiet:
+            return
+        self.last = LastSync(result.job_id, result.action, time.time(), lag_ms)
+        log.info(
+            "%s %s %d ms",
+            result.job_id,
+            result.action,
+            ms,
+            extra={"job_id": result.job_id, "action": result.action, "ms": ms, "lag_ms": lag_ms},
+        )
+
+
+class _Pass(Summary):
+    """The summary of one sync or rescan, routing each problem and job to the syncer."""
+
+    def __init__(
+        self, syncer: JobSyncer, first_seen: dict[str, float], *, quiet_unchanged: bool
+    ) -> None:
+        super().__init__()
+        self.syncer = syncer
+        self.first_seen = first_seen
+        self.quiet_unchanged = quiet_unchanged
+        self.started = syncer.clock()
+        self.held: set[str] = set()
+
+    def add(self, problem: Problem) -> None:
+        if (
+            problem.code == "invalid_json"
+            and problem.job_id
+            and self.syncer.hold_back(problem.job_id)
+        ):
+            self.held.add(problem.job_id)
+            return
+        super().add(problem)
+        self.syncer.report(problem)
+
+    def on_job(self, result: JobResult) -> None:
+        if result.job_id in self.held:
+            self.actions[result.action] -= 1  # not a skip: it is retried
+            return
+        self.syncer.done(
+            result, self.started, self.first_seen.get(result.job_id), self.quiet_unchanged
+        )

@@ -1,0 +1,210 @@
+"""The sync daemon's connections: one holding the advisory lock, one writing, and outages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from . import __version__, daemon_store, store
+from .db import Target
+from .lock import LockHeld, describe_holder, lock_key, try_lock, unlock
+from .schema import migrate
+
+__all__ = ["SyncSession", "DB_ERRORS"]
+
+log = logging.getLogger("comsa_migrate.sync")
+
+#: what a lost or refused connection raises; everything else is a bug or a data error
+DB_ERRORS = (psycopg.OperationalError,)
+#: short, so that a stop request is honoured quickly even while the server is unreachable
+CONNECT_TIMEOUT_S = 3
+
+
+class _WaitingForLock(Exception):
+    pass
+
+
+class SyncSession:
+    """Connects, takes the lock, and reconnects with capped exponential backoff.
+
+    The lock lives on a connection of its own that does nothing else, so that the
+    lock is held exactly as long as the daemon can write. The first connection also
+    applies pending migrations and registers the daemon in comsa_migrate.daemons.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        data_dir: str,
+        *,
+        wait: bool,
+        retry_min: float,
+        retry_max: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.target = target
+        self.data_dir = data_dir
+        self.key = lock_key(data_dir)
+        self.wait = wait
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self._clock = clock
+        self.conn: psycopg.Connection[Any] | None = None
+        self._lock_conn: psycopg.Connection[Any] | None = None
+        self.run_id: int | None = None
+        self.daemon_id: int | None = None
+        self.down_since: float | None = None
+        self.outages = 0
+        self.next_attempt = 0.0
+        self._delay = retry_min
+        self._waiting_for: str | None = None
+        ident = f"pid={os.getpid()} host={socket.gethostname()}"
+        self._names = (
+            f"comsa-migrate sync {ident}"[:63],
+            f"comsa-migrate sync writer {ident}"[:63],
+        )
+
+    @property
+    def up(self) -> bool:
+        return self.conn is not None
+
+    def connect(self, pending: int) -> bool:
+        """One attempt, if the backoff allows it: True once connected and holding the lock.
+
+        Raises LockHeld when another daemon holds the lock (unless waiting for it).
+        """
+        if self.up:
+            return True
+        if self._clock() < self.next_attempt:
+            return False
+        try:
+            self._open()
+        except _WaitingForLock:
+            self._delay = min(self._delay * 2, self.retry_max)
+            self.next_attempt = self._clock() + self._delay
+            return False
+        except DB_ERRORS as exc:
+            self.lost(exc, pending)
+            return False
+        if self._waiting_for is None and self.down_since is not None:
+            log.info(
+                "the database is back after %.1f s; syncing %d pending jobs",
+                self._clock() - self.down_since,
+                pending,
+            )
+        self.down_since = None
+        self._delay = self.retry_min
+        return True
+
+    def lost(self, exc: BaseException, pending: int) -> None:
+        """The database went away: close both connections and plan the next attempt."""
+        self._close_quietly()
+        now = self._clock()
+        if self.down_since is None:
+            self.down_since = now
+            self.outages += 1
+            log.warning(
+                "the database is unavailable (%s); keeping %d pending jobs and retrying "
+                "every %g s at most",
+                self._reason(exc),
+                pending,
+                self.retry_max,
+            )
+            self._delay = self.retry_min
+        else:
+            log.debug("still no database: %s", self._reason(exc))
+            self._delay = min(self._delay * 2, self.retry_max)
+        self.next_attempt = now + self._delay
+
+    def check_lock(self) -> None:
+        """Raises if the lock's connection is gone (with it, the lock)."""
+        if self._lock_conn is None:
+            raise psycopg.OperationalError("the lock connection is closed")
+        self._lock_conn.execute("SELECT 1")
+
+    def close(self, final: daemon_store.Heartbeat | None, totals: dict[str, Any]) -> None:
+        """Record the stop, let the lock go and close; quietly if the database is down."""
+        if self.conn is not None:
+            try:
+                if final is not None and self.daemon_id is not None:
+                    daemon_store.finish(self.conn, self.daemon_id, final)
+                if self.run_id is not None:
+                    store.finish_run(self.conn, self.run_id, "stopped", totals)
+                if self._lock_conn is not None:
+                    unlock(self._lock_conn, self.key)
+            except DB_ERRORS as exc:
+                log.warning("could not record the daemon's stop: %s", self._reason(exc))
+        self._close_quietly()
+
+    def _open(self) -> None:
+        lock_conn = self._connection(self._names[0])
+        try:
+            if not try_lock(lock_conn, self.key):
+                self._locked_out(describe_holder(lock_conn, self.key))
+            conn = self._connection(self._names[1])
+        except BaseException:
+            lock_conn.close()
+            raise
+        try:
+            self._set_up(conn)
+        except BaseException:
+            conn.close()
+            lock_conn.close()
+            raise
+        if self._waiting_for is not None:
+            log.info("took the lock for %s", self.data_dir)
+            self._waiting_for = None
+        self.conn, self._lock_conn = conn, lock_conn
+
+    def _locked_out(self, holder: str) -> None:
+        message = (
+            f"another sync daemon holds the lock for {self.data_dir} on {self.target}: {holder}"
+        )
+        if not self.wait:
+            raise LockHeld(f"{message} (start with --wait to wait for it)")
+        if self._waiting_for != holder:
+            log.warning("%s; waiting for it", message)
+            self._waiting_for = holder
+        raise _WaitingForLock
+
+    def _set_up(self, conn: psycopg.Connection[Any]) -> None:
+        if self.daemon_id is None:
+            migrate(conn)
+            self.run_id = store.start_run(conn, "sync", self.data_dir)
+            self.daemon_id = daemon_store.register(
+                conn, self.run_id, self.data_dir, __version__, "starting"
+            )
+        store.prepare_session(conn)
+
+    def _connection(self, application_name: str) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            self.target.dsn,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name=application_name,
+        )
+
+    def _close_quietly(self) -> None:
+        for conn in (self.conn, self._lock_conn):
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # closing a broken connection may raise; it is gone either way
+                    log.debug("closing a connection failed", exc_info=True)
+        self.conn = self._lock_conn = None
+
+    def _reason(self, exc: BaseException) -> str:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        try:
+            password = conninfo_to_dict(self.target.dsn).get("password")
+        except psycopg.ProgrammingError:
+            password = None
+        return first.replace(password, "***") if password else first

@@ -1,0 +1,231 @@
+"""The watchdog side of the sync daemon: file events under DATA_DIR, mapped to job ids."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MOVED,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
+
+from .errors import ComsaMigrateError
+from .tree import JOBS, OUTPUTS, UPLOADS, is_ignored_name, is_job_id
+
+__all__ = [
+    "JobEvents",
+    "JobEventHandler",
+    "WatchError",
+    "explain_os_error",
+    "observer_alive",
+    "start_observer",
+]
+
+log = logging.getLogger(__name__)
+
+_IGNORED_EVENTS = (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE)
+#: inotify events on the watched folder itself that mean it is gone or no longer the tree
+_ROOT_GONE_MASK = 0x00000400 | 0x00000800 | 0x00002000  # DELETE_SELF, MOVE_SELF, UNMOUNT
+
+
+class WatchError(ComsaMigrateError):
+    """The file-system observer cannot watch DATA_DIR."""
+
+
+class JobEvents(Protocol):
+    """What the daemon hears from the observer; each method must return quickly."""
+
+    def job_changed(self, job_id: str) -> None: ...
+
+    def job_json_removed(self, job_id: str) -> None: ...
+
+    def tree_changed(self, reason: str) -> None: ...
+
+    def events_lost(self, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    kind: str  # "json", "files" or "top"
+    job_id: str | None
+
+
+def classify(root: str, path: str) -> _Target | None:
+    """What a path under the data folder is to the job store, or None if nothing."""
+    if path == root:
+        return _Target("top", None)
+    if not path.startswith(root + os.sep):
+        return None
+    parts = path[len(root) + 1 :].split(os.sep)
+    top = parts[0]
+    if len(parts) == 1:
+        return _Target("top", None) if top in (JOBS, UPLOADS, OUTPUTS) else None
+    if top == JOBS:
+        if len(parts) != 2 or is_ignored_name(parts[1]):
+            return None
+        stem, dot, suffix = parts[1].rpartition(".")
+        if dot and suffix.lower() == "json" and is_job_id(stem):
+            return _Target("json", stem.lower())
+        return None
+    if top in (UPLOADS, OUTPUTS) and is_job_id(parts[1]):
+        if any(is_ignored_name(part) for part in parts[2:]):
+            return None
+        return _Target("files", parts[1].lower())
+    return None
+
+
+class JobEventHandler(FileSystemEventHandler):
+    """Maps every event to the job it concerns and tells ``events`` about it."""
+
+    def __init__(self, root: str, events: JobEvents) -> None:
+        super().__init__()
+        self.root = root
+        self.events = events
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        if event.event_type in _IGNORED_EVENTS:
+            return
+        if event.is_directory and event.event_type == "modified":
+            return  # every change in a folder also modifies the folder; the change itself counts
+        try:
+            src = os.fsdecode(event.src_path)
+            if event.event_type == EVENT_TYPE_MOVED:
+                self._note(src, removed=True)
+                self._note(os.fsdecode(event.dest_path), removed=False)
+            else:
+                self._note(src, removed=event.event_type == EVENT_TYPE_DELETED)
+        except Exception:  # an exception here would kill the observer thread
+            log.exception("could not handle the file event %r", event)
+            self.events.events_lost("event handler error")
+
+    def _note(self, path: str, *, removed: bool) -> None:
+        if not path:
+            return
+        target = classify(self.root, path)
+        if target is None:
+            return
+        if target.kind == "top":
+            if removed:
+                self.events.tree_changed(f"{path} was removed or moved away")
+        elif target.job_id is not None:
+            if target.kind == "json" and removed:
+                self.events.job_json_removed(target.job_id)
+            else:
+                self.events.job_changed(target.job_id)
+
+
+def start_observer(root: str, handler: JobEventHandler, *, polling: bool) -> BaseObserver:
+    """Watch ``root`` recursively; started, with the watches in place when this returns."""
+    observer: BaseObserver
+    if polling:
+        from watchdog.observers.polling import PollingObserver
+
+        observer = PollingObserver(timeout=1.0)
+    else:
+        observer = _inotify_observer(root, handler.events)
+    try:
+        observer.schedule(handler, root, recursive=True)
+        observer.start()
+    except OSError as exc:
+        _stop(observer)
+        raise WatchError(f"cannot watch {root}: {explain_os_error(exc)}") from None
+    return observer
+
+
+def stop_observer(observer: BaseObserver | None) -> None:
+    if observer is not None:
+        _stop(observer)
+
+
+def observer_alive(observer: BaseObserver | None) -> bool:
+    """The observer thread and every emitter thread are running."""
+    if observer is None or not observer.is_alive():
+        return False
+    return all(emitter.is_alive() for emitter in observer.emitters)
+
+
+def explain_os_error(exc: OSError) -> str:
+    """The reason, naming the kernel limit to raise when inotify runs out of watches."""
+    if exc.errno == errno.ENOSPC:
+        return (
+            "inotify ran out of watches (one is needed per folder): raise the "
+            "fs.inotify.max_user_watches limit, e.g. "
+            "`sysctl fs.inotify.max_user_watches=524288`, or use --polling"
+        )
+    if exc.errno == errno.EMFILE:
+        return (
+            "too many inotify instances: raise the fs.inotify.max_user_instances limit, "
+            "or use --polling"
+        )
+    return exc.strerror or str(exc)
+
+
+def _stop(observer: BaseObserver) -> None:
+    try:
+        observer.stop()
+        if observer.is_alive():
+            observer.join(timeout=5)
+    except Exception:  # stopping a half-started observer must not hide the original error
+        log.debug("stopping the observer failed", exc_info=True)
+
+
+def _inotify_observer(root: str, events: JobEvents) -> BaseObserver:
+    """An inotify observer that also reports queue overflows and the loss of ``root``.
+
+    watchdog handles IN_Q_OVERFLOW itself (it rebuilds its watches) and calls
+    ``on_queue_overflow`` on every callback registered with its inotify instance, but it
+    does not tell the event handler. So this observer owns its inotify instance and
+    registers one more callback on ``root`` to hear about it.
+    """
+    from watchdog.observers.inotify import InotifyEmitter
+    from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyEvent, InotifyFD
+
+    class RootSentinel:
+        def on_event(self, event: InotifyEvent) -> None:
+            if event.mask & _ROOT_GONE_MASK:
+                events.tree_changed(f"{root} was removed, moved or unmounted")
+
+        def on_watch_deleted(self, wd: int) -> None:
+            pass
+
+        def on_queue_overflow(self) -> None:
+            events.events_lost("inotify queue overflow")
+
+    class Observer(BaseObserver):
+        def __init__(self) -> None:
+            self.inotify_fd = InotifyFD()
+            self.inotify_fd.start()
+            super().__init__(InotifyEmitter, timeout=1.0, inotify_fd=self.inotify_fd)
+            self._sentinel = RootSentinel()
+
+        def on_thread_start(self) -> None:
+            super().on_thread_start()  # the emitter's watches are in place from here on
+            # IN_MASK_ADD: share the root's watch with the emitter without narrowing it
+            mask = (
+                InotifyConstants.IN_MASK_ADD
+                | InotifyConstants.IN_DELETE_SELF
+                | InotifyConstants.IN_MOVE_SELF
+                | InotifyConstants.IN_DONT_FOLLOW
+            )
+            self.inotify_fd.add_callback(
+                os.fsencode(root), mask, self._sentinel, CallbackId(id(self._sentinel))
+            )
+
+        def on_thread_stop(self) -> None:
+            super().on_thread_stop()
+            self.inotify_fd.stop()
+            self.inotify_fd.join()
+
+    try:
+        return Observer()
+    except OSError as exc:
+        raise WatchError(f"cannot watch {root}: {explain_os_error(exc)}") from None
