@@ -16,7 +16,7 @@ import orjson
 from .problems import Problem
 from .tree import JobSource, is_job_id, utc_from_ns
 
-__all__ = ["COLUMN_LIMITS", "JobRecord", "LogEntry", "Parsed", "parse_job"]
+__all__ = ["COLUMN_LIMITS", "MAX_DEPTH", "JobRecord", "LogEntry", "Parsed", "parse_job"]
 
 STATUSES = ("pending", "running", "completed", "failed")
 #: VARCHAR limits of the `jobs` table (see schema/001_initial_schema.sql)

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
-from comsa_migrate.legacy import COLUMN_LIMITS, JobRecord, LogEntry, Parsed, parse_job
+from comsa_migrate.legacy import COLUMN_LIMITS, MAX_DEPTH, JobRecord, LogEntry, Parsed, parse_job
 from comsa_migrate.problems import Severity
 from comsa_migrate.tree import JobSource
 
@@ -190,6 +191,22 @@ def test_a_document_nested_absurdly_deep_is_invalid_json(depth: int) -> None:
     )
 
     assert error_of(raw) == "invalid_json"
+
+
+def nested_lists(containers: int) -> Any:
+    """A job whose document nests ``containers`` deep, itself included."""
+    value: Any = []
+    for _ in range(containers - 2):
+        value = [value]
+    return job(extra=value)
+
+
+def test_a_document_nested_exactly_max_depth_is_kept() -> None:
+    assert parse(nested_lists(MAX_DEPTH)).record is not None
+
+
+def test_a_document_nested_one_level_beyond_max_depth_is_invalid_json() -> None:
+    assert error_of(nested_lists(MAX_DEPTH + 1)) == "invalid_json"
 
 
 def test_a_document_nested_a_few_levels_deep_is_kept() -> None:
@@ -910,3 +927,55 @@ def test_a_complete_legacy_job_maps_every_field() -> None:
         (5, "continued"),
         (9, "Done"),
     ]
+
+
+# -- what parse_job accepts, PostgreSQL stores ------------------------------------------------
+
+
+def test_values_at_every_accepted_edge_are_stored_by_postgresql_as_parsed(
+    cli: Any, dsn: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    globe = "\N{EARTH GLOBE EUROPE-AFRICA}"
+    deep: Any = []
+    for _ in range(MAX_DEPTH - 3):  # the document, result and this list make MAX_DEPTH
+        deep = [deep]
+    doc = job(
+        type=globe * 50,
+        algorithm=["é" * 50, "InterVA"],
+        age_group="é" * 50,
+        country=globe * 100,
+        calib_model_type="\u00a0" * 50,
+        created_at="2026-01-02T10:00:00.123456+02:00",
+        error=["line one", "línea dos \u2028 after a separator"],
+        result={"big": 0, "deep": deep, "negative": -(2**63)},
+        log=["[2026-01-02 08:00:01] " + globe, "\\u0000 is text here"],
+    )
+    raw = orjson.dumps(doc).replace(b'"big":0', b'"big":' + str(2**70).encode())
+    data_dir = tmp_path / "data"
+    (data_dir / "jobs").mkdir(parents=True)
+    (data_dir / "jobs" / f"{JOB_ID}.json").write_bytes(raw)
+    expected = record(raw, data_dir)
+
+    result = cli("backfill", data_dir, "--dsn", dsn)
+
+    assert result.exit_code == 0, result.output
+    row = conn.execute(
+        "SELECT type, algorithm, age_group, country, calib_model_type, created_at, error, result"
+        " FROM jobs WHERE id = %s",
+        [JOB_ID],
+    ).fetchone()
+    assert row == (
+        expected.type,
+        expected.algorithm,
+        expected.age_group,
+        expected.country,
+        expected.calib_model_type,
+        datetime(2026, 1, 2, 8, 0, 0, 123456),
+        expected.error,
+        expected.result,
+    )
+    assert row[7]["big"] == 2**70
+    logs = conn.execute(
+        "SELECT timestamp, message FROM job_logs WHERE job_id = %s ORDER BY id", [JOB_ID]
+    ).fetchall()
+    assert [tuple(entry) for entry in logs] == [(e.timestamp, e.message) for e in expected.logs]
