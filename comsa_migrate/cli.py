@@ -19,8 +19,14 @@ import psycopg
 from . import __version__, db, tree
 from .backfill import BackfillOptions, JobResult, backfill
 from .errors import ComsaMigrateError
+from .logformat import TEXT_FORMAT, JsonFormatter
+from .problems import Severity
 from .render import backfill_summary
+from .report import ReportOptions, build_report
+from .report_render import FORMATS, render
 from .schema import migrate
+from .status import read_status, render_status
+from .sync import Daemon, SyncOptions
 
 EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -75,6 +81,11 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="Jobs sent per round trip; each job is still its own transaction.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Write nothing: print the report of what this backfill would do (see report).",
+)
 def backfill_command(
     data_dir: Path,
     dsn: str | None,
@@ -82,6 +93,7 @@ def backfill_command(
     quiet: bool,
     max_json_bytes: int,
     batch_size: int,
+    dry_run: bool,
 ) -> None:
     """Write every job under DATA_DIR into PostgreSQL, one transaction per job.
 
@@ -98,7 +110,11 @@ def backfill_command(
     \b
     Exit codes: 0 every job written or unchanged; 1 some job skipped (error or
     conflict); 2 usage, configuration or connection error; 130 interrupted.
+    With --dry-run, the exit codes of report.
     """
+    if dry_run:
+        report_options = ReportOptions(data_dir, force, max_json_bytes, batch_size)
+        _report(report_options, dsn, False, "text", None, "error", False, quiet)
     options = BackfillOptions(data_dir, force, max_json_bytes, batch_size)
     with _errors_as_exit(), _connection(dsn) as (conn, target), _stop_on_signals() as stop:
         show_progress = not quiet and sys.stderr.isatty()
@@ -108,6 +124,122 @@ def backfill_command(
         if summary.interrupted:
             sys.exit(EXIT_INTERRUPTED)
         sys.exit(EXIT_OK if summary.ok else EXIT_SKIPPED)
+
+
+@main.command("report")
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--dsn",
+    metavar="DSN",
+    help="PostgreSQL to compare with, read only (postgresql://user@host:5432/dbname). "
+    "Default: COMSA_DSN, DATABASE_URL, then libpq's PG* variables (a .env file counts); "
+    "with none of these, the files alone are validated.",
+)
+@click.option("--offline", is_flag=True, help="Validate the files alone; connect to nothing.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text fits 80 columns; json has the versioned shape of docs/report-schema.json; "
+    "markdown is ready to paste into an issue.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the report to FILE instead of stdout.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["error", "warning"]),
+    default="error",
+    show_default=True,
+    help="Exit 1 when a problem is at least this severe.",
+)
+@click.option("--all", "show_all", is_flag=True, help="List every problem, not 10 per code.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--max-json-bytes",
+    type=click.IntRange(min=1),
+    default=64 * 1024 * 1024,
+    show_default=True,
+    help="Larger job JSONs are skipped (file_too_large), as the backfill would.",
+)
+def report_command(
+    data_dir: Path,
+    dsn: str | None,
+    offline: bool,
+    fmt: str,
+    output: Path | None,
+    fail_on: str,
+    show_all: bool,
+    quiet: bool,
+    max_json_bytes: int,
+) -> None:
+    """Say what the next backfill of DATA_DIR would do, and what is wrong with the data.
+
+    Nothing is written: the database is read in one READ ONLY transaction, no migration
+    is applied, no run is recorded. Each job gets the action the next backfill would
+    take, and the database is checked for drift (jobs with no JSON, rows changed by
+    something else, job_files rows that no longer match the disk). With no database
+    configured, or with --offline, the files alone are validated (no server is started).
+    The report goes to stdout (or --output); progress and logs go to stderr.
+
+    \b
+    Example:
+      comsa-migrate report fixtures/legacy-sample/data --offline
+      comsa-migrate report /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
+      comsa-migrate report DATA_DIR --format markdown --output report.md
+      comsa-migrate report DATA_DIR --format json --fail-on warning > report.json
+
+    \b
+    Exit codes: 0 no error-level problem; 1 some error (with --fail-on warning, also
+    a warning); 2 usage, configuration or connection error; 130 interrupted.
+    """
+    options = ReportOptions(data_dir, max_json_bytes=max_json_bytes)
+    _report(options, dsn, offline, fmt, output, fail_on, show_all, quiet)
+
+
+def _report(
+    options: ReportOptions,
+    dsn: str | None,
+    offline: bool,
+    fmt: str,
+    output: Path | None,
+    fail_on: str,
+    show_all: bool,
+    quiet: bool,
+) -> None:
+    """Build the report (read only, or offline), write it out, exit with its verdict."""
+    with _errors_as_exit(), _stop_on_signals() as stop:
+        target = None if offline else db.resolve_target(dsn)
+        show_progress = not quiet and sys.stderr.isatty()
+        with _progress(show_progress, tree.count_job_files(options.data_dir)) as on_job:
+            if target is None:
+                reason = "--offline" if offline else "no database configured"
+                report = build_report(
+                    None, options, offline_reason=reason, on_job=on_job, stop=stop
+                )
+            else:
+                with db.connect(target) as conn:
+                    report = build_report(
+                        conn, options, target=str(target), on_job=on_job, stop=stop
+                    )
+        color = output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        text = render(report, fmt, color=color, show_all=show_all)
+        if output is None:
+            click.echo(text, nl=False)
+        else:
+            try:
+                output.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise ComsaMigrateError(f"cannot write {output}: {exc.strerror or exc}") from None
+        if report.interrupted:
+            sys.exit(EXIT_INTERRUPTED)
+        severity = Severity.WARNING if fail_on == "warning" else Severity.ERROR
+        sys.exit(EXIT_SKIPPED if report.fails(severity) else EXIT_OK)
 
 
 @main.command("init-db")
@@ -149,6 +281,175 @@ def psql_command(dsn: str | None, psql_args: tuple[str, ...]) -> None:
         psql = db.psql_path(target)
         completed = subprocess.run([psql, "--dbname", target.dsn, *psql_args], check=False)
         sys.exit(completed.returncode)
+
+
+@main.command("sync")
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@dsn_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite jobs whose database rows were changed by something else (conflicts).",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another daemon holds the lock, wait for it instead of exiting with code 3.",
+)
+@click.option(
+    "--polling",
+    is_flag=True,
+    help="Look for changes every second instead of using inotify (for NFS and CIFS).",
+)
+@click.option(
+    "--debounce",
+    type=click.FloatRange(0, 60),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="Quiet time that coalesces the events of one job before it is synced.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(0, 3600),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a job JSON that does not parse (half-written) is retried "
+    "before it is reported as invalid_json.",
+)
+@click.option(
+    "--rescan-interval",
+    type=click.FloatRange(min=1),
+    default=600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Period of the full rescan that catches events that never came.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per log line.",
+)
+@click.option(
+    "--max-json-bytes",
+    type=click.IntRange(min=1),
+    default=64 * 1024 * 1024,
+    show_default=True,
+    help="Larger job JSONs are skipped (file_too_large).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=200,
+    show_default=True,
+    help="Jobs sent per round trip; each job is still its own transaction.",
+)
+def sync_command(
+    data_dir: Path,
+    dsn: str | None,
+    force: bool,
+    wait: bool,
+    polling: bool,
+    debounce: float,
+    settle: float,
+    rescan_interval: float,
+    metrics_port: int | None,
+    log_format: str,
+    max_json_bytes: int,
+    batch_size: int,
+) -> None:
+    """Keep PostgreSQL in step with DATA_DIR while legacy writers keep running.
+
+    Takes a lock (one daemon per database and data folder), catches up with a full
+    scan (the backfill: unchanged jobs cost a stat), then watches: each new or changed
+    job is synced about --debounce seconds after its last change, one transaction per
+    job, by the backfill's rules (a conflict is left alone without --force). It logs
+    one line per synced job, `<job id> <action> <ms> ms`, to stderr. SIGTERM or Ctrl-C
+    stops it cleanly, SIGHUP rescans. `comsa-migrate status` shows how it is doing.
+
+    \b
+    Example:
+      comsa-migrate sync /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
+
+    \b
+    Exit codes: 0 stopped by SIGTERM or SIGINT; 2 usage, configuration or start-up
+    error; 3 another daemon holds the lock (see --wait).
+    """
+    verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+    options = SyncOptions(
+        data_dir,
+        force=force,
+        wait=wait,
+        polling=polling,
+        debounce=debounce,
+        settle=settle,
+        rescan_interval=rescan_interval,
+        metrics_port=metrics_port,
+        max_json_bytes=max_json_bytes,
+        batch_size=batch_size,
+    )
+    with _daemon_logging(log_format, logging.DEBUG if verbose else logging.INFO), _errors_as_exit():
+        daemon = Daemon(_target(dsn), options)
+        with _daemon_signals(daemon):
+            daemon.run()
+    sys.exit(EXIT_OK)
+
+
+@main.command("status")
+@dsn_option
+def status_command(dsn: str | None) -> None:
+    """Show what the sync daemons recorded: state, last sync, jobs by action, lag, problems.
+
+    Reads only; a daemon counts as running while it holds its lock.
+
+    \b
+    Example:
+      comsa-migrate status --dsn postgresql://comsa@db/comsa_dashboard
+    """
+    with _errors_as_exit(), _connection(dsn) as (conn, target):
+        click.echo(render_status(read_status(conn), str(target)), nl=False)
+
+
+@contextlib.contextmanager
+def _daemon_logging(log_format: str, level: int) -> Iterator[None]:
+    """A service logs at INFO, one line per synced job; the previous set-up is put back after."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers, root.level = [handler], level
+    logging.getLogger("watchdog").setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.handlers, root.level = saved
+
+
+@contextlib.contextmanager
+def _daemon_signals(daemon: Daemon) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the daemon after the job in flight; SIGHUP asks for a rescan."""
+    handlers = {
+        signal.SIGTERM: lambda signum, frame: daemon.stop(),
+        signal.SIGINT: lambda signum, frame: daemon.stop(),
+        signal.SIGHUP: lambda signum, frame: daemon.request_rescan("SIGHUP"),
+    }
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _target(dsn: str | None) -> db.Target:

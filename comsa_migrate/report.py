@@ -1,0 +1,386 @@
+"""The dry-run report: what the next backfill would do, and what is wrong with the data."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+from . import store, tree
+from .backfill import (
+    ACTIONS,
+    BackfillOptions,
+    JobResult,
+    Summary,
+    prepared_batches,
+    record_outcome,
+)
+from .legacy import parse_job
+from .problems import Problem, Severity
+from .report_drift import DriftInput, check_drift
+from .schema import APP_TABLES, pending_migrations
+
+__all__ = [
+    "REPORT_ACTIONS",
+    "REPORT_VERSION",
+    "Database",
+    "FilesSeen",
+    "JobLine",
+    "Report",
+    "ReportOptions",
+    "build_report",
+]
+
+log = logging.getLogger(__name__)
+
+#: the version of the report's JSON shape (docs/report-schema.json)
+REPORT_VERSION = 1
+#: a job's action in the report: the backfill's, plus "undecided" when no database answers
+REPORT_ACTIONS = (*ACTIONS, "undecided")
+TABLES = store.TABLES
+CHANGES = ("insert", "update", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOptions:
+    """What to report on; the backfill options that shape the plan."""
+
+    data_dir: Path
+    force: bool = False
+    max_json_bytes: int = 64 * 1024 * 1024
+    batch_size: int = 200
+
+    def backfill_options(self) -> BackfillOptions:
+        return BackfillOptions(self.data_dir, self.force, self.max_json_bytes, self.batch_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """Where the actions came from: a database (read only) or none."""
+
+    mode: str  # "database" or "offline"
+    target: str | None  # the redacted DSN
+    notes: tuple[str, ...] = ()  # why offline, what is missing, what the backfill applies first
+    pending_migrations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobLine:
+    """One job JSON on disk: what the next backfill would do with it, and its problem codes."""
+
+    id: str
+    action: str
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FilesSeen:
+    job_jsons: int = 0
+    json_bytes: int = 0
+    job_files: int = 0
+    file_bytes: int = 0
+
+    @property
+    def files(self) -> int:
+        return self.job_jsons + self.job_files
+
+    @property
+    def bytes(self) -> int:
+        return self.json_bytes + self.file_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The whole answer: totals, one line per job, and every problem (most severe first)."""
+
+    data_dir: str
+    database: Database
+    actions: dict[str, int]
+    rows: dict[str, dict[str, int]]  # table -> insert / update / delete
+    problems: tuple[Problem, ...]
+    jobs: tuple[JobLine, ...]
+    files: FilesSeen
+    generated_at: datetime
+    elapsed: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def offline(self) -> bool:
+        return self.database.mode == "offline"
+
+    @property
+    def problem_counts(self) -> Counter[str]:
+        return Counter(p.code for p in self.problems)
+
+    @property
+    def severity_counts(self) -> dict[Severity, int]:
+        counts = Counter(p.severity for p in self.problems)
+        return {severity: counts[severity] for severity in sorted(Severity, reverse=True)}
+
+    @property
+    def rows_written(self) -> dict[str, int]:
+        """Rows per table the backfill would write, counted as its summary counts them."""
+        return {t: self.rows[t]["insert"] + self.rows[t]["update"] for t in TABLES}
+
+    def fails(self, fail_on: Severity = Severity.ERROR) -> bool:
+        """True when some problem is at least as severe as ``fail_on``."""
+        return any(p.severity >= fail_on for p in self.problems)
+
+
+def build_report(
+    conn: psycopg.Connection[Any] | None,
+    options: ReportOptions,
+    *,
+    target: str | None = None,
+    offline_reason: str = "no database configured",
+    on_job: Callable[[JobResult], None] | None = None,
+    stop: threading.Event | None = None,
+) -> Report:
+    """Plan the next backfill of ``options.data_dir`` without writing anything.
+
+    With ``conn`` (an idle connection in autocommit mode) every database read runs in
+    one READ ONLY, REPEATABLE READ transaction that is rolled back at the end: no
+    migration, no run record, no fingerprint. With ``conn`` None only the files are
+    validated and the jobs the database would decide are "undecided".
+    """
+    started = time.monotonic()
+    run = _Run(options, on_job)
+    if conn is None:
+        database = Database("offline", None, (offline_reason,))
+        run.plan(None, _Undecided(), stop)
+    else:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            database = _plan_with_database(conn, run, target, stop)
+    return run.report(database, time.monotonic() - started)
+
+
+def _plan_with_database(
+    conn: psycopg.Connection[Any], run: _Run, target: str | None, stop: threading.Event | None
+) -> Database:
+    present = [t for t in APP_TABLES if _exists(conn, "SELECT to_regclass(%s)", f"public.{t}")]
+    planner_present = _exists(
+        conn, "SELECT to_regprocedure(%s)", "comsa_migrate.plan_job(jsonb,boolean)"
+    )
+    pending = tuple(m.file_name for m in pending_migrations(conn))
+    notes: list[str] = []
+    if pending:
+        notes.append("the next backfill first applies " + ", ".join(pending))
+    if len(present) < len(APP_TABLES):
+        missing = ", ".join(t for t in APP_TABLES if t not in present)
+        if present or not any(name.startswith("001_") for name in pending):
+            notes.append("jobs are undecided: the backfill cannot use a partial schema")
+            decide: _Decider = _Undecided()
+        else:
+            decide = _AllInsert()
+        run.collector.add(
+            Problem("schema_missing", f"the database has no table {missing}; run init-db")
+        )
+        run.plan(None, decide, stop)
+        return Database("database", target, tuple(notes), pending)
+    if not planner_present:
+        notes.append(
+            "comsa-migrate's bookkeeping is not installed: jobs already in the database "
+            "count as conflicts (the backfill may find some unchanged)"
+        )
+        run.plan(None, _Conservative(conn, run.options.force), stop)
+        if not run.collector.interrupted:
+            check_drift(conn, run.drift_input(), with_state=False)
+        return Database("database", target, tuple(notes), pending)
+    run.plan(conn, _Planner(conn, run.options.force), stop)
+    if not run.collector.interrupted:
+        check_drift(conn, run.drift_input(), with_state=True)
+    return Database("database", target, tuple(notes), pending)
+
+
+def _exists(conn: psycopg.Connection[Any], query: str, name: str) -> bool:
+    row = conn.execute(query, [name]).fetchone()
+    return row is not None and row[0] is not None
+
+
+@dataclass
+class _Collector(Summary):
+    """The backfill's Summary, keeping every problem (the report lists them all)."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, problem: Problem) -> None:
+        super().add(problem)
+        self.problems.append(problem)
+
+
+class _Run:
+    """One report in the making: the scan, the plan and the per-job bookkeeping."""
+
+    def __init__(self, options: ReportOptions, on_job: Callable[[JobResult], None] | None):
+        self.options = options
+        self.collector = _Collector()
+        self.row_changes: dict[str, Counter[str]] = {t: Counter() for t in TABLES}
+        self.actions: dict[str, str] = {}
+        self.sources: dict[str, tree.JobSource] = {}
+        self.json_on_disk: set[str] = set()
+        self.seen = Counter[str]()
+        self._on_job = on_job
+
+    def plan(
+        self, fingerprints: psycopg.Connection[Any] | None, decide: _Decider, stop: Any
+    ) -> None:
+        """The backfill's own path up to the write, with ``decide`` in place of the write."""
+        items = self._watch(tree.scan(self.options.data_dir))
+        bopts = self.options.backfill_options()
+        batches = prepared_batches(fingerprints, bopts, items, self.collector, stop, self._decided)
+        for sources, payloads in batches:
+            for source, plan in zip(sources, decide(sources, payloads), strict=True):
+                for table, (inserted, updated, deleted) in plan.changes.items():
+                    self.row_changes[table].update(
+                        {"insert": inserted, "update": updated, "delete": deleted}
+                    )
+                record_outcome(self.collector, self._record, source, plan.outcome)
+
+    def drift_input(self) -> DriftInput:
+        return DriftInput(
+            self.options.data_dir,
+            self.sources,
+            self.json_on_disk,
+            self.actions,
+            self.collector.add,
+        )
+
+    def report(self, database: Database, elapsed: float) -> Report:
+        problems = sorted(self.collector.problems, key=_problem_order)
+        codes: dict[str, list[str]] = {}
+        for problem in problems:
+            if problem.job_id in self.actions and problem.code not in codes.get(problem.job_id, []):
+                codes.setdefault(problem.job_id, []).append(problem.code)
+        jobs = tuple(
+            JobLine(job_id, action, tuple(codes.get(job_id, ())))
+            for job_id, action in sorted(self.actions.items())
+        )
+        return Report(
+            data_dir=str(self.options.data_dir),
+            database=database,
+            actions={a: self.collector.actions[a] for a in REPORT_ACTIONS},
+            rows={t: {c: self.row_changes[t][c] for c in CHANGES} for t in TABLES},
+            problems=tuple(problems),
+            jobs=jobs,
+            files=FilesSeen(
+                self.seen["job_jsons"],
+                self.seen["json_bytes"],
+                self.seen["job_files"],
+                self.seen["file_bytes"],
+            ),
+            generated_at=datetime.now(UTC).replace(microsecond=0),
+            elapsed=elapsed,
+            interrupted=self.collector.interrupted,
+        )
+
+    def _decided(self, result: JobResult) -> None:
+        """A job decided without the database; one unchanged by stat is still validated."""
+        if result.action == "unchanged":
+            self._validate(self.sources[result.job_id])
+        self._record(result)
+
+    def _validate(self, source: tree.JobSource) -> None:
+        """The problems of a job the backfill would not read: the data as it is now."""
+        options = self.options
+        raw = tree.read_job_json(options.data_dir, source, options.max_json_bytes)
+        if isinstance(raw, Problem):
+            self.collector.add(raw)
+            return
+        for problem in parse_job(raw, source, options.data_dir).problems:
+            self.collector.add(problem)
+
+    def _record(self, result: JobResult) -> None:
+        self.actions[result.job_id] = result.action
+        if self._on_job is not None:
+            self._on_job(result)
+
+    def _watch(self, items: Iterable[tree.ScanItem]) -> Iterator[tree.ScanItem]:
+        """Pass the scan through, remembering what the drift check and the totals need."""
+        for item in items:
+            if isinstance(item, tree.JobSource):
+                self.json_on_disk.add(item.job_id)
+                self.sources[item.job_id] = item
+                self.seen["job_jsons"] += 1
+                self.seen["json_bytes"] += item.json_size
+                self.seen["job_files"] += len(item.files)
+                self.seen["file_bytes"] += sum(f.size for f in item.files)
+            elif item.code == "unreadable" and item.job_id is not None:
+                self.json_on_disk.add(item.job_id)
+            yield item
+
+
+def _problem_order(problem: Problem) -> tuple[int, str, str, str]:
+    return (-problem.severity, problem.code, problem.job_id or "", problem.path or "")
+
+
+_Decider = Callable[[list[tree.JobSource], list[bytes]], list[store.Plan]]
+
+
+class _Planner:
+    """The database decides, through comsa_migrate.plan_job(): the backfill's own rule."""
+
+    def __init__(self, conn: psycopg.Connection[Any], force: bool) -> None:
+        self.conn, self.force = conn, force
+
+    def __call__(self, sources: list[tree.JobSource], payloads: list[bytes]) -> list[store.Plan]:
+        return store.plan_batch(self.conn, payloads, force=self.force)
+
+
+class _Undecided:
+    """No database to ask: the job is valid, what happens to it is not known."""
+
+    def __call__(self, sources: list[tree.JobSource], payloads: list[bytes]) -> list[store.Plan]:
+        return [store.Plan("undecided", {}) for _ in payloads]
+
+
+class _AllInsert:
+    """An empty database: the backfill creates the tables and inserts every job."""
+
+    def __call__(self, sources: list[tree.JobSource], payloads: list[bytes]) -> list[store.Plan]:
+        return [_insert_plan(payload) for payload in payloads]
+
+
+class _Conservative:
+    """Tables without comsa-migrate's bookkeeping: no row was written by the tool.
+
+    plan_job() is not installed, so a job that already has a row counts as a conflict
+    (or an update with --force); the backfill compares the rows and may find it unchanged.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], force: bool) -> None:
+        self.conn, self.force = conn, force
+
+    def __call__(self, sources: list[tree.JobSource], payloads: list[bytes]) -> list[store.Plan]:
+        rows = self.conn.execute(
+            "SELECT id::text FROM public.jobs WHERE id = ANY(%s::uuid[])",
+            [[s.job_id for s in sources]],
+        ).fetchall()
+        existing = {job_id for (job_id,) in rows}
+        return [
+            _insert_plan(payload)
+            if source.job_id not in existing
+            else store.Plan("update" if self.force else "conflict", {})
+            for source, payload in zip(sources, payloads, strict=True)
+        ]
+
+
+def _insert_plan(payload: bytes) -> store.Plan:
+    job = orjson.loads(payload)
+    return store.Plan(
+        "insert",
+        {
+            "jobs": (1, 0, 0),
+            "job_logs": (len(job["logs"]), 0, 0),
+            "job_files": (len(job["files"]), 0, 0),
+        },
+    )

@@ -1,0 +1,320 @@
+"""The dry-run report as text (80 columns), Markdown or JSON: functions that return strings."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Iterator
+
+import orjson
+
+from . import __version__
+from .problems import CODES, Problem, Severity
+from .report import CHANGES, REPORT_VERSION, TABLES, Report
+
+__all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
+
+FORMATS = ("text", "json", "markdown")
+EXAMPLES = 10
+WIDTH = 80
+
+_ACTION_WORDS = (
+    ("insert", "insert"),
+    ("update", "update"),
+    ("unchanged", "unchanged"),
+    ("conflict", "conflict"),
+    ("skip", "skip"),
+    ("metadata_only", "metadata only"),
+    ("undecided", "undecided"),
+)
+_SEVERITY_TITLES = {Severity.ERROR: "Errors", Severity.WARNING: "Warnings", Severity.INFO: "Info"}
+_COLOURS = {Severity.ERROR: "31;1", Severity.WARNING: "33", Severity.INFO: "36"}
+
+
+def render(report: Report, fmt: str, *, color: bool = False, show_all: bool = False) -> str:
+    """The report in ``fmt`` (one of FORMATS), ending with a newline."""
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "markdown":
+        return render_markdown(report, show_all=show_all)
+    return render_text(report, color=color, show_all=show_all)
+
+
+# -- text ---------------------------------------------------------------------------------
+
+
+def render_text(report: Report, *, color: bool = False, show_all: bool = False) -> str:
+    """Summary first, then problems grouped by code, most severe first; 80 columns."""
+
+    def paint(text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+    lines = [_first_line(report)]
+    lines.append(_field("data", report.data_dir))
+    if not report.offline:
+        lines.append(_field("database", f"{report.database.target} (read only)"))
+    lines += [_field("note", note) for note in report.database.notes[1 if report.offline else 0 :]]
+    verdict = _verdict(report)
+    lines.append(
+        _field("result", verdict).replace(verdict, paint(verdict, _verdict_colour(report)))
+    )
+    if report.interrupted:
+        lines.append(_field("interrupted", "the report covers the jobs read before Ctrl-C"))
+    lines += ["", "Summary"]
+    lines.append(_field("jobs", _actions_text(report)))
+    lines += _rows_text(report)
+    lines.append(_field("problems", _severities_text(report)))
+    lines.append(_field("files", _files_text(report)))
+    for severity, group in _groups(report.problems):
+        count = sum(len(problems) for _, problems in group)
+        lines += ["", paint(f"{_SEVERITY_TITLES[severity]} ({count})", _COLOURS[severity])]
+        for code, problems in group:
+            title = _wrap(f"{code} ({len(problems)}): {CODES[code][1]}", "  ", "      ")
+            title[0] = title[0].replace(code, paint(code, _COLOURS[severity]), 1)
+            lines += title
+            shown = problems if show_all else problems[:EXAMPLES]
+            for problem in shown:
+                lines += _problem_text(problem)
+            if len(shown) < len(problems):
+                lines.append(f"    … and {len(problems) - len(shown)} more (--all lists them)")
+    return "\n".join(lines) + "\n"
+
+
+def _first_line(report: Report) -> str:
+    if report.offline:
+        return f"Dry-run report, offline ({_offline_reason(report)}): only the files were validated"
+    return "Dry-run report: what the next backfill would do (nothing was written)"
+
+
+def _offline_reason(report: Report) -> str:
+    return report.database.notes[0] if report.database.notes else "no database"
+
+
+def _verdict_colour(report: Report) -> str:
+    return "31;1" if report.fails() else "32;1"
+
+
+def _verdict(report: Report) -> str:
+    counts = report.severity_counts
+    errors = counts[Severity.ERROR]
+    rest = f"{_plural(counts[Severity.WARNING], 'warning')}, {counts[Severity.INFO]} info"
+    if errors:
+        return f"FAIL: {_plural(errors, 'error')}, {rest}"
+    return f"OK: no errors; {rest}"
+
+
+def _actions_text(report: Report) -> str:
+    shown = [
+        f"{report.actions[action]} {word}"
+        for action, word in _ACTION_WORDS
+        if report.actions[action] or action not in ("metadata_only", "undecided")
+    ]
+    if report.offline:
+        shown = [f"{report.actions['undecided']} valid (a database decides their action)"]
+        shown.append(f"{report.actions['skip']} skip")
+        if report.actions["metadata_only"]:
+            shown.append(f"{report.actions['metadata_only']} metadata only")
+    return ", ".join(shown)
+
+
+def _rows_text(report: Report) -> list[str]:
+    if report.offline:
+        return [_field("rows", "need a database")]
+    lines = [_field("rows", f"{'':<10}{'insert':>9}{'update':>9}{'delete':>9}")]
+    for table in TABLES:
+        counts = "".join(f"{report.rows[table][c]:>9,}" for c in CHANGES)
+        lines.append(f"{'':14}{table:<10}{counts}")
+    return lines
+
+
+def _severities_text(report: Report) -> str:
+    counts = report.severity_counts
+    return (
+        f"{_plural(counts[Severity.ERROR], 'error')}, "
+        f"{_plural(counts[Severity.WARNING], 'warning')}, {counts[Severity.INFO]} info"
+    )
+
+
+def _files_text(report: Report) -> str:
+    seen = report.files
+    return (
+        f"{_plural(seen.job_jsons, 'job JSON')} and {_plural(seen.job_files, 'job file')}: "
+        f"{seen.bytes:,} bytes ({_human(seen.bytes)})"
+    )
+
+
+def _problem_text(problem: Problem) -> list[str]:
+    where = problem.path or problem.job_id or "-"
+    lines = _wrap(where, "    - ", "      ")
+    if problem.job_id and problem.job_id not in where:
+        lines.append(f"      job {problem.job_id}")
+    return lines + _wrap(problem.message, "      ", "      ")
+
+
+def _field(label: str, text: str) -> str:
+    return "\n".join(_wrap(text, f"  {label:<11} ", " " * 14))
+
+
+def _wrap(text: str, first: str, rest: str) -> list[str]:
+    return textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_on_hyphens=False,
+    ) or [first.rstrip()]
+
+
+# -- markdown -----------------------------------------------------------------------------
+
+
+def render_markdown(report: Report, *, show_all: bool = False) -> str:
+    """A heading, the summary as tables and the problems as lists, for an issue or a PR."""
+    where = f"`{report.data_dir}`"
+    if report.offline:
+        reason = _md(_offline_reason(report))
+        intro = f"Data {where}, offline ({reason}): only the files were validated."
+    else:
+        intro = f"Data {where} against `{report.database.target}` (read only: nothing written)."
+    lines = ["## comsa-migrate dry-run report", "", intro, "", f"**{_verdict(report)}**"]
+    notes = report.database.notes[1 if report.offline else 0 :]
+    if notes:
+        lines.append("")
+        lines += [f"- {_md(note)}" for note in notes]
+    lines += ["", "| jobs | count |", "|---|---:|"]
+    lines += [
+        f"| {word} | {report.actions[action]:,} |"
+        for action, word in _ACTION_WORDS
+        if report.actions[action] or action not in ("metadata_only", "undecided")
+    ]
+    if not report.offline:
+        lines += ["", "| rows | insert | update | delete |", "|---|---:|---:|---:|"]
+        for table in TABLES:
+            counts = " | ".join(f"{report.rows[table][c]:,}" for c in CHANGES)
+            lines.append(f"| `{table}` | {counts} |")
+    severities = report.severity_counts
+    lines += ["", "| problems and files | count |", "|---|---:|"]
+    lines += [f"| {s}s | {severities[s]:,} |" for s in (Severity.ERROR, Severity.WARNING)]
+    lines.append(f"| info | {severities[Severity.INFO]:,} |")
+    lines.append(f"| job JSONs | {report.files.job_jsons:,} |")
+    lines.append(f"| job files | {report.files.job_files:,} |")
+    lines.append(f"| bytes | {report.files.bytes:,} |")
+    for severity, group in _groups(report.problems):
+        lines += ["", f"### {_SEVERITY_TITLES[severity]}"]
+        for code, problems in group:
+            lines += ["", f"- **`{code}`** ({len(problems)}): {_md(CODES[code][1])}"]
+            shown = problems if show_all else problems[:EXAMPLES]
+            lines += [f"  - {_md_problem(problem)}" for problem in shown]
+            if len(shown) < len(problems):
+                lines.append(f"  - … and {len(problems) - len(shown)} more")
+    return "\n".join(lines) + "\n"
+
+
+def _md_problem(problem: Problem) -> str:
+    parts = [_code_span(problem.path)] if problem.path else []
+    if problem.job_id and not (problem.path and problem.job_id in problem.path):
+        parts.append(f"job {_code_span(problem.job_id)}")
+    return f"{' '.join(parts) or '-'}: {_md(problem.message)}"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*<>\[\]|~])")
+
+
+def _md(text: str) -> str:
+    """Text safe in Markdown; `code` spans in it stay code spans."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: nothing is code
+        return _MD_SPECIAL.sub(r"\\\1", text)
+    return "".join(
+        _code_span(part) if i % 2 else _MD_SPECIAL.sub(r"\\\1", part)
+        for i, part in enumerate(parts)
+    )
+
+
+def _code_span(text: str) -> str:
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+# -- json ---------------------------------------------------------------------------------
+
+
+def render_json(report: Report) -> str:
+    """One object, the shape of docs/report-schema.json (version 1): every job, every problem."""
+    counts = report.severity_counts
+    document = {
+        "version": REPORT_VERSION,
+        "tool": f"comsa-migrate {__version__}",
+        "generated_at": report.generated_at.isoformat().replace("+00:00", "Z"),
+        "data_dir": report.data_dir,
+        "database": {
+            "mode": report.database.mode,
+            "target": report.database.target,
+            "read_only": True,
+            "notes": list(report.database.notes),
+            "pending_migrations": list(report.database.pending_migrations),
+        },
+        "summary": {
+            "ok": not report.fails(),
+            "interrupted": report.interrupted,
+            "jobs": {"total": len(report.jobs), "by_action": report.actions},
+            "rows": report.rows,
+            "problems": {
+                "total": len(report.problems),
+                "by_severity": {str(s): n for s, n in counts.items()},
+                "by_code": dict(sorted(report.problem_counts.items())),
+            },
+            "files": {
+                "job_jsons": report.files.job_jsons,
+                "job_files": report.files.job_files,
+                "files": report.files.files,
+                "bytes": report.files.bytes,
+            },
+            "elapsed_s": round(report.elapsed, 3),
+        },
+        "jobs": [
+            {"id": job.id, "action": job.action, "problems": list(job.problems)}
+            for job in report.jobs
+        ],
+        "problems": [
+            {
+                "code": p.code,
+                "severity": str(p.severity),
+                "job_id": p.job_id,
+                "path": p.path,
+                "message": p.message,
+            }
+            for p in report.problems
+        ],
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+# -- shared -------------------------------------------------------------------------------
+
+
+def _groups(
+    problems: tuple[Problem, ...],
+) -> Iterator[tuple[Severity, list[tuple[str, list[Problem]]]]]:
+    """Problems by severity (most severe first), then by code (most frequent first)."""
+    by_code: dict[str, list[Problem]] = {}
+    for problem in problems:
+        by_code.setdefault(problem.code, []).append(problem)
+    for severity in sorted(Severity, reverse=True):
+        group = [(code, ps) for code, ps in by_code.items() if CODES[code][0] is severity]
+        if group:
+            yield severity, sorted(group, key=lambda item: (-len(item[1]), item[0]))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
