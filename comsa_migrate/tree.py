@@ -331,6 +331,8 @@ def count_job_files(data_dir: Path) -> int:
     """How many job JSONs a scan will meet: a cheap listing, for a progress bar's total."""
     try:
         with os.scandir(data_dir / JOBS) as it:
-            return sum(1 for e in it if e.name.lower().endswith(".json"))
+            return sum(
+                1 for e in it if e.name.lower().endswith(".json") and not is_ignored_name(e.name)
+            )
     except OSError:
         return 0

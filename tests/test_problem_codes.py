@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,14 +243,29 @@ def test_warnings_and_info_are_counted_and_their_jobs_written(
     assert row == (f"uploads/{NO_INPUT}/input.csv",)
     row = conn.execute("SELECT input_file_path FROM jobs WHERE id = %s", [QUIRK[7]]).fetchone()
     assert row == (None,)
-    files = conn.execute(
-        "SELECT file_path FROM job_files WHERE job_id = %s ORDER BY file_path", [QUIRK[1]]
+
+
+def test_job_files_mirror_the_disk_without_links_hidden_or_temporary_files(
+    cli: Any, dsn: str, every_code_tree: Path, conn: psycopg.Connection[Any]
+) -> None:
+    cli("backfill", every_code_tree, "--dsn", dsn, "--max-json-bytes", str(MAX_JSON_BYTES))
+
+    rows = conn.execute(
+        "SELECT file_type, file_name, file_path, file_size, created_at FROM job_files"
+        " WHERE job_id = %s ORDER BY file_path",
+        [QUIRK[1]],
     ).fetchall()
-    assert [f for (f,) in files] == [
-        f"outputs/{QUIRK[1]}/causes.csv",
-        f"uploads/{QUIRK[1]}/extra/codebook.csv",
-        f"uploads/{QUIRK[1]}/input.csv",
-    ]
+
+    expected = []
+    for file_type, rel in [
+        ("output", f"outputs/{QUIRK[1]}/causes.csv"),
+        ("input", f"uploads/{QUIRK[1]}/extra/codebook.csv"),
+        ("input", f"uploads/{QUIRK[1]}/input.csv"),
+    ]:
+        st = os.stat(every_code_tree / rel)
+        mtime = datetime(1970, 1, 1) + timedelta(microseconds=st.st_mtime_ns // 1000)
+        expected.append((file_type, rel.rsplit("/", 1)[1], rel, st.st_size, mtime))
+    assert [tuple(row) for row in rows] == expected
 
 
 def test_a_tree_without_errors_exits_0_even_with_warnings(

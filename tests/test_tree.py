@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,11 @@ from comsa_migrate.tree import (
     FileStat,
     JobSource,
     ScanItem,
+    count_job_files,
     job_source,
     read_job_json,
     scan,
+    utc_from_ns,
 )
 
 JOB = "0a1b2c3d-0000-4000-8000-000000000001"
@@ -727,3 +730,36 @@ def test_a_read_only_tree_is_scanned_and_read(fake_fs: FakeFilesystem) -> None:
     assert len(source.files) == 2
     assert read_job_json(FAKE, source, max_bytes=1024) == JOB_JSON
     assert stat.S_IMODE(os.stat(FAKE).st_mode) == 0o555
+
+
+# -- helpers the writers share --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ns", "moment"),
+    [
+        (0, datetime(1970, 1, 1)),
+        (OLD_NS, datetime(2023, 11, 14, 22, 13, 20)),
+        (OLD_NS + 123_456_999, datetime(2023, 11, 14, 22, 13, 20, 123456)),
+        (-1_000, datetime(1969, 12, 31, 23, 59, 59, 999999)),
+    ],
+)
+def test_a_stat_time_becomes_naive_utc_truncated_to_the_microsecond(
+    ns: int, moment: datetime
+) -> None:
+    assert utc_from_ns(ns) == moment
+
+
+def test_count_job_files_counts_the_jsons_a_scan_would_read(data_dir: Path) -> None:
+    add_job(data_dir, JOB)
+    add_job(data_dir, JOB2, name=f"{JOB2}.JSON")
+    write(data_dir / "jobs" / "backup.json")
+    write(data_dir / "jobs" / f".{JOB}.json")
+    write(data_dir / "jobs" / f"{JOB}.json.tmp")
+    write(data_dir / "jobs" / "notes.txt")
+
+    assert count_job_files(data_dir) == 3
+
+
+def test_count_job_files_of_a_tree_without_jobs_is_zero(tmp_path: Path) -> None:
+    assert count_job_files(tmp_path) == 0
