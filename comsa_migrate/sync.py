@@ -120,6 +120,25 @@ class Daemon:
     def queue_depth(self) -> int:
         return len(self._debouncer) + len(self._pending)
 
+    def stats(self) -> dict[str, int]:
+        """Jobs by action since start, and the daemon's counters, in one snapshot."""
+        return {
+            **self._syncer.actions,
+            **self.counters,
+            "outages": self._session.outages,
+            "held_back": self._syncer.held_back,
+            "errors": self.metrics.errors,
+        }
+
+    @property
+    def database_up(self) -> bool:
+        return self._session.up
+
+    @property
+    def observer(self) -> BaseObserver | None:
+        """The running watchdog observer (replaced when it is restarted)."""
+        return self._observer
+
     # -- what the observer reports (observer thread) --------------------------------------
 
     def job_changed(self, job_id: str) -> None:
