@@ -21,6 +21,7 @@ from .errors import DataDirError
 from .metrics import Metrics, MetricsServer
 from .sync_jobs import JobSyncer
 from .sync_session import DB_ERRORS, SyncSession
+from .sync_tree import TreeGuard
 from .watch import (
     JobEventHandler,
     WatchError,
@@ -32,9 +33,6 @@ from .watch import (
 __all__ = ["Daemon", "SyncOptions"]
 
 log = logging.getLogger("comsa_migrate.sync")
-
-#: how often a tree that has gone missing is logged again
-TREE_MISSING_LOG_EVERY = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +71,7 @@ class Daemon:
         self.ready = threading.Event()  # set once the catch-up scan is done and it is watching
         self.metrics = Metrics()
         self.counters: dict[str, int] = dict.fromkeys(
-            ("rescans", "observer_restarts", "outages", "json_removed"), 0
+            ("rescans", "observer_restarts", "json_removed"), 0
         )
         self.state = "starting"
         self.metrics_port: int | None = None
@@ -81,7 +79,6 @@ class Daemon:
         self._flags_lock = threading.Lock()
         self._rescan_reasons: list[str] = ["start-up"]
         self._restart_observer = False
-        self._check_tree_at: float | None = None
         self._debouncer = Debouncer(options.debounce, max_delay=max(2.0, 10 * options.debounce))
         self._pending: dict[str, float] = {}  # due, waiting for the database: id -> first event
         self._session = SyncSession(
@@ -96,12 +93,12 @@ class Daemon:
         )
         self._syncer = JobSyncer(backfill_options, options.settle, self.metrics, self._retry)
         self._observer: BaseObserver | None = None
-        self._tree_jobs = 0  # job JSONs at the last check that found the tree whole
-        self._tree_missing_since: float | None = None
+        self._tree = TreeGuard(
+            Path(self.root), options.vanish_fraction, options.vanish_min_jobs, time.monotonic
+        )
         self._next_beat = 0.0
         self._last_beat = 0.0
         self._next_observer_check = 0.0
-        self._tree_missing_logged_at = float("-inf")
         self._next_rescan = time.monotonic() + options.rescan_interval
         self._add_gauges()
 
@@ -188,21 +185,21 @@ class Daemon:
             self._debouncer.wait(self._session.next_attempt)
             return
         try:
-            if self._tree_is_missing(now):
-                self._debouncer.wait(time.monotonic() + 1.0)  # a vanished mount sends no events
-                return
-            self._look_after_observer(now)
-            self._rescan_if_due(now)
-            if self._pending:
-                self._sync_pending()
+            missing = self._tree_is_missing()
+            if not missing:
+                self._look_after_observer(now)
+                self._rescan_if_due(now)
+                if self._pending:
+                    self._sync_pending()
             if time.monotonic() >= self._next_beat:
                 self._beat()
         except DB_ERRORS as exc:
             self._session.lost(exc, self.queue_depth)
-            self.counters["outages"] = self._session.outages
             return
-        if not self._pending:
-            self._debouncer.wait(min(self._next_beat, self._next_rescan))
+        if missing:
+            self._debouncer.wait(time.monotonic() + 1.0)  # a vanished mount sends no events
+        elif not self._pending:
+            self._debouncer.wait(min(self._next_beat, self._next_rescan, self._tree.next_check))
 
     def _take_due(self) -> None:
         for job_id, first_seen in self._debouncer.pop_due(100_000):
@@ -243,10 +240,10 @@ class Daemon:
             if not self.ready.is_set():
                 raise
             log.error("rescan failed: %s", exc)
-            self._check_tree_at = time.monotonic()
+            self._tree.suspect()
             return
         self._next_rescan = time.monotonic() + self.options.rescan_interval
-        self._tree_jobs = tree.count_job_files(Path(self.root))
+        self._tree.scanned()
         self._record_problems()
         actions = summary.actions
         log.info(
@@ -293,51 +290,20 @@ class Daemon:
     # -- a tree that disappears ---------------------------------------------------------
 
     def _tree_changed(self) -> None:
-        with self._flags_lock:
-            self._check_tree_at = (
-                time.monotonic() if self._check_tree_at is None else self._check_tree_at
-            )
+        self._tree.suspect()
         self._debouncer.wake()
 
-    def _tree_is_missing(self, now: float) -> bool:
+    def _tree_is_missing(self) -> bool:
         """Most of the tree gone at once (an unmounted share): stop syncing until it returns."""
-        with self._flags_lock:
-            due = self._check_tree_at is not None and now >= self._check_tree_at
-            if due:
-                self._check_tree_at = None
-        if not due and self._tree_missing_since is None:
-            return False
-        jobs_dir = Path(self.root) / tree.JOBS
-        present = tree.count_job_files(Path(self.root)) if jobs_dir.is_dir() else -1
-        whole = present >= 0 and (
-            self._tree_jobs < self.options.vanish_min_jobs
-            or present >= self._tree_jobs * self.options.vanish_fraction
-        )
-        if whole:
-            self._tree_jobs = max(present, 0)
-            if self._tree_missing_since is not None:
-                log.warning("the data folder is back (%d job JSONs); resuming", present)
-                self._tree_missing_since = None
-                self._tree_missing_logged_at = float("-inf")
-                self._set_state("watching")
-                with self._flags_lock:
-                    self._restart_observer = True
-                    self._rescan_reasons.append("tree returned")
-            return False
-        if self._tree_missing_since is None:
-            self._tree_missing_since = now
+        verdict = self._tree.check()
+        if verdict == "missing":
             self._set_state("tree_missing")
-        if now >= self._tree_missing_logged_at + TREE_MISSING_LOG_EVERY:
-            self._tree_missing_logged_at = now
-            log.error(
-                "most of %s is gone (%s of the %d job JSONs last seen) for %.0f s: "
-                "is the share unmounted? Not syncing until it returns",
-                self.root,
-                "no jobs folder" if present < 0 else present,
-                self._tree_jobs,
-                now - self._tree_missing_since,
-            )
-        return True
+        elif verdict == "returned":
+            self._set_state("watching")
+            with self._flags_lock:
+                self._restart_observer = True
+                self._rescan_reasons.append("tree returned")
+        return verdict == "missing"
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -408,7 +374,7 @@ class Daemon:
         self.metrics.gauge(
             "tree_present",
             "0 while most of the tree is gone.",
-            lambda: self._tree_missing_since is None,
+            lambda: self._tree.missing_since is None,
         )
 
     def _shut_down(self, server: MetricsServer | None) -> None:
@@ -423,7 +389,7 @@ class Daemon:
         self.state = "stopped"
         final = self._heartbeat() if self._session.up else None
         if self._session.up:
-            with contextlib.suppress(DB_ERRORS):  # the stop is recorded below if it can be
+            with contextlib.suppress(*DB_ERRORS):  # the stop is recorded below if it can be
                 self._record_problems()
         registered = self._session.daemon_id is not None
         self._session.close(final, {"actions": dict(self._syncer.actions), **self.counters})

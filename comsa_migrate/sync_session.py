@@ -207,4 +207,4 @@ class SyncSession:
             password = conninfo_to_dict(self.target.dsn).get("password")
         except psycopg.ProgrammingError:
             password = None
-        return first.replace(password, "***") if password else first
+        return first.replace(str(password), "***") if password else first

@@ -187,7 +187,13 @@ def _inotify_observer(root: str, events: JobEvents) -> BaseObserver:
     registers one more callback on ``root`` to hear about it.
     """
     from watchdog.observers.inotify import InotifyEmitter
-    from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyEvent, InotifyFD
+    from watchdog.observers.inotify_c import (
+        CallbackId,
+        InotifyConstants,
+        InotifyEvent,
+        InotifyFD,
+        Mask,
+    )
 
     class RootSentinel:
         def on_event(self, event: InotifyEvent) -> None:
@@ -210,7 +216,7 @@ def _inotify_observer(root: str, events: JobEvents) -> BaseObserver:
         def on_thread_start(self) -> None:
             super().on_thread_start()  # the emitter's watches are in place from here on
             # IN_MASK_ADD: share the root's watch with the emitter without narrowing it
-            mask = (
+            mask = Mask(
                 InotifyConstants.IN_MASK_ADD
                 | InotifyConstants.IN_DELETE_SELF
                 | InotifyConstants.IN_MOVE_SELF

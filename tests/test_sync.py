@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -281,6 +282,8 @@ def test_the_periodic_rescan_runs_every_rescan_interval(dsn: str, data: Path) ->
         wait_until(lambda: daemon.counters["rescans"] >= 3, what="two periodic rescans")
 
 
+# watchdog warns when the folder moved back in gets its old watch descriptor again
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 def test_a_tree_that_mostly_vanishes_pauses_syncing_until_it_returns(
     dsn: str, data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -349,3 +352,30 @@ def test_each_synced_job_logs_one_line_with_its_id_action_and_milliseconds(
     assert len(lines) == 1
     assert lines[0].getMessage() == f"{job_id} insert {lines[0].ms} ms"  # type: ignore[attr-defined]
     assert lines[0].action == "insert"  # type: ignore[attr-defined]
+
+
+def test_the_polling_observer_also_syncs_a_new_job(dsn: str, data: Path) -> None:
+    job_id = new_job_id()
+    with running_daemon(dsn, data, polling=True) as daemon:
+        write_job(data, job_id)
+
+        wait_until(lambda: job_row(dsn, job_id), what="the job's row")
+        assert type(daemon.observer).__name__ == "PollingObserver"
+
+
+def test_running_out_of_inotify_watches_names_the_max_user_watches_limit(
+    data: Path, dsn: str, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watchdog.observers.inotify_c import InotifyFD
+
+    def no_more_watches(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")  # as watchdog raises it
+
+    monkeypatch.setattr(InotifyFD, "add_callback", no_more_watches)
+
+    result = cli("sync", data, "--dsn", dsn)
+
+    assert result.exit_code == 2
+    assert "inotify ran out of watches" in result.stderr
+    assert "fs.inotify.max_user_watches" in result.stderr
+    assert "Traceback" not in result.stderr
