@@ -149,7 +149,7 @@ def prepared_batches(
     Reads nothing but the fingerprints, so it is safe in a read-only transaction; with
     ``conn`` None there are no fingerprints to trust and every job is read.
     """
-    for batch in _batches(items, options.batch_size, summary):
+    for batch in _batches(items, options.batch_size, summary, on_job):
         if stop is not None and stop.is_set():
             summary.interrupted = True
             return
@@ -173,12 +173,17 @@ def prepared_batches(
 
 
 def _batches(
-    items: Iterable[tree.ScanItem], size: int, summary: Summary
+    items: Iterable[tree.ScanItem],
+    size: int,
+    summary: Summary,
+    on_job: Callable[[JobResult], None] | None,
 ) -> Iterator[list[tree.JobSource]]:
     batch: list[tree.JobSource] = []
     for item in items:
         if isinstance(item, Problem):
             summary.add(item)
+            if item.severity is Severity.ERROR and item.job_id:  # a job the scan could not read
+                _record(summary, on_job, JobResult(item.job_id, "skip", {}))
             continue
         batch.append(item)
         if len(batch) >= size:

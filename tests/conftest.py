@@ -20,7 +20,6 @@ from comsa_migrate.cli import main
 from comsa_migrate.schema import migrate
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-TEMPLATE = "comsa_migrate_test_template"
 
 
 @pytest.fixture(scope="session")
@@ -50,14 +49,16 @@ def dsn_for(admin_dsn: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def template_db(admin_dsn: str) -> str:
-    """A migrated database that each test's database is copied from."""
+def template_db(admin_dsn: str) -> Iterator[str]:
+    """A migrated database that each test's database is copied from, one per test session."""
+    template = f"comsa_test_template_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
-    with psycopg.connect(dsn_for(admin_dsn, TEMPLATE), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{template}"')
+    with psycopg.connect(dsn_for(admin_dsn, template), autocommit=True) as conn:
         migrate(conn)
-    return TEMPLATE
+    yield template
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
 
 
 def _fresh_database(admin_dsn: str, template: str) -> Iterator[str]:

@@ -284,11 +284,6 @@ def test_a_tree_without_errors_exits_0_even_with_warnings(
     assert summary_row(result.stdout, "warnings")["missing_id"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backfill counts a job whose folder the scan cannot read as a problem but not as "
-    "a skipped job, so a run whose only error is `unreadable` exits 0",
-)
 def test_a_job_whose_folder_cannot_be_read_is_skipped_and_the_run_exits_1(
     cli: Any, dsn: str, every_code_tree: Path
 ) -> None:
