@@ -24,6 +24,7 @@ from .backfill import (
     prepared_batches,
     record_outcome,
 )
+from .errors import DatabaseUnavailable
 from .legacy import parse_job
 from .problems import Problem, Severity
 from .report_drift import DriftInput, check_drift
@@ -158,9 +159,16 @@ def build_report(
         database = Database("offline", None, (offline_reason,))
         run.plan(None, _Undecided(), stop)
     else:
-        with conn.transaction(force_rollback=True):
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            database = _plan_with_database(conn, run, target, stop)
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                database = _plan_with_database(conn, run, target, stop)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            reason = str(exc).strip().splitlines()[0]
+            raise DatabaseUnavailable(
+                f"{target or 'the database'}: {reason} (the report reads the dashboard's "
+                "tables and the schema comsa_migrate)"
+            ) from None
     return run.report(database, time.monotonic() - started)
 
 
@@ -178,13 +186,16 @@ def _plan_with_database(
     if len(present) < len(APP_TABLES):
         missing = ", ".join(t for t in APP_TABLES if t not in present)
         if present or not any(name.startswith("001_") for name in pending):
-            notes.append("jobs are undecided: the backfill cannot use a partial schema")
+            message = f"the database lacks {missing}: the backfill cannot use a partial schema"
+            notes.append("jobs are undecided: the schema is incomplete")
             decide: _Decider = _Undecided()
         else:
+            message = (
+                f"the database has none of the dashboard's tables ({missing}): the next "
+                "backfill creates them and inserts every job; is it the right database?"
+            )
             decide = _AllInsert()
-        run.collector.add(
-            Problem("schema_missing", f"the database has no table {missing}; run init-db")
-        )
+        run.collector.add(Problem("schema_missing", message))
         run.plan(None, decide, stop)
         return Database("database", target, tuple(notes), pending)
     if not planner_present:

@@ -217,7 +217,7 @@ def _md_problem(problem: Problem) -> str:
     return f"{' '.join(parts) or '-'}: {_md(problem.message)}"
 
 
-_MD_SPECIAL = re.compile(r"([\\`*<>\[\]|~])")
+_MD_SPECIAL = re.compile(r"([\\`*<>|])")
 
 
 def _md(text: str) -> str:

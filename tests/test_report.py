@@ -11,6 +11,7 @@ import jsonschema
 import psycopg
 import pytest
 
+from comsa_migrate.db import redact
 from comsa_migrate.problems import CODES
 from comsa_migrate.report import REPORT_ACTIONS, ReportOptions, build_report
 from comsa_migrate.report_render import render_text
@@ -351,3 +352,39 @@ def test_backfill_dry_run_without_a_database_does_not_start_the_embedded_server(
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("Dry-run report, offline (no database configured)")
     assert not home.exists()
+
+
+# -- the README shows real reports ----------------------------------------------------------------
+
+
+def _readme_block(opening: str, first_line: str) -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = text.index(f"{opening}\n{first_line}") + len(opening) + 1
+    return text[start : text.index(f"\n{opening[:3]}", start) + 1]
+
+
+def _as_in_readme(output: str, fixture: str, dsn: str) -> str:
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures"
+    target = re.escape(str(redact(dsn)))
+    output = output.replace(str(fixtures / fixture / "data"), f"fixtures/{fixture}/data")
+    return re.sub(target, "postgres@127.0.0.1:5432/comsa_dashboard", output)
+
+
+def test_readme_shows_the_real_text_report_of_the_sample(cli: Any, dsn: str) -> None:
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures"
+    result = cli("report", fixtures / "legacy-sample" / "data", "--dsn", dsn)
+
+    shown = _readme_block("```text", "Dry-run report: what the next backfill would do")
+    assert _as_in_readme(result.stdout, "legacy-sample", dsn) == shown
+
+
+def test_readme_shows_the_real_markdown_report_of_the_quirks(cli: Any, dsn: str) -> None:
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures"
+    result = cli("report", fixtures / "quirks" / "data", "--dsn", dsn, "--format", "markdown")
+
+    shown = _readme_block("````markdown", "## comsa-migrate dry-run report")
+    mtime = re.compile(r"used the file's mtime [0-9-]+ [0-9:.]+")  # the checkout's own
+    actual = _as_in_readme(result.stdout, "quirks", dsn)
+    assert mtime.sub("used the file's mtime …", actual) == mtime.sub(
+        "used the file's mtime …", shown
+    )

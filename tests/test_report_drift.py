@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from comsa_migrate import store
 from comsa_migrate.backfill import BackfillOptions, JobResult, backfill
@@ -387,3 +389,25 @@ def _payload(job_id: str, created_at: str) -> dict[str, Any]:
         "fingerprint": "f",
         "source_path": f"jobs/{job_id}.json",
     }
+
+
+def test_a_role_that_cannot_read_the_bookkeeping_is_one_line_and_exit_2(
+    cli: Any, dsn: str, sample_tree: Path
+) -> None:
+    role = f"comsa_reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+    params = conninfo_to_dict(dsn)
+    params["user"] = role
+    try:
+        result = cli("report", sample_tree, "--dsn", make_conninfo(**params))
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
+
+    assert result.exit_code == 2
+    assert "permission denied for schema comsa_migrate" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stdout == ""
