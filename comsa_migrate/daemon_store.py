@@ -6,13 +6,14 @@ import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from .problems import Problem
+from .sync_jobs import LastSync
 
 __all__ = ["Heartbeat", "finish", "heartbeat", "record_problems", "register"]
 
@@ -27,10 +28,7 @@ class Heartbeat:
     state: str
     queue_depth: int = 0
     oldest_pending_at: datetime | None = None
-    last_sync_at: datetime | None = None
-    last_job_id: str | None = None
-    last_action: str | None = None
-    last_lag_ms: int | None = None
+    last: LastSync | None = None  # the last job synced
     actions: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -95,15 +93,16 @@ def record_problems(
 
 
 def _params(daemon_id: int, beat: Heartbeat) -> dict[str, Any]:
+    last = beat.last
     return {
         "id": daemon_id,
         "state": beat.state,
         "queue_depth": beat.queue_depth,
         "oldest_pending_at": beat.oldest_pending_at,
-        "last_sync_at": beat.last_sync_at,
-        "last_job_id": beat.last_job_id,
-        "last_action": beat.last_action,
-        "last_lag_ms": beat.last_lag_ms,
+        "last_sync_at": None if last is None else datetime.fromtimestamp(last.at, UTC),
+        "last_job_id": None if last is None else last.job_id,
+        "last_action": None if last is None else last.action,
+        "last_lag_ms": None if last is None else last.lag_ms,
         "actions": Jsonb(beat.actions),
         "counters": Jsonb(beat.counters),
     }

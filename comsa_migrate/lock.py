@@ -16,7 +16,7 @@ __all__ = ["LockHeld", "describe_holder", "lock_key", "lock_held_by_anyone", "tr
 EXIT_LOCKED = 3
 
 _HOLDER = """
-SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start
+SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start
 FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())

@@ -24,6 +24,7 @@ from .sync_session import DB_ERRORS, SyncSession
 from .sync_tree import TreeGuard
 from .watch import (
     JobEventHandler,
+    WatchBudget,
     WatchError,
     observer_alive,
     start_observer,
@@ -99,6 +100,7 @@ class Daemon:
         self._next_beat = 0.0
         self._last_beat = 0.0
         self._next_observer_check = 0.0
+        self._watch_budget = WatchBudget(options.polling)
         self._next_rescan = time.monotonic() + options.rescan_interval
         self._add_gauges()
 
@@ -153,6 +155,9 @@ class Daemon:
     def tree_changed(self, reason: str) -> None:
         log.warning("%s", reason)
         self._tree_changed()
+
+    def folder_created(self) -> None:
+        self._watch_budget.folder_created()
 
     def events_lost(self, reason: str) -> None:
         log.warning("%s: restarting the observer and rescanning %s", reason, self.root)
@@ -248,7 +253,7 @@ class Daemon:
         actions = summary.actions
         log.info(
             "rescan (%s): %d jobs, %d inserted, %d updated, %d unchanged, %d skipped, "
-            "%d conflicts in %.1f s",
+            "%d conflicts in %.2f s",
             reason,
             summary.jobs,
             actions["insert"],
@@ -322,26 +327,15 @@ class Daemon:
             self._next_beat = 0.0
 
     def _heartbeat(self) -> daemon_store.Heartbeat:
-        last = self._syncer.last
-        oldest = min(
-            [
-                t
-                for t in (self._debouncer.oldest_first_seen(), *self._pending.values())
-                if t is not None
-            ],
-            default=None,
-        )
-        now_wall = datetime.now(UTC)
+        waiting = [self._debouncer.oldest_first_seen(), *self._pending.values()]
+        oldest = min((t for t in waiting if t is not None), default=None)
         return daemon_store.Heartbeat(
             state=self.state,
             queue_depth=self.queue_depth,
             oldest_pending_at=None
             if oldest is None
-            else now_wall - timedelta(seconds=time.monotonic() - oldest),
-            last_sync_at=None if last is None else datetime.fromtimestamp(last.at, UTC),
-            last_job_id=None if last is None else last.job_id,
-            last_action=None if last is None else last.action,
-            last_lag_ms=None if last is None else last.lag_ms,
+            else datetime.now(UTC) - timedelta(seconds=time.monotonic() - oldest),
+            last=self._syncer.last,
             actions=dict(self._syncer.actions),
             counters={
                 **self.counters,
@@ -351,6 +345,9 @@ class Daemon:
         )
 
     def _beat(self) -> None:
+        now = time.monotonic()
+        if self._watch_budget.exhausted(now):
+            self._next_rescan = min(self._next_rescan, now + 60)  # new folders go unwatched
         self._session.check_lock()
         if self._session.conn is not None and self._session.daemon_id is not None:
             daemon_store.heartbeat(self._session.conn, self._session.daemon_id, self._heartbeat())
@@ -378,6 +375,8 @@ class Daemon:
         )
 
     def _shut_down(self, server: MetricsServer | None) -> None:
+        if self._session.daemon_id is not None:
+            log.info("stopping")
         stop_observer(self._observer)
         self._observer = None
         self._take_due()

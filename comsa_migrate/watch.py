@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Protocol
 
 from watchdog.events import (
     EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_CREATED,
     EVENT_TYPE_DELETED,
     EVENT_TYPE_MOVED,
     EVENT_TYPE_OPENED,
@@ -24,10 +26,12 @@ from .tree import JOBS, OUTPUTS, UPLOADS, is_ignored_name, is_job_id
 __all__ = [
     "JobEvents",
     "JobEventHandler",
+    "WatchBudget",
     "WatchError",
     "explain_os_error",
     "observer_alive",
     "start_observer",
+    "watches_left",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,8 @@ class JobEvents(Protocol):
     def tree_changed(self, reason: str) -> None: ...
 
     def events_lost(self, reason: str) -> None: ...
+
+    def folder_created(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,8 @@ class JobEventHandler(FileSystemEventHandler):
             return  # every change in a folder also modifies the folder; the change itself counts
         try:
             src = os.fsdecode(event.src_path)
+            if event.is_directory and event.event_type in (EVENT_TYPE_CREATED, EVENT_TYPE_MOVED):
+                self.events.folder_created()  # a watch was needed for it
             if event.event_type == EVENT_TYPE_MOVED:
                 self._note(src, removed=True)
                 self._note(os.fsdecode(event.dest_path), removed=False)
@@ -151,6 +159,52 @@ def observer_alive(observer: BaseObserver | None) -> bool:
     if observer is None or not observer.is_alive():
         return False
     return all(emitter.is_alive() for emitter in observer.emitters)
+
+
+def watches_left() -> bool:
+    """Whether this user may still add an inotify watch.
+
+    watchdog does not report a watch it could not add for a folder created after
+    start-up; a probe on an inotify instance of its own tells when the per-user limit
+    (fs.inotify.max_user_watches) is reached.
+    """
+    import ctypes
+
+    from watchdog.observers.inotify_c import inotify_add_watch, inotify_init
+
+    fd = inotify_init()
+    if fd < 0:
+        return True  # no instance to probe with: not a question of watches
+    try:
+        if inotify_add_watch(fd, b"/", 0x00000400) >= 0:  # IN_DELETE_SELF, on a folder
+            return True
+        return ctypes.get_errno() != errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+class WatchBudget:
+    """Notices that folders created since the last look found no inotify watch left."""
+
+    def __init__(self, polling: bool) -> None:
+        self.polling = polling
+        self._created = False
+        self._logged_at = -math.inf
+
+    def folder_created(self) -> None:
+        self._created = True
+
+    def exhausted(self, now: float) -> bool:
+        if not self._created or self.polling:
+            return False
+        self._created = False
+        if watches_left():
+            return False
+        if now >= self._logged_at + 600:
+            self._logged_at = now
+            reason = explain_os_error(OSError(errno.ENOSPC, "no inotify watch left"))
+            log.error("%s: new folders may go unwatched; rescanning every minute", reason)
+        return True
 
 
 def explain_os_error(exc: OSError) -> str:

@@ -379,3 +379,14 @@ def test_running_out_of_inotify_watches_names_the_max_user_watches_limit(
     assert "inotify ran out of watches" in result.stderr
     assert "fs.inotify.max_user_watches" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_folder_created_when_no_inotify_watch_is_left_names_the_limit(
+    dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Simulated: the probe that tries to add one more watch finds the limit reached."""
+    monkeypatch.setattr("comsa_migrate.watch.watches_left", lambda: False)
+    with running_daemon(dsn, data):
+        (data / "outputs" / new_job_id()).mkdir()
+
+        wait_until(lambda: "fs.inotify.max_user_watches" in caplog.text, what="the error")
