@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 from watchdog.observers.api import BaseObserver
 
 from . import daemon_store, tree
@@ -20,7 +21,7 @@ from .debounce import Debouncer
 from .errors import DataDirError
 from .metrics import Metrics, MetricsServer
 from .sync_jobs import JobSyncer
-from .sync_session import DB_ERRORS, SyncSession
+from .sync_session import SyncSession
 from .sync_tree import TreeGuard
 from .watch import (
     JobEventHandler,
@@ -198,8 +199,12 @@ class Daemon:
                     self._sync_pending()
             if time.monotonic() >= self._next_beat:
                 self._beat()
-        except DB_ERRORS as exc:
-            self._session.lost(exc, self.queue_depth)
+        except psycopg.Error as exc:
+            if self._session.healthy():  # refused, not an outage: say so and go on
+                log.error("the database refused a request: %s", exc)
+                self.metrics.error()
+            else:
+                self._session.lost(exc, self.queue_depth)
             return
         if missing:
             self._debouncer.wait(time.monotonic() + 1.0)  # a vanished mount sends no events
@@ -229,9 +234,12 @@ class Daemon:
         reason = reasons[0]
         try:
             self._rescan(reason)
-        except BaseException:
-            with self._flags_lock:  # not done: do it again once the database is back
-                self._rescan_reasons.insert(0, reason)
+        except psycopg.Error:
+            if self._session.healthy():  # refused: the next periodic rescan tries again
+                self._next_rescan = now + self.options.rescan_interval
+            else:
+                with self._flags_lock:  # not done: again once the database is back
+                    self._rescan_reasons.insert(0, reason)
             raise
 
     def _rescan(self, reason: str) -> None:
@@ -388,7 +396,7 @@ class Daemon:
         self.state = "stopped"
         final = self._heartbeat() if self._session.up else None
         if self._session.up:
-            with contextlib.suppress(*DB_ERRORS):  # the stop is recorded below if it can be
+            with contextlib.suppress(psycopg.Error):  # the stop is recorded below if it can be
                 self._record_problems()
         registered = self._session.daemon_id is not None
         self._session.close(final, {"actions": dict(self._syncer.actions), **self.counters})

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,9 +65,9 @@ class JobSyncer:
         self._problems: list[Problem] = []
 
     def sync(
-        self, conn: psycopg.Connection[Any], run_id: int | None, jobs: Iterable[tuple[str, float]]
+        self, conn: psycopg.Connection[Any], run_id: int | None, jobs: list[tuple[str, float]]
     ) -> None:
-        """Sync these (job id, first event) now; raises psycopg.OperationalError on an outage."""
+        """Sync these (job id, first event) now; raises psycopg.Error if the connection is lost."""
         first_seen = dict(jobs)
         sources: list[tree.ScanItem] = []
         for job_id in first_seen:
@@ -78,8 +78,7 @@ class JobSyncer:
             else:
                 sources.append(item)
         if sources:
-            run = _Pass(self, first_seen, quiet_unchanged=False)
-            migrate_jobs(conn, self.options, sources, run, run_id, on_job=run.on_job)
+            self._write(conn, run_id, sources, _Pass(self, first_seen, quiet_unchanged=False))
 
     def rescan(
         self, conn: psycopg.Connection[Any], run_id: int | None, stop: threading.Event
@@ -92,8 +91,34 @@ class JobSyncer:
                 run.interrupted = True
                 break
             run.started = self.clock()  # a job's milliseconds are those of its batch
-            migrate_jobs(conn, self.options, chunk, run, run_id, stop, run.on_job)
+            self._write(conn, run_id, chunk, run)
         return run
+
+    def _write(
+        self,
+        conn: psycopg.Connection[Any],
+        run_id: int | None,
+        items: list[tree.ScanItem],
+        run: _Pass,
+    ) -> None:
+        """migrate_jobs(), narrowing a batch the database refuses down to the job refused.
+
+        A refusal on a live connection (a statement timeout, say) is logged, and the job
+        is left for the next rescan; a lost connection raises.
+        """
+        try:
+            migrate_jobs(conn, self.options, items, run, run_id, on_job=run.on_job)
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                raise
+            if len(items) > 1:
+                for item in items:
+                    self._write(conn, run_id, [item], run)
+                return
+            item = items[0]
+            where = item.job_id if isinstance(item, tree.JobSource) else item.path
+            log.error("%s: the database refused the job: %s", where, exc)
+            self.metrics.error()
 
     def take_problems(self) -> list[Problem]:
         """Problems not yet recorded in the bookkeeping (each reported once per daemon)."""

@@ -14,10 +14,11 @@ from psycopg.conninfo import conninfo_to_dict
 
 from . import __version__, daemon_store, store
 from .db import Target
+from .errors import SchemaError
 from .lock import LockHeld, describe_holder, lock_key, try_lock, unlock
 from .schema import migrate
 
-__all__ = ["SyncSession", "DB_ERRORS"]
+__all__ = ["DB_ERRORS", "SyncSession"]
 
 log = logging.getLogger("comsa_migrate.sync")
 
@@ -25,6 +26,15 @@ log = logging.getLogger("comsa_migrate.sync")
 DB_ERRORS = (psycopg.OperationalError,)
 #: short, so that a stop request is honoured quickly even while the server is unreachable
 CONNECT_TIMEOUT_S = 3
+#: a server that vanished without closing the connection is noticed in about half a
+#: minute rather than after the kernel's retransmissions (libpq ignores these on sockets)
+TCP_KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 
 
 class _WaitingForLock(Exception):
@@ -103,6 +113,13 @@ class SyncSession:
         self._delay = self.retry_min
         return True
 
+    def healthy(self) -> bool:
+        """Both connections still usable: an error on them was a refusal, not an outage."""
+        return all(
+            conn is not None and not conn.closed and not conn.broken
+            for conn in (self.conn, self._lock_conn)
+        )
+
     def lost(self, exc: BaseException, pending: int) -> None:
         """The database went away: close both connections and plan the next attempt."""
         self._close_quietly()
@@ -139,7 +156,7 @@ class SyncSession:
                     store.finish_run(self.conn, self.run_id, "stopped", totals)
                 if self._lock_conn is not None:
                     unlock(self._lock_conn, self.key)
-            except DB_ERRORS as exc:
+            except psycopg.Error as exc:
                 log.warning("could not record the daemon's stop: %s", self._reason(exc))
         self._close_quietly()
 
@@ -154,9 +171,13 @@ class SyncSession:
             raise
         try:
             self._set_up(conn)
-        except BaseException:
+        except BaseException as exc:
             conn.close()
             lock_conn.close()
+            if isinstance(exc, psycopg.Error) and not isinstance(exc, DB_ERRORS):
+                raise SchemaError(
+                    f"cannot prepare {self.target} for the daemon: {self._reason(exc)}"
+                ) from None
             raise
         if self._waiting_for is not None:
             log.info("took the lock for %s", self.data_dir)
@@ -189,6 +210,7 @@ class SyncSession:
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name=application_name,
+            **TCP_KEEPALIVE,
         )
 
     def _close_quietly(self) -> None:

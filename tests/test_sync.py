@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -282,8 +283,6 @@ def test_the_periodic_rescan_runs_every_rescan_interval(dsn: str, data: Path) ->
         wait_until(lambda: daemon.counters["rescans"] >= 3, what="two periodic rescans")
 
 
-# watchdog warns when the folder moved back in gets its old watch descriptor again
-@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 def test_a_tree_that_mostly_vanishes_pauses_syncing_until_it_returns(
     dsn: str, data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -302,7 +301,7 @@ def test_a_tree_that_mostly_vanishes_pauses_syncing_until_it_returns(
         wait_until(lambda: daemon.queue_depth == 1, what="the change to be queued")
         assert file_rows(dsn, ids[0]) == {f"outputs/{ids[0]}/causes.csv": 2}
 
-        os.rename(away, data / "jobs")
+        shutil.copytree(away, data / "jobs")  # the share is mounted again
 
         wait_until(lambda: daemon.state == "watching", what="the tree to be back")
         wait_until(
@@ -390,3 +389,29 @@ def test_a_folder_created_when_no_inotify_watch_is_left_names_the_limit(
         (data / "outputs" / new_job_id()).mkdir()
 
         wait_until(lambda: "fs.inotify.max_user_watches" in caplog.text, what="the error")
+
+
+def test_a_job_the_database_refuses_is_logged_and_the_rest_of_its_batch_written(
+    dsn: str, data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A statement timeout cancels the batch that holds one slow job: not an outage."""
+    good, bad = new_job_id(), new_job_id()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION slow_job() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.id = '{bad}' THEN PERFORM pg_sleep(5); END IF; RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER slow_job BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION slow_job()"
+        )
+        dbname = conn.info.dbname
+        conn.execute(f'ALTER DATABASE "{dbname}" SET statement_timeout = 500')
+    with running_daemon(dsn, data, debounce=0.2) as daemon:
+        write_job(data, bad)
+        write_job(data, good)
+
+        wait_until(lambda: job_row(dsn, good), what="the good job")
+        wait_until(lambda: f"{bad}: the database refused the job" in caplog.text)
+        assert daemon.database_up
+        assert daemon.stats()["outages"] == 0
+    assert job_row(dsn, bad) is None
