@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -391,3 +392,15 @@ def test_readme_shows_the_real_markdown_report_of_the_quirks(cli: Any, dsn: str)
     assert mtime.sub("used the file's mtime …", actual) == mtime.sub(
         "used the file's mtime …", shown
     )
+
+
+def test_a_stop_request_ends_the_report_early_and_marks_it_interrupted(tmp_path: Path) -> None:
+    _tree_with_unmapped_fields(tmp_path, 3)
+    stop = threading.Event()
+    stop.set()
+
+    report = build_report(None, ReportOptions(tmp_path), stop=stop)
+
+    assert report.interrupted
+    assert report.jobs == ()
+    assert "  interrupted the report covers the jobs read before Ctrl-C" in render_text(report)
