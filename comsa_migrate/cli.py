@@ -216,7 +216,8 @@ def _report(
     with _errors_as_exit(), _stop_on_signals() as stop:
         target = None if offline else db.resolve_target(dsn)
         show_progress = not quiet and sys.stderr.isatty()
-        with _progress(show_progress, tree.count_job_files(options.data_dir)) as on_job:
+        total = tree.count_job_files(options.data_dir) if show_progress else 0
+        with _progress(show_progress, total) as on_job:
             if target is None:
                 reason = "--offline" if offline else "no database configured"
                 report = build_report(
