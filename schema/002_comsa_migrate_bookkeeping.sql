@@ -26,9 +26,13 @@ CREATE TABLE comsa_migrate.job_state (
 
 -- The rows of one job as they stand in the database, in one canonical value
 -- (NULL when the job has no row). Serial ids are left out: they carry no meaning.
+-- This and incoming_content() are PL/pgSQL, not SQL, functions because PL/pgSQL keeps
+-- its query plans for the session: a SQL function called from apply_jobs() would be
+-- parsed and planned again for every job, after each job's COMMIT.
 CREATE FUNCTION comsa_migrate.stored_content(p_id uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object(
         'job', to_jsonb(j),
         'logs', COALESCE((
             SELECT jsonb_agg(jsonb_build_array(l.timestamp, l.message) ORDER BY l.id)
@@ -38,15 +42,18 @@ LANGUAGE sql STABLE AS $$
                        f.file_type, f.file_name, f.file_path, f.file_size, f.created_at)
                    ORDER BY f.file_type, f.file_path)
             FROM public.job_files f WHERE f.job_id = p_id), '[]'))
-    FROM public.jobs j WHERE j.id = p_id
+    FROM public.jobs j WHERE j.id = p_id);
+END
 $$;
 
 -- The same canonical value for a job the tool is about to write, typed through the
 -- tables' own row types so that both sides compare equal when the rows would be equal.
+-- (jsonb_populate_record() ignores the keys that are not columns: logs, files, ...)
 CREATE FUNCTION comsa_migrate.incoming_content(job jsonb) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
-        'job', to_jsonb(jsonb_populate_record(NULL::public.jobs, job - 'logs' - 'files')),
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN jsonb_build_object(
+        'job', to_jsonb(jsonb_populate_record(NULL::public.jobs, job)),
         'logs', COALESCE((
             SELECT jsonb_agg(jsonb_build_array((e.v->>0)::timestamp, e.v->>1) ORDER BY e.n)
             FROM jsonb_array_elements(job->'logs') WITH ORDINALITY AS e(v, n)), '[]'),
@@ -54,7 +61,8 @@ LANGUAGE sql STABLE AS $$
             SELECT jsonb_agg(jsonb_build_array(
                        e.v->>0, e.v->>1, e.v->>2, (e.v->>3)::bigint, (e.v->>4)::timestamp)
                    ORDER BY e.v->>0, e.v->>2)
-            FROM jsonb_array_elements(job->'files') AS e(v)), '[]'))
+            FROM jsonb_array_elements(job->'files') AS e(v)), '[]'));
+END
 $$;
 
 -- What writing `job` would do: insert, update, unchanged or conflict. The one place
@@ -98,8 +106,9 @@ BEGIN
     plan := comsa_migrate.plan_job(job, force);
     IF plan.action IN ('insert', 'update') THEN
         IF plan.stored IS NULL OR plan.stored->'job' <> plan.incoming->'job' THEN
+            -- the function in FROM, not (f(...)).*, which would call it once per column
             INSERT INTO public.jobs
-            SELECT (jsonb_populate_record(NULL::public.jobs, job - 'logs' - 'files')).*
+            SELECT r.* FROM jsonb_populate_record(NULL::public.jobs, job) AS r
             ON CONFLICT (id) DO UPDATE SET
                 type = EXCLUDED.type, status = EXCLUDED.status,
                 algorithm = EXCLUDED.algorithm, age_group = EXCLUDED.age_group,
@@ -111,14 +120,18 @@ BEGIN
             n_jobs := 1;
         END IF;
         IF plan.stored IS NULL OR plan.stored->'logs' <> plan.incoming->'logs' THEN
-            DELETE FROM public.job_logs l WHERE l.job_id = v_job_id;
+            IF plan.stored IS NOT NULL THEN
+                DELETE FROM public.job_logs l WHERE l.job_id = v_job_id;
+            END IF;
             INSERT INTO public.job_logs (job_id, timestamp, message)
             SELECT v_job_id, (e.v->>0)::timestamp, e.v->>1
             FROM jsonb_array_elements(job->'logs') WITH ORDINALITY AS e(v, n) ORDER BY e.n;
             GET DIAGNOSTICS n_logs = ROW_COUNT;
         END IF;
         IF plan.stored IS NULL OR plan.stored->'files' <> plan.incoming->'files' THEN
-            DELETE FROM public.job_files f WHERE f.job_id = v_job_id;
+            IF plan.stored IS NOT NULL THEN
+                DELETE FROM public.job_files f WHERE f.job_id = v_job_id;
+            END IF;
             INSERT INTO public.job_files
                 (job_id, file_type, file_name, file_path, file_size, created_at)
             SELECT v_job_id, e.v->>0, e.v->>1, e.v->>2, (e.v->>3)::bigint,
@@ -143,23 +156,26 @@ $$;
 
 -- Write a batch of jobs, each in a transaction of its own (COMMIT after each), in one
 -- round trip. A job whose rows the database refuses is rolled back alone.
+-- The jobs are taken by index, not by a FOR loop over a query, whose cursor the first
+-- COMMIT would copy whole; outcomes gather in an array, not by appending to jsonb,
+-- which would copy the growing value once per job.
 CREATE PROCEDURE comsa_migrate.apply_jobs(batch jsonb, force boolean, p_run_id bigint,
                                           INOUT outcomes jsonb DEFAULT NULL)
 LANGUAGE plpgsql AS $$
 DECLARE
-    job jsonb;
     outcome jsonb;
+    done jsonb[] := '{}';
 BEGIN
-    outcomes := '[]';
-    FOR job IN SELECT e.v FROM jsonb_array_elements(batch) AS e(v) LOOP
+    FOR i IN 0 .. jsonb_array_length(batch) - 1 LOOP
         BEGIN
-            outcome := comsa_migrate.apply_job(job, force, p_run_id);
+            outcome := comsa_migrate.apply_job(batch->i, force, p_run_id);
         EXCEPTION WHEN OTHERS THEN
             outcome := jsonb_build_object('action', 'error',
                                           'message', SQLERRM, 'sqlstate', SQLSTATE);
         END;
-        outcomes := outcomes || jsonb_build_array(outcome);
+        done := done || outcome;
         COMMIT;
     END LOOP;
+    outcomes := to_jsonb(done);
 END
 $$;
