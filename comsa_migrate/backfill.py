@@ -7,9 +7,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -127,11 +128,16 @@ def migrate_jobs(
     stop: threading.Event | None = None,
     on_job: Callable[[JobResult], None] | None = None,
 ) -> None:
-    """The one path every job takes to the database: batch, skip unchanged, parse, write."""
-    for sources, payloads in prepared_batches(conn, options, items, summary, stop, on_job):
-        outcomes = store.apply_batch(conn, payloads, force=options.force, run_id=run_id)
-        for source, outcome in zip(sources, outcomes, strict=True):
-            record_outcome(summary, on_job, source, outcome)
+    """The one path every job takes to the database: batch, skip unchanged, parse, write.
+
+    While a writer thread waits for the server to write one batch, the next batch is
+    read and normalised and the one after it scanned. What that work decides is held
+    back and told to ``summary`` and ``on_job`` (on this thread) after the outcomes of
+    the batch before, in the order of a plain loop; as in a plain loop, every batch
+    prepared is written, and the connection serves one thread at a time.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="comsa-migrate-write") as pool:
+        _Migration(conn, options, items, summary, run_id, on_job, pool).run(stop)
 
 
 def prepared_batches(
@@ -149,41 +155,199 @@ def prepared_batches(
     Reads nothing but the fingerprints, so it is safe in a read-only transaction; with
     ``conn`` None there are no fingerprints to trust and every job is read.
     """
-    for batch in _batches(items, options.batch_size, summary, on_job):
+    sink = _Direct(summary, on_job)
+    for batch in _batches(items, options.batch_size, sink):
         if stop is not None and stop.is_set():
             summary.interrupted = True
             return
-        known = (
-            {}
-            if options.force or conn is None
-            else store.known_fingerprints(conn, [s.job_id for s in batch])
-        )
-        sources: list[tree.JobSource] = []
-        payloads: list[bytes] = []
-        for source in batch:
-            if not source.racy and known.get(source.job_id) == source.fingerprint:
-                _record(summary, on_job, JobResult(source.job_id, "unchanged", {}))
-                continue
-            payload = _read_and_normalise(options, source, summary, on_job)
-            if payload is not None:
-                sources.append(source)
-                payloads.append(payload)
-        if payloads:
-            yield sources, payloads
+        known = {} if conn is None else _known_fingerprints(conn, options, batch)
+        prepared = _prepare(options, batch, known, sink)
+        if prepared is not None:
+            yield prepared.sources, prepared.payloads
+
+
+class _Sink(Protocol):
+    """Where preparing a batch tells its problems and the jobs it settles."""
+
+    def add(self, problem: Problem) -> None: ...
+
+    def record(self, result: JobResult) -> None: ...
+
+
+class _Direct:
+    """Straight into the summary."""
+
+    def __init__(self, summary: Summary, on_job: Callable[[JobResult], None] | None) -> None:
+        self._summary, self._on_job = summary, on_job
+
+    def add(self, problem: Problem) -> None:
+        self._summary.add(problem)
+
+    def record(self, result: JobResult) -> None:
+        _record(self._summary, self._on_job, result)
+
+
+class _Held:
+    """Held back, to be told to the summary later in the same order."""
+
+    def __init__(self) -> None:
+        self._events: list[Problem | JobResult] = []
+
+    def add(self, problem: Problem) -> None:
+        self._events.append(problem)
+
+    def record(self, result: JobResult) -> None:
+        self._events.append(result)
+
+    def take(self) -> _Held:
+        """A new holder with everything held so far; this one starts empty."""
+        taken = _Held()
+        taken._events, self._events = self._events, []
+        return taken
+
+    def replay(self, summary: Summary, on_job: Callable[[JobResult], None] | None) -> None:
+        events, self._events = self._events, []
+        for event in events:
+            if isinstance(event, Problem):
+                summary.add(event)
+            else:
+                _record(summary, on_job, event)
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Jobs read and normalised, waiting for the database's decision."""
+
+    sources: list[tree.JobSource]
+    payloads: list[bytes]
+
+
+def _known_fingerprints(
+    conn: psycopg.Connection[Any], options: BackfillOptions, batch: list[tree.JobSource]
+) -> dict[str, str]:
+    if options.force:
+        return {}
+    return store.known_fingerprints(conn, [s.job_id for s in batch])
+
+
+def _prepare(
+    options: BackfillOptions, batch: list[tree.JobSource], known: dict[str, str], sink: _Sink
+) -> _Batch | None:
+    """Settle the jobs unchanged by stat; read and normalise the others."""
+    sources: list[tree.JobSource] = []
+    payloads: list[bytes] = []
+    for source in batch:
+        if not source.racy and known.get(source.job_id) == source.fingerprint:
+            sink.record(JobResult(source.job_id, "unchanged", {}))
+            continue
+        payload = _read_and_normalise(options, source, sink)
+        if payload is not None:
+            sources.append(source)
+            payloads.append(payload)
+    return _Batch(sources, payloads) if payloads else None
+
+
+class _Migration:
+    """migrate_jobs() in motion: one batch written on the writer thread, the next prepared here."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        options: BackfillOptions,
+        items: Iterable[tree.ScanItem],
+        summary: Summary,
+        run_id: int | None,
+        on_job: Callable[[JobResult], None] | None,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self.conn, self.options, self.summary = conn, options, summary
+        self.run_id, self.on_job, self.pool = run_id, on_job, pool
+        self.held = _Held()  # what the scan found, told in its turn
+        self.batches = _batches(items, options.batch_size, self.held)
+        self.ready: _Batch | None = None  # prepared, not yet sent
+        self.writing: tuple[_Batch, Future[list[store.Outcome]]] | None = None
+        self.stop: threading.Event | None = None
+
+    def run(self, stop: threading.Event | None) -> None:
+        self.stop = stop
+        batch = next(self.batches, None)
+        while batch is not None:
+            if stop is not None and stop.is_set():  # scanned, not yet prepared
+                self.summary.interrupted = True
+                break
+            known = _known_fingerprints(self.conn, self.options, batch)
+            self.send()
+            scanned, prepared = self.held.take(), _Held()
+            try:
+                self.ready = _prepare(self.options, batch, known, prepared)
+                batch = next(self.batches, None)  # the next scan, while the server writes
+            except Exception:
+                if not self.settle(scanned, prepared):
+                    return  # a plain loop stopped before it came this far
+                self.send()  # a plain loop wrote the batch prepared before the scan failed
+                self.finish()
+                self.held.replay(self.summary, self.on_job)
+                raise
+            if not self.settle(scanned, prepared):
+                return
+        self.send()
+        self.finish()
+        self.held.replay(self.summary, self.on_job)
+
+    def settle(self, scanned: _Held, prepared: _Held) -> bool:
+        """Record the batch being written, then what scanning and preparing the next found.
+
+        A plain loop checks ``stop`` between that scan and that preparation; if a stop
+        was asked by then, the prepared batch is dropped unwritten and untold: False.
+        """
+        self.finish()
+        scanned.replay(self.summary, self.on_job)
+        if self.stop is not None and self.stop.is_set():
+            self.summary.interrupted = True
+            self.ready = None
+            return False
+        prepared.replay(self.summary, self.on_job)
+        return True
+
+    def send(self) -> None:
+        """Hand the prepared batch, if any, to the writer thread."""
+        if self.ready is not None:
+            batch, self.ready = self.ready, None
+            future = self.pool.submit(_apply, self.conn, self.options, batch, self.run_id)
+            self.writing = (batch, future)
+
+    def finish(self) -> None:
+        """Wait for the batch being written, if any, and record its outcomes."""
+        if self.writing is not None:
+            (batch, future), self.writing = self.writing, None
+            _record_outcomes(self.summary, self.on_job, batch, future.result())
+
+
+def _apply(
+    conn: psycopg.Connection[Any], options: BackfillOptions, batch: _Batch, run_id: int | None
+) -> list[store.Outcome]:
+    return store.apply_batch(conn, batch.payloads, force=options.force, run_id=run_id)
+
+
+def _record_outcomes(
+    summary: Summary,
+    on_job: Callable[[JobResult], None] | None,
+    batch: _Batch,
+    outcomes: list[store.Outcome],
+) -> None:
+    for source, outcome in zip(batch.sources, outcomes, strict=True):
+        record_outcome(summary, on_job, source, outcome)
 
 
 def _batches(
-    items: Iterable[tree.ScanItem],
-    size: int,
-    summary: Summary,
-    on_job: Callable[[JobResult], None] | None,
+    items: Iterable[tree.ScanItem], size: int, sink: _Sink
 ) -> Iterator[list[tree.JobSource]]:
     batch: list[tree.JobSource] = []
     for item in items:
         if isinstance(item, Problem):
-            summary.add(item)
+            sink.add(item)
             if item.severity is Severity.ERROR and item.job_id:  # a job the scan could not read
-                _record(summary, on_job, JobResult(item.job_id, "skip", {}))
+                sink.record(JobResult(item.job_id, "skip", {}))
             continue
         batch.append(item)
         if len(batch) >= size:
@@ -194,22 +358,19 @@ def _batches(
 
 
 def _read_and_normalise(
-    options: BackfillOptions,
-    source: tree.JobSource,
-    summary: Summary,
-    on_job: Callable[[JobResult], None] | None,
+    options: BackfillOptions, source: tree.JobSource, sink: _Sink
 ) -> bytes | None:
     raw = tree.read_job_json(options.data_dir, source, options.max_json_bytes)
     if isinstance(raw, Problem):
-        summary.add(raw)
-        _record(summary, on_job, JobResult(source.job_id, "skip", {}))
+        sink.add(raw)
+        sink.record(JobResult(source.job_id, "skip", {}))
         return None
     parsed = parse_job(raw, source, options.data_dir)
     for problem in parsed.problems:
-        summary.add(problem)
+        sink.add(problem)
     if parsed.record is None:
         action = "metadata_only" if parsed.metadata_only else "skip"
-        _record(summary, on_job, JobResult(source.job_id, action, {}))
+        sink.record(JobResult(source.job_id, action, {}))
         return None
     return store.job_payload(parsed.record)
 

@@ -1,0 +1,162 @@
+"""migrate_jobs() prepares the next batch while the server writes one: pinned against a plain
+loop (prepare a batch, write it, record it), which must tell and write exactly the same."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from bench.generate import TreeShape, generate
+from comsa_migrate import store, tree
+from comsa_migrate.backfill import (
+    BackfillOptions,
+    JobResult,
+    Summary,
+    migrate_jobs,
+    prepared_batches,
+    record_outcome,
+)
+from comsa_migrate.errors import DataDirError
+
+from .conftest import copy_fixture
+from .helpers import age_tree, table_counts
+
+Migrate = Callable[..., None]
+
+
+def plain_loop(
+    conn: psycopg.Connection[Any],
+    options: BackfillOptions,
+    items: Iterable[tree.ScanItem],
+    summary: Summary,
+    run_id: int | None,
+    stop: threading.Event | None = None,
+    on_job: Callable[[JobResult], None] | None = None,
+) -> None:
+    """The reference: one batch at a time, nothing overlapped."""
+    for sources, payloads in prepared_batches(conn, options, items, summary, stop, on_job):
+        outcomes = store.apply_batch(conn, payloads, force=options.force, run_id=run_id)
+        for source, outcome in zip(sources, outcomes, strict=True):
+            record_outcome(summary, on_job, source, outcome)
+
+
+@dataclass
+class Heard:
+    """Everything a run told (problems and jobs, in one sequence), and the rows it left."""
+
+    told: list[tuple[Any, ...]] = field(default_factory=list)
+    results: list[JobResult] = field(default_factory=list)
+    actions: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+class _Listening(Summary):
+    def __init__(self, heard: Heard) -> None:
+        super().__init__()
+        self.heard = heard
+
+    def add(self, problem: Any) -> None:
+        self.heard.told.append(("problem", problem.code, problem.job_id, problem.path))
+        super().add(problem)
+
+
+@pytest.fixture
+def mixed_tree(tmp_path: Path) -> Path:
+    """The quirks tree (bad JSON, sidecars, stray files) with 12 well-formed jobs added."""
+    data_dir = copy_fixture("quirks", tmp_path)
+    generate(data_dir, TreeShape(jobs=12, seed=5))
+    age_tree(data_dir)
+    return data_dir
+
+
+def _run(
+    migrate: Migrate,
+    conn: psycopg.Connection[Any],
+    options: BackfillOptions,
+    items: Iterable[tree.ScanItem],
+    stop_after: int | None = None,
+) -> Heard:
+    heard = Heard()
+    summary = _Listening(heard)
+    stop = threading.Event()
+
+    def on_job(result: JobResult) -> None:
+        heard.results.append(result)
+        heard.told.append(("job", result.job_id, result.action, result.rows))
+        if stop_after is not None and len(heard.results) >= stop_after:
+            stop.set()
+
+    try:
+        migrate(conn, options, items, summary, None, stop, on_job)
+    finally:
+        heard.actions = dict(summary.actions)
+        heard.interrupted = summary.interrupted
+        heard.rows = table_counts(conn)
+    return heard
+
+
+def _forget(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("TRUNCATE jobs, job_logs, job_files, comsa_migrate.job_state")
+
+
+def test_overlapped_run_tells_and_writes_what_a_plain_loop_does_cold_and_on_rerun(
+    conn: psycopg.Connection[Any], mixed_tree: Path
+) -> None:
+    options = BackfillOptions(mixed_tree, batch_size=3)
+    heard: dict[Migrate, list[Heard]] = {}
+    for migrate in (plain_loop, migrate_jobs):
+        _forget(conn)
+        cold = _run(migrate, conn, options, tree.scan(mixed_tree))
+        conn.execute("DELETE FROM jobs WHERE id = (SELECT id FROM jobs ORDER BY id LIMIT 1)")
+        rerun = _run(migrate, conn, options, tree.scan(mixed_tree))
+        heard[migrate] = [cold, rerun]
+
+    assert heard[migrate_jobs] == heard[plain_loop]
+    cold, rerun = heard[plain_loop]
+    assert cold.actions == {"insert": 16, "skip": 3, "metadata_only": 1}
+    assert rerun.actions == {"insert": 1, "unchanged": 15, "skip": 3, "metadata_only": 1}
+    assert len(cold.told) > len(cold.results) == 20
+
+
+@pytest.mark.parametrize("stop_after", [1, 3, 4, 7, 12])
+def test_a_stop_asked_while_jobs_are_told_ends_the_run_where_a_plain_loop_ends_it(
+    conn: psycopg.Connection[Any], mixed_tree: Path, stop_after: int
+) -> None:
+    options = BackfillOptions(mixed_tree, batch_size=3)
+    heard = {}
+    for migrate in (plain_loop, migrate_jobs):
+        _forget(conn)
+        heard[migrate] = _run(migrate, conn, options, tree.scan(mixed_tree), stop_after)
+
+    assert heard[migrate_jobs] == heard[plain_loop]
+    assert heard[plain_loop].interrupted
+
+
+def _failing_after(items: Iterable[tree.ScanItem], n: int) -> Iterator[tree.ScanItem]:
+    for i, item in enumerate(items):
+        if i == n:
+            raise DataDirError("the tree went away")
+        yield item
+
+
+@pytest.mark.parametrize("fail_at", [0, 4, 9, 13])
+def test_a_scan_failing_midway_leaves_written_and_told_what_a_plain_loop_did(
+    conn: psycopg.Connection[Any], mixed_tree: Path, fail_at: int
+) -> None:
+    options = BackfillOptions(mixed_tree, batch_size=3)
+    heard = {}
+    for migrate in (plain_loop, migrate_jobs):
+        _forget(conn)
+        with pytest.raises(DataDirError):
+            items = _failing_after(tree.scan(mixed_tree), fail_at)
+            _run(migrate, conn, options, items)
+        heard[migrate] = Heard(rows=table_counts(conn))
+
+    assert heard[migrate_jobs].rows == heard[plain_loop].rows
