@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["bare_walk", "copy_lower_bound"]
+__all__ = ["bare_walk", "copy_lower_bound", "copy_rows"]
 
 _EPOCH = datetime(1970, 1, 1)
 JOB_COLUMNS = (
@@ -57,31 +57,39 @@ def copy_lower_bound(data_dir: str, dsn: str) -> dict[str, int]:
 
     No validation and no bookkeeping: the least work that puts the same rows in the tables
     as the backfill does (on a well-formed tree such as bench.generate writes).
+    """
+    import psycopg  # here, so that the bare walk's process does not pay for the import
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET synchronous_commit = off")
+        counts = copy_rows(conn, data_dir)
+        conn.commit()
+    return counts
+
+
+def copy_rows(conn: Any, data_dir: str) -> dict[str, int]:
+    """The COPYs of copy_lower_bound(), in the connection's current transaction.
+
     Job rows stream to the server as they are read; log and file rows wait in memory for
     their own COPY, which may only start once the jobs they reference are in.
     """
     logs: list[tuple[str, str, str]] = []
     files: list[tuple[str, str, str, str, int, str]] = []
-    import psycopg  # here, so that the bare walk's process does not pay for the import
-
     jobs = 0
-    with psycopg.connect(dsn) as conn:
-        conn.execute("SET synchronous_commit = off")
-        with conn.cursor() as cur:
-            with cur.copy(f"COPY public.jobs ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
-                for job_row in _job_rows(data_dir, logs, files):
-                    copy.write_row(job_row)
-                    jobs += 1
-            with cur.copy("COPY public.job_logs (job_id, timestamp, message) FROM STDIN") as copy:
-                for log_row in logs:
-                    copy.write_row(log_row)
-            with cur.copy(
-                "COPY public.job_files"
-                " (job_id, file_type, file_name, file_path, file_size, created_at) FROM STDIN"
-            ) as copy:
-                for file_row in files:
-                    copy.write_row(file_row)
-        conn.commit()
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY public.jobs ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
+            for job_row in _job_rows(data_dir, logs, files):
+                copy.write_row(job_row)
+                jobs += 1
+        with cur.copy("COPY public.job_logs (job_id, timestamp, message) FROM STDIN") as copy:
+            for log_row in logs:
+                copy.write_row(log_row)
+        with cur.copy(
+            "COPY public.job_files"
+            " (job_id, file_type, file_name, file_path, file_size, created_at) FROM STDIN"
+        ) as copy:
+            for file_row in files:
+                copy.write_row(file_row)
     return {"jobs": jobs, "job_logs": len(logs), "job_files": len(files)}
 
 

@@ -1,0 +1,85 @@
+"""Where the time goes: the client's CPU, the server backend's CPU, and the wall.
+
+    python -m bench.split --jobs 20000 [--dsn DSN] [--tree DIR] [--batch-size N]
+
+Runs, in this process, the COPY lower bound into one fresh database and backfill()
+(the call the CLI makes) into another, then the rerun, and reads the backend's CPU
+time from /proc/<pid>/stat, so the server must run on this machine. When client and
+server overlap, the wall time approaches the larger of the two CPU times; their sum is
+what a plain request-and-wait loop takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from comsa_migrate.backfill import BackfillOptions, backfill
+
+from .baselines import copy_rows
+from .generate import TreeShape
+from .run import DEFAULT_DSN, _database, _kept_tree
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.split", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=20_000)
+    parser.add_argument("--dsn", default=os.environ.get("COMSA_BENCH_DSN", DEFAULT_DSN))
+    parser.add_argument("--tree", type=Path, default=None, help="keep the tree here")
+    parser.add_argument("--batch-size", type=int, default=200)
+    args = parser.parse_args(argv)
+    home = args.tree or Path(f"bench/trees/{args.jobs}-{args.seed}")
+    data_dir = _kept_tree(home, TreeShape(args.jobs, args.seed))
+    options = BackfillOptions(data_dir, batch_size=args.batch_size)
+    print(f"{'':<10}{'wall s':>8}{'client CPU s':>14}{'server CPU s':>14}{'µs/job wall':>13}")
+    with _database(args.dsn) as dsn, psycopg.connect(dsn) as conn:
+        conn.execute("SET synchronous_commit = off")
+        _print("(a) COPY", args.jobs, _measure(conn, lambda: copy_rows(conn, str(data_dir))))
+        conn.commit()
+    with _database(args.dsn) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+        _print("(b) cold", args.jobs, _measure(conn, lambda: backfill(conn, options)))
+        _print("(c) rerun", args.jobs, _measure(conn, lambda: backfill(conn, options)))
+    return 0
+
+
+def _print(label: str, jobs: int, times: tuple[float, float, float]) -> None:
+    wall, client, server = times
+    print(f"{label:<10}{wall:>8.2f}{client:>14.2f}{server:>14.2f}{wall / jobs * 1e6:>13.0f}")
+
+
+def _measure(
+    conn: psycopg.Connection[Any], work: Callable[[], object]
+) -> tuple[float, float, float]:
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    backend = int(row[0])
+    wall, client, server = time.perf_counter(), _own_cpu(), _process_cpu(backend)
+    work()
+    return (
+        time.perf_counter() - wall,
+        _own_cpu() - client,
+        _process_cpu(backend) - server,
+    )
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
