@@ -165,7 +165,7 @@ def _child(args: list[str]) -> Child:
 @contextlib.contextmanager
 def _database(admin_dsn: str) -> Iterator[str]:
     """A fresh database with every migration applied, dropped afterwards."""
-    name = f"comsa_bench_{uuid.uuid4().hex[:10]}"
+    name = _database_name()
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     dsn = make_conninfo(admin_dsn, dbname=name)
@@ -176,6 +176,10 @@ def _database(admin_dsn: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _database_name() -> str:
+    return f"comsa_bench_{uuid.uuid4().hex[:10]}"
 
 
 def _check_rows(dsn: str, counts: dict[str, int], label: str) -> None:

@@ -122,9 +122,13 @@ def test_peak_wrapper_runs_the_module_and_writes_its_peak_rss(
     assert int(peak_file.read_text()) > 1000  # KiB: any Python process holds more
 
 
-def test_runner_measures_all_four_and_prints_both_ratios(
-    admin_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_runner_measures_all_four_prints_both_ratios_and_drops_its_databases(
+    admin_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
+    created: list[str] = []
+    name = run._database_name
+    monkeypatch.setattr(run, "_database_name", lambda: created.append(name()) or created[-1])
+
     status = run.main(["--jobs", str(JOBS), "--dsn", admin_dsn, "--tree", str(tmp_path / "t")])
 
     out = capsys.readouterr().out
@@ -133,6 +137,7 @@ def test_runner_measures_all_four_and_prints_both_ratios(
         assert run.MEASURES[letter] in out
     assert "b/a = " in out and "c/d = " in out
     assert "peak RSS of (b) = " in out
+    assert len(created) == 2
     with psycopg.connect(admin_dsn) as conn:
-        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'comsa_bench_%'")
+        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname = ANY(%s)", [created])
         assert left.fetchone() == (0,)
