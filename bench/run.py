@@ -54,6 +54,7 @@ class Child:
     """One measured child process."""
 
     seconds: float
+    cpu_seconds: float  # the child's own user and system time; the server's is not in it
     peak_rss_kb: int
     stdout: str
 
@@ -148,18 +149,20 @@ def _child(args: list[str]) -> Child:
         out_file = os.path.join(scratch, "out")
         with open(out_file, "wb") as out:
             started = time.perf_counter()
-            completed = subprocess.run(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.peak", peak_file, *args],
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                check=False,
             )
+            _, status, usage = os.wait4(proc.pid, 0)
             seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
         output = Path(out_file).read_text()
-        if completed.returncode != 0:
-            raise SystemExit(f"{' '.join(args[:2])} exited {completed.returncode}:\n{output}")
-        return Child(seconds, int(Path(peak_file).read_text()), output)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(args[:2])} exited {proc.returncode}:\n{output}")
+        cpu = usage.ru_utime + usage.ru_stime
+        return Child(seconds, cpu, int(Path(peak_file).read_text()), output)
 
 
 @contextlib.contextmanager
@@ -282,14 +285,18 @@ def _header(args: argparse.Namespace, admin_dsn: str, counts: dict[str, int]) ->
         f"{counts['jobs']:,} jobs ({counts['job_logs']:,} log rows, {counts['job_files']:,} files),"
         f" seed {args.seed}\nPostgreSQL {version} ({where}), {os.cpu_count()} CPUs,"
         f" Python {platform.python_version()}\n"
-        f"{'measure':<42}{'seconds':>9}{'jobs/s':>10}{'peak RSS':>11}"
+        f"{'measure':<42}{'seconds':>9}{'jobs/s':>10}{'client CPU':>12}{'peak RSS':>11}"
     )
 
 
 def _print_row(letter: str, child: Child, jobs: int) -> None:
     rate = jobs / child.seconds
     rss = child.peak_rss_kb / 1024
-    print(f"{MEASURES[letter]:<42}{child.seconds:>9.2f}{rate:>10,.0f}{rss:>8.0f} MB", flush=True)
+    print(
+        f"{MEASURES[letter]:<42}{child.seconds:>9.2f}{rate:>10,.0f}{child.cpu_seconds:>10.2f} s"
+        f"{rss:>8.0f} MB",
+        flush=True,
+    )
 
 
 def _report(rounds: list[Round], jobs: int) -> str:
@@ -315,7 +322,14 @@ def _as_json(args: argparse.Namespace, rounds: list[Round], counts: dict[str, in
         "seed": args.seed,
         "rows": counts,
         "rounds": [
-            {k: {"seconds": c.seconds, "peak_rss_kb": c.peak_rss_kb} for k, c in r.results.items()}
+            {
+                k: {
+                    "seconds": c.seconds,
+                    "cpu_seconds": c.cpu_seconds,
+                    "peak_rss_kb": c.peak_rss_kb,
+                }
+                for k, c in r.results.items()
+            }
             for r in rounds
         ],
     }
