@@ -15,6 +15,14 @@ from watchdog.events import (
     EVENT_TYPE_DELETED,
     EVENT_TYPE_MOVED,
     EVENT_TYPE_OPENED,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -37,6 +45,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _IGNORED_EVENTS = (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE)
+#: what the daemon listens to. Opening, reading and closing files are left out (a write
+#: already shows as a modification), and so is "folder modified", which watchdog adds to
+#: every change: the kernel then does not even report them, which matters in a burst,
+#: and when the daemon reads the files it syncs.
+WATCHED_EVENTS = (
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+)
 #: inotify events on the watched folder itself that mean it is gone or no longer the tree
 _ROOT_GONE_MASK = 0x00000400 | 0x00000800 | 0x00002000  # DELETE_SELF, MOVE_SELF, UNMOUNT
 
@@ -141,7 +163,7 @@ def start_observer(root: str, handler: JobEventHandler, *, polling: bool) -> Bas
     else:
         observer = _inotify_observer(root, handler.events)
     try:
-        observer.schedule(handler, root, recursive=True)
+        observer.schedule(handler, root, recursive=True, event_filter=list(WATCHED_EVENTS))
         observer.start()
     except OSError as exc:
         _stop(observer)
