@@ -261,6 +261,32 @@ def test_a_dead_observer_is_restarted_and_the_tree_rescanned(dsn: str, data: Pat
         assert daemon.counters["observer_restarts"] == 1
 
 
+def test_an_error_in_the_event_handler_restarts_the_observer_and_rescans(
+    dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = new_job_id()
+    with running_daemon(dsn, data) as daemon:
+        first_observer = daemon.observer
+        monkeypatch.setattr("comsa_migrate.watch.classify", _fail_once(monkeypatch))
+        write_job(data, job_id)
+
+        wait_until(lambda: daemon.observer is not first_observer, what="a new observer")
+        wait_until(lambda: job_row(dsn, job_id), what="the job's row")
+        assert daemon.counters["rescans"] >= 2
+
+
+def _fail_once(monkeypatch: pytest.MonkeyPatch) -> Any:
+    from comsa_migrate import watch
+
+    original = watch.classify
+
+    def classify(root: str, path: str) -> Any:
+        monkeypatch.setattr(watch, "classify", original)
+        raise RuntimeError("a bug in the handler")
+
+    return classify
+
+
 def test_a_rescan_request_finds_a_change_the_observer_missed(
     dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

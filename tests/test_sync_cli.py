@@ -90,8 +90,9 @@ def daemon_process(data: Path, dsn: str) -> Iterator[Any]:
             process.process.wait(5)
 
 
-def test_sigterm_exits_0_within_5_s_with_nothing_half_done(
-    data: Path, dsn: str, daemon_process: Any, cli: Any
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_exits_0_within_5_s_with_nothing_half_done(
+    data: Path, dsn: str, daemon_process: Any, cli: Any, signum: int
 ) -> None:
     daemon = daemon_process()
     daemon.wait_for_line("watching")
@@ -101,7 +102,7 @@ def test_sigterm_exits_0_within_5_s_with_nothing_half_done(
     wait_until(lambda: job_row(dsn, ids[0]), what="the first job")
 
     sent = time.monotonic()
-    daemon.process.send_signal(signal.SIGTERM)
+    daemon.process.send_signal(signum)
     code = daemon.process.wait(10)
     elapsed = time.monotonic() - sent
 
