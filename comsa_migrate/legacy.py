@@ -370,7 +370,7 @@ def _logs(value: Any, first_default: datetime) -> tuple[LogEntry, ...]:
             entries.append(LogEntry(previous, line))
             continue
         try:
-            previous = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+            previous = datetime.fromisoformat(match.group(1))  # the regex fixed its shape
         except ValueError:
             reason = f"log line prefix [{match.group(1)}] is not a date"
             raise _Invalid("invalid_timestamp", reason) from None
