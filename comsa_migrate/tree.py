@@ -140,7 +140,7 @@ def job_source(data_dir: Path, job_id: str) -> ScanItem | None:
         return Problem("symlink_skipped", "symbolic link not followed", path=rel)
     if not stat.S_ISREG(st.st_mode):
         return Problem("stray_file", "not a job JSON", path=rel)
-    return _job_source(data_dir, job_id, rel, st)
+    return _job_source(data_dir, _file_folders(data_dir), job_id, rel, st)
 
 
 def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | Problem:
@@ -190,6 +190,7 @@ def _scan_top_level(data_dir: Path) -> Iterator[Problem]:
 
 
 def _scan_jobs(data_dir: Path, jobs_dir: Path) -> Iterator[ScanItem]:
+    folders = _file_folders(data_dir)
     for entry in _entries(jobs_dir, ordered=False):
         rel = f"{JOBS}/{entry.name}"
         if entry.is_symlink():
@@ -207,23 +208,27 @@ def _scan_jobs(data_dir: Path, jobs_dir: Path) -> Iterator[ScanItem]:
         except OSError as exc:
             yield Problem("unreadable", _os_reason(exc), stem.lower(), rel)
             continue
-        yield _job_source(data_dir, stem, rel, st)
+        yield _job_source(data_dir, folders, stem, rel, st)
 
 
-def _job_source(data_dir: Path, stem: str, rel: str, st: os.stat_result) -> ScanItem:
+def _file_folders(data_dir: Path) -> dict[str, str]:
+    """uploads/ and outputs/, with their file types, where they are real folders (not links)."""
+    return {f: t for f, t in FILE_TYPE_OF_FOLDER.items() if _is_real_dir(data_dir / f)}
+
+
+def _job_source(
+    data_dir: Path, folders: dict[str, str], stem: str, rel: str, st: os.stat_result
+) -> ScanItem:
     job_id = stem.lower()
     files: list[FileStat] = []
     problems: list[Problem] = []
-    for folder, file_type in FILE_TYPE_OF_FOLDER.items():
-        job_dir, job_rel = data_dir / folder / stem, f"{folder}/{stem}"
+    root = os.fspath(data_dir)
+    for folder, file_type in folders.items():
+        job_rel = f"{folder}/{stem}"
+        job_dir = f"{root}/{job_rel}"
         try:
-            if not _is_real_dir(data_dir / folder) or _not_a_job_folder(
-                job_dir, job_rel, job_id, problems
-            ):
-                continue
-            _walk_job_files(job_dir, job_rel, file_type, job_id, files, problems)
-        except FileNotFoundError:
-            continue
+            if _is_job_folder(job_dir, job_rel, job_id, problems):
+                _walk_job_files(job_dir, job_rel, file_type, job_id, files, problems)
         except OSError as exc:
             return Problem("unreadable", _os_reason(exc), job_id, job_rel)
     files.sort(key=lambda f: (f.file_type, f.file_path))
@@ -238,18 +243,21 @@ def _job_source(data_dir: Path, stem: str, rel: str, st: os.stat_result) -> Scan
     )
 
 
-def _not_a_job_folder(job_dir: Path, rel: str, job_id: str, problems: list[Problem]) -> bool:
-    """Whether uploads/<id> or outputs/<id> is missing, a symlink, or not a folder."""
-    mode = os.lstat(job_dir).st_mode
+def _is_job_folder(path: str, rel: str, job_id: str, problems: list[Problem]) -> bool:
+    """Whether uploads/<id> or outputs/<id> is a folder to read (missing, a link or a file: no)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
     if stat.S_ISLNK(mode):
         problems.append(Problem("symlink_skipped", "symbolic link not followed", job_id, rel))
     elif not stat.S_ISDIR(mode):
         problems.append(Problem("stray_file", "a file where the job's folder belongs", job_id, rel))
-    return not stat.S_ISDIR(mode)
+    return stat.S_ISDIR(mode)
 
 
 def _walk_job_files(
-    folder: Path,
+    folder: str,
     rel: str,
     file_type: str,
     job_id: str,
@@ -259,18 +267,19 @@ def _walk_job_files(
     with os.scandir(folder) as it:
         entries = list(it)
     for entry in entries:
-        if is_ignored_name(entry.name):
+        name = entry.name
+        if is_ignored_name(name):
             continue
-        entry_rel = f"{rel}/{entry.name}"
+        entry_rel = f"{rel}/{name}"
         if entry.is_symlink():
             problems.append(
                 Problem("symlink_skipped", "symbolic link not followed", job_id, entry_rel)
             )
         elif entry.is_dir(follow_symlinks=False):
-            _walk_job_files(Path(entry.path), entry_rel, file_type, job_id, files, problems)
+            _walk_job_files(entry.path, entry_rel, file_type, job_id, files, problems)
         elif entry.is_file(follow_symlinks=False):
             st = entry.stat(follow_symlinks=False)
-            files.append(FileStat(file_type, entry.name, entry_rel, st.st_size, st.st_mtime_ns))
+            files.append(FileStat(file_type, name, entry_rel, st.st_size, st.st_mtime_ns))
 
 
 def _scan_orphans(data_dir: Path, folder: str) -> Iterator[Problem]:
