@@ -284,11 +284,11 @@ def _walk_job_files(
 
 def _scan_orphans(data_dir: Path, folder: str) -> Iterator[Problem]:
     code = "orphan_upload_dir" if folder == UPLOADS else "orphan_output_dir"
-    jobs_dir = data_dir / JOBS
+    jobs_dir = os.path.join(data_dir, JOBS)
     for entry in _entries(data_dir / folder, ordered=False):
-        rel = f"{folder}/{entry.name}"
-        if is_job_id(entry.name) and _is_job_json(jobs_dir / f"{entry.name}.json"):
+        if is_job_id(entry.name) and _is_job_json(f"{jobs_dir}/{entry.name}.json"):
             continue  # the job's own scan reports anything odd about its folder
+        rel = f"{folder}/{entry.name}"
         if entry.is_symlink():
             yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
         elif not entry.is_dir(follow_symlinks=False):
@@ -307,7 +307,7 @@ def _is_real_dir(path: Path) -> bool:
         return False
 
 
-def _is_job_json(path: Path) -> bool:
+def _is_job_json(path: str | Path) -> bool:
     """Whether the scan takes this path as a job: a regular file, not a symbolic link."""
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
