@@ -393,12 +393,18 @@ def _arrive_steadily(
 
 
 def _arrive(staging: Path, watched: Path, job_id: str) -> float:
-    """A job's files first, then its JSON by an atomic rename; returns the rename's time."""
+    """A job's files first, then its JSON by an atomic rename; returns the rename's time.
+
+    The JSON is first copied to a hidden temporary name in jobs/, then renamed, as a
+    careful writer does it; so the daemon sees both halves of the rename.
+    """
     for folder in ("uploads", "outputs"):
         source = staging / folder / job_id
         if source.is_dir():
             shutil.copytree(source, watched / folder / job_id)
-    os.rename(staging / "jobs" / f"{job_id}.json", watched / "jobs" / f"{job_id}.json")
+    temporary = watched / "jobs" / f".{job_id}.json.tmp"
+    shutil.copy2(staging / "jobs" / f"{job_id}.json", temporary)
+    os.rename(temporary, watched / "jobs" / f"{job_id}.json")
     return time.time()
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -431,10 +432,14 @@ def _daemon_logging(log_format: str, level: int) -> Iterator[None]:
     saved = root.handlers[:], root.level
     root.handlers, root.level = [handler], level
     logging.getLogger("watchdog").setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        root.handlers, root.level = saved
+    with warnings.catch_warnings():
+        # watchdog warns when it adds again the watch of a folder made with its parents
+        # (mkdir -p) in one go; the watch is right either way
+        warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning, r"watchdog\.")
+        try:
+            yield
+        finally:
+            root.handlers, root.level = saved
 
 
 @contextlib.contextmanager

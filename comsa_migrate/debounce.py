@@ -71,6 +71,13 @@ class Debouncer:
                 due.append((job_id, self._first_seen.pop(job_id)))
         return due
 
+    def clear(self) -> None:
+        """Forget every job waiting; retries that are still due are added again."""
+        with self._cond:
+            self._deadlines.clear()
+            self._first_seen.clear()
+            self._heap.clear()
+
     def oldest_first_seen(self) -> float | None:
         with self._cond:
             return min(self._first_seen.values(), default=None)

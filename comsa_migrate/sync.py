@@ -244,6 +244,10 @@ class Daemon:
 
     def _rescan(self, reason: str) -> None:
         started = time.monotonic()
+        # the scan reads every job as it is now: what waited is covered, and what changes
+        # from here on sends events of its own (after an overflow, this halves the work)
+        self._debouncer.clear()
+        self._pending.clear()
         self.counters["rescans"] += 1
         self.metrics.rescan(reason)
         self._set_state("catching_up" if not self.ready.is_set() else self.state)

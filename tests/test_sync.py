@@ -28,6 +28,10 @@ from .sync_helpers import (
     write_job,
 )
 
+# watchdog warns, from its own thread, when it adds again the watch of a folder made with
+# its parents (mkdir -p) in one go; harmless, and the daemon's CLI silences it too
+pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
