@@ -34,7 +34,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "unreadable": (ERR, "the job file or folder cannot be read (permissions, I/O)"),
     "conflict": (ERR, "the database copy was changed by something else; --force overwrites"),
     "db_error": (ERR, "the database refused the job's rows; the job was rolled back"),
-    "schema_missing": (ERR, "the dashboard's tables are not in the database (report only)"),
+    "schema_missing": (ERR, "some of the dashboard's tables are missing (report only)"),
     # warnings: written (or left alone) but worth a look
     "missing_id": (WARN, "no `id` field; the file name was used"),
     "created_at_from_mtime": (WARN, "no `created_at`; the file's modification time was used"),

@@ -188,14 +188,16 @@ def _plan_with_database(
         if present or not any(name.startswith("001_") for name in pending):
             message = f"the database lacks {missing}: the backfill cannot use a partial schema"
             notes.append("jobs are undecided: the schema is incomplete")
+            run.collector.add(Problem("schema_missing", message))
             decide: _Decider = _Undecided()
         else:
-            message = (
-                f"the database has none of the dashboard's tables ({missing}): the next "
-                "backfill creates them and inserts every job; is it the right database?"
+            # A new, empty database is the normal state before a first migration: not an
+            # error, but worth a line in case it is the wrong database.
+            notes.append(
+                "the database has none of the dashboard's tables yet: the next backfill "
+                "creates them and inserts every job"
             )
             decide = _AllInsert()
-        run.collector.add(Problem("schema_missing", message))
         run.plan(None, decide, stop)
         return Database("database", target, tuple(notes), pending)
     if not planner_present:

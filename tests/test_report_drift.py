@@ -208,14 +208,15 @@ def test_cli_report_shows_drift_codes_as_warnings(
 # -- schema states ----------------------------------------------------------------------------
 
 
-def test_a_database_without_tables_is_schema_missing_and_stays_empty(
+def test_a_new_database_without_tables_plans_inserts_passes_and_stays_empty(
     cli: Any, empty_dsn: str, sample_tree: Path
 ) -> None:
     result = cli("report", sample_tree, "--dsn", empty_dsn, "--format", "json")
 
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["summary"]["problems"]["by_code"]["schema_missing"] == 1
+    assert "schema_missing" not in report["summary"]["problems"]["by_code"]
+    assert any("none of the dashboard's tables" in n for n in report["database"]["notes"])
     assert report["summary"]["jobs"]["by_action"]["insert"] == 11
     assert report["summary"]["rows"]["job_logs"]["insert"] == 89
     assert report["database"]["pending_migrations"] == [m.file_name for m in migrations()]
@@ -226,6 +227,19 @@ def test_a_database_without_tables_is_schema_missing_and_stays_empty(
         tables = conn.execute("SELECT to_regclass('public.jobs')").fetchone()
     assert schemas == (0,)
     assert tables == (None,)
+
+
+def test_a_partial_dashboard_schema_is_schema_missing_and_fails(
+    cli: Any, empty_dsn: str, sample_tree: Path
+) -> None:
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE jobs (id uuid PRIMARY KEY)")
+
+    result = cli("report", sample_tree, "--dsn", empty_dsn, "--format", "json")
+
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["summary"]["problems"]["by_code"]["schema_missing"] == 1
 
 
 def test_tables_without_bookkeeping_count_existing_jobs_as_conflicts(
