@@ -1,1 +1,1 @@
-"""SQL migrations of comsa-migrate, installed as the package comsa_migrate.sql and applied in file-name order."""
+"""SQL migrations of comsa-migrate, installed as comsa_migrate.sql, applied in name order."""
