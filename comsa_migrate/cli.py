@@ -23,7 +23,7 @@ from .errors import ComsaMigrateError
 from .logformat import TEXT_FORMAT, JsonFormatter
 from .problems import Severity
 from .render import backfill_summary
-from .report import ReportOptions, build_report
+from .report import build_report
 from .report_render import FORMATS, render
 from .schema import migrate
 from .status import read_status, render_status
@@ -113,10 +113,9 @@ def backfill_command(
     conflict); 2 usage, configuration or connection error; 130 interrupted.
     With --dry-run, the exit codes of report.
     """
-    if dry_run:
-        report_options = ReportOptions(data_dir, force, max_json_bytes, batch_size)
-        _report(report_options, dsn, False, "text", None, "error", False, quiet)
     options = BackfillOptions(data_dir, force, max_json_bytes, batch_size)
+    if dry_run:
+        _report(options, dsn, False, "text", None, "error", False, quiet)
     with _errors_as_exit(), _connection(dsn) as (conn, target), _stop_on_signals() as stop:
         show_progress = not quiet and sys.stderr.isatty()
         with _progress(show_progress, tree.count_job_files(data_dir)) as on_job:
@@ -199,12 +198,12 @@ def report_command(
     Exit codes: 0 no error-level problem; 1 some error (with --fail-on warning, also
     a warning); 2 usage, configuration or connection error; 130 interrupted.
     """
-    options = ReportOptions(data_dir, max_json_bytes=max_json_bytes)
+    options = BackfillOptions(data_dir, max_json_bytes=max_json_bytes)
     _report(options, dsn, offline, fmt, output, fail_on, show_all, quiet)
 
 
 def _report(
-    options: ReportOptions,
+    options: BackfillOptions,
     dsn: str | None,
     offline: bool,
     fmt: str,

@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,7 +36,6 @@ __all__ = [
     "FilesSeen",
     "JobLine",
     "Report",
-    "ReportOptions",
     "build_report",
 ]
 
@@ -49,19 +47,6 @@ REPORT_VERSION = 1
 REPORT_ACTIONS = (*ACTIONS, "undecided")
 TABLES = store.TABLES
 CHANGES = ("insert", "update", "delete")
-
-
-@dataclass(frozen=True, slots=True)
-class ReportOptions:
-    """What to report on; the backfill options that shape the plan."""
-
-    data_dir: Path
-    force: bool = False
-    max_json_bytes: int = 64 * 1024 * 1024
-    batch_size: int = 200
-
-    def backfill_options(self) -> BackfillOptions:
-        return BackfillOptions(self.data_dir, self.force, self.max_json_bytes, self.batch_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +124,7 @@ class Report:
 
 def build_report(
     conn: psycopg.Connection[Any] | None,
-    options: ReportOptions,
+    options: BackfillOptions,
     *,
     target: str | None = None,
     offline_reason: str = "no database configured",
@@ -234,7 +219,7 @@ class _Collector(Summary):
 class _Run:
     """One report in the making: the scan, the plan and the per-job bookkeeping."""
 
-    def __init__(self, options: ReportOptions, on_job: Callable[[JobResult], None] | None):
+    def __init__(self, options: BackfillOptions, on_job: Callable[[JobResult], None] | None):
         self.options = options
         self.collector = _Collector()
         self.row_changes: dict[str, Counter[str]] = {t: Counter() for t in TABLES}
@@ -249,8 +234,9 @@ class _Run:
     ) -> None:
         """The backfill's own path up to the write, with ``decide`` in place of the write."""
         items = self._watch(tree.scan(self.options.data_dir))
-        bopts = self.options.backfill_options()
-        batches = prepared_batches(fingerprints, bopts, items, self.collector, stop, self._decided)
+        batches = prepared_batches(
+            fingerprints, self.options, items, self.collector, stop, self._decided
+        )
         for sources, payloads in batches:
             for source, plan in zip(sources, decide(sources, payloads), strict=True):
                 for table, (inserted, updated, deleted) in plan.changes.items():

@@ -14,8 +14,9 @@ import jsonschema
 import psycopg
 import pytest
 
+from comsa_migrate.backfill import BackfillOptions
 from comsa_migrate.problems import CODES
-from comsa_migrate.report import REPORT_ACTIONS, ReportOptions, build_report
+from comsa_migrate.report import REPORT_ACTIONS, build_report
 from comsa_migrate.report_render import render_text
 
 from .helpers import write_job
@@ -193,7 +194,7 @@ def test_all_lists_every_problem_in_text_and_markdown(cli: Any, tmp_path: Path) 
 
 def test_colour_is_used_only_when_asked_for_a_terminal(tmp_path: Path) -> None:
     _tree_with_unmapped_fields(tmp_path, 1)
-    report = build_report(None, ReportOptions(tmp_path))
+    report = build_report(None, BackfillOptions(tmp_path))
 
     coloured = render_text(report, color=True)
     plain = render_text(report, color=False)
@@ -401,7 +402,7 @@ def test_a_stop_request_ends_the_report_early_and_marks_it_interrupted(tmp_path:
     stop = threading.Event()
     stop.set()
 
-    report = build_report(None, ReportOptions(tmp_path), stop=stop)
+    report = build_report(None, BackfillOptions(tmp_path), stop=stop)
 
     assert report.interrupted
     assert report.jobs == ()

@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from comsa_migrate import store
 from comsa_migrate.backfill import BackfillOptions, JobResult, backfill
-from comsa_migrate.report import Report, ReportOptions, build_report
+from comsa_migrate.report import Report, build_report
 from comsa_migrate.schema import migrations
 
 from .helpers import age_tree, row_digest, table_counts, write_job
@@ -30,7 +30,7 @@ HOUR_NS = 3600 * 10**9
 
 
 def _report(conn: psycopg.Connection[Any] | None, data_dir: Path, **options: Any) -> Report:
-    return build_report(conn, ReportOptions(data_dir, **options), target="test")
+    return build_report(conn, BackfillOptions(data_dir, **options), target="test")
 
 
 def _drifts(report: Report) -> dict[str, list[str | None]]:
