@@ -11,6 +11,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def backfill_command(
     """
     options = BackfillOptions(data_dir, force, max_json_bytes, batch_size)
     if dry_run:
-        _report(options, dsn, False, "text", None, "error", False, quiet)
+        _report(options, dsn, offline=False, out=_ReportOutput(), quiet=quiet)
     with _errors_as_exit(), _connection(dsn) as (conn, target), _stop_on_signals() as stop:
         show_progress = not quiet and sys.stderr.isatty()
         with _progress(show_progress, tree.count_job_files(data_dir)) as on_job:
@@ -199,18 +200,22 @@ def report_command(
     a warning); 2 usage, configuration or connection error; 130 interrupted.
     """
     options = BackfillOptions(data_dir, max_json_bytes=max_json_bytes)
-    _report(options, dsn, offline, fmt, output, fail_on, show_all, quiet)
+    out = _ReportOutput(fmt, output, fail_on, show_all)
+    _report(options, dsn, offline=offline, out=out, quiet=quiet)
+
+
+@dataclass(frozen=True, slots=True)
+class _ReportOutput:
+    """How a report is written out and judged."""
+
+    fmt: str = "text"
+    output: Path | None = None
+    fail_on: str = "error"
+    show_all: bool = False
 
 
 def _report(
-    options: BackfillOptions,
-    dsn: str | None,
-    offline: bool,
-    fmt: str,
-    output: Path | None,
-    fail_on: str,
-    show_all: bool,
-    quiet: bool,
+    options: BackfillOptions, dsn: str | None, *, offline: bool, out: _ReportOutput, quiet: bool
 ) -> None:
     """Build the report (read only, or offline), write it out, exit with its verdict."""
     with _errors_as_exit(), _stop_on_signals() as stop:
@@ -228,8 +233,9 @@ def _report(
                     report = build_report(
                         conn, options, target=str(target), on_job=on_job, stop=stop
                     )
+        output = out.output
         color = output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        text = render(report, fmt, color=color, show_all=show_all)
+        text = render(report, out.fmt, color=color, show_all=out.show_all)
         if output is None:
             click.echo(text, nl=False)
         else:
@@ -239,7 +245,7 @@ def _report(
                 raise ComsaMigrateError(f"cannot write {output}: {exc.strerror or exc}") from None
         if report.interrupted:
             sys.exit(EXIT_INTERRUPTED)
-        severity = Severity.WARNING if fail_on == "warning" else Severity.ERROR
+        severity = Severity.WARNING if out.fail_on == "warning" else Severity.ERROR
         sys.exit(EXIT_SKIPPED if report.fails(severity) else EXIT_OK)
 
 
