@@ -153,7 +153,14 @@ def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | 
             st = os.fstat(fh.fileno())
             if not stat.S_ISREG(st.st_mode):
                 return Problem("unreadable", "not a regular file", source.job_id, source.json_path)
-            size = st.st_size
+            data = b""
+            if st.st_size <= max_bytes:
+                # read(n) allocates n bytes first: ask for the size stat gave, plus one
+                # byte to notice a file still growing, and only then for the rest
+                data = fh.read(st.st_size + 1)
+                if len(data) > st.st_size:
+                    data += fh.read(max_bytes + 1 - len(data))
+            size = max(st.st_size, len(data))
             if size > max_bytes:
                 return Problem(
                     "file_too_large",
@@ -161,7 +168,7 @@ def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | 
                     source.job_id,
                     source.json_path,
                 )
-            return fh.read(max_bytes + 1)
+            return data
     except OSError as exc:
         return Problem("unreadable", _os_reason(exc), source.job_id, source.json_path)
 
