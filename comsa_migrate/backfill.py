@@ -35,14 +35,16 @@ log = logging.getLogger(__name__)
 #: what can happen to a job, in the order summaries list them
 ACTIONS = ("insert", "update", "unchanged", "skip", "conflict", "metadata_only")
 EXAMPLES_PER_CODE = 10
+DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
+DEFAULT_BATCH_SIZE = 200
 
 
 @dataclass(frozen=True, slots=True)
 class BackfillOptions:
     data_dir: Path
     force: bool = False
-    max_json_bytes: int = 64 * 1024 * 1024
-    batch_size: int = 200
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    batch_size: int = DEFAULT_BATCH_SIZE
 
 
 @dataclass(frozen=True, slots=True)

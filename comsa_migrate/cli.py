@@ -19,7 +19,13 @@ import click
 import psycopg
 
 from . import __version__, db, tree
-from .backfill import BackfillOptions, JobResult, backfill
+from .backfill import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_JSON_BYTES,
+    BackfillOptions,
+    JobResult,
+    backfill,
+)
 from .errors import ComsaMigrateError
 from .logformat import TEXT_FORMAT, JsonFormatter
 from .problems import Severity
@@ -39,6 +45,22 @@ dsn_option = click.option(
     "DATABASE_URL, then libpq's PG* variables (a .env file in the working folder counts); "
     "with none of these, the embedded server.",
 )
+
+max_json_bytes_option = click.option(
+    "--max-json-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_JSON_BYTES,
+    show_default=True,
+    help="Larger job JSONs are skipped (file_too_large).",
+)
+batch_size_option = click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Jobs sent per round trip; each job is still its own transaction.",
+)
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,21 +90,9 @@ def main(verbose: bool) -> None:
     help="Overwrite jobs whose database rows were changed "
     "by something else (conflicts), and re-read every job.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.option(
-    "--max-json-bytes",
-    type=click.IntRange(min=1),
-    default=64 * 1024 * 1024,
-    show_default=True,
-    help="Larger job JSONs are skipped (file_too_large).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 10_000),
-    default=200,
-    show_default=True,
-    help="Jobs sent per round trip; each job is still its own transaction.",
-)
+@quiet_option
+@max_json_bytes_option
+@batch_size_option
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -160,14 +170,8 @@ def backfill_command(
     help="Exit 1 when a problem is at least this severe.",
 )
 @click.option("--all", "show_all", is_flag=True, help="List every problem, not 10 per code.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.option(
-    "--max-json-bytes",
-    type=click.IntRange(min=1),
-    default=64 * 1024 * 1024,
-    show_default=True,
-    help="Larger job JSONs are skipped (file_too_large), as the backfill would.",
-)
+@quiet_option
+@max_json_bytes_option
 def report_command(
     data_dir: Path,
     dsn: str | None,
@@ -346,20 +350,8 @@ def psql_command(dsn: str | None, psql_args: tuple[str, ...]) -> None:
     show_default=True,
     help="json: one JSON object per log line.",
 )
-@click.option(
-    "--max-json-bytes",
-    type=click.IntRange(min=1),
-    default=64 * 1024 * 1024,
-    show_default=True,
-    help="Larger job JSONs are skipped (file_too_large).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 10_000),
-    default=200,
-    show_default=True,
-    help="Jobs sent per round trip; each job is still its own transaction.",
-)
+@max_json_bytes_option
+@batch_size_option
 def sync_command(
     data_dir: Path,
     dsn: str | None,

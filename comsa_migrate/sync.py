@@ -15,7 +15,7 @@ import psycopg
 from watchdog.observers.api import BaseObserver
 
 from . import daemon_store, tree
-from .backfill import BackfillOptions
+from .backfill import DEFAULT_BATCH_SIZE, DEFAULT_MAX_JSON_BYTES, BackfillOptions
 from .db import Target
 from .debounce import Debouncer
 from .errors import DataDirError
@@ -47,8 +47,8 @@ class SyncOptions:
     settle: float = 5.0  # seconds a job JSON may stay unparsable before it is a problem
     rescan_interval: float = 600.0
     metrics_port: int | None = None  # 0 picks a free port
-    max_json_bytes: int = 64 * 1024 * 1024
-    batch_size: int = 200
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    batch_size: int = DEFAULT_BATCH_SIZE
     retry_min: float = 0.5  # database reconnection backoff
     retry_max: float = 30.0
     heartbeat_interval: float = 5.0  # bookkeeping refresh and observer health check
