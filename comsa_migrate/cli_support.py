@@ -1,0 +1,119 @@
+"""What the comsa-migrate commands share: common options, exit codes, the database to use,
+expected failures as one line, signals and the progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import psycopg
+
+from . import db
+from .backfill import DEFAULT_BATCH_SIZE, DEFAULT_MAX_JSON_BYTES, JobResult
+from .errors import ComsaMigrateError
+
+EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+dsn_option = click.option(
+    "--dsn",
+    metavar="DSN",
+    help="PostgreSQL to write to (postgresql://user@host:5432/dbname). Default: COMSA_DSN, "
+    "DATABASE_URL, then libpq's PG* variables (a .env file in the working folder counts); "
+    "with none of these, the embedded server.",
+)
+
+max_json_bytes_option = click.option(
+    "--max-json-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_JSON_BYTES,
+    show_default=True,
+    help="Larger job JSONs are skipped (file_too_large).",
+)
+batch_size_option = click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Jobs sent per round trip; each job is still its own transaction.",
+)
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+
+
+def target_for(dsn: str | None) -> db.Target:
+    """The database to use; with none configured, the embedded one, said on stderr."""
+    target = db.resolve_target(dsn)
+    if target is None:
+        home = db.embedded_home()
+        target = db.start_embedded(home)
+        click.echo(
+            f"comsa-migrate: no database configured; using the embedded PostgreSQL in "
+            f"{display_path(home)} "
+            "(set --dsn, COMSA_DSN or DATABASE_URL to use your own server)",
+            err=True,
+        )
+    return target
+
+
+def display_path(path: Path) -> str:
+    """A path as a person would type it: under the home folder, with ~."""
+    try:
+        return "~/" + str(path.resolve().relative_to(Path.home().resolve()))
+    except ValueError:
+        return str(path)
+
+
+@contextlib.contextmanager
+def connection(dsn: str | None) -> Iterator[tuple[psycopg.Connection[Any], db.Target]]:
+    target = target_for(dsn)
+    with db.connect(target) as conn:
+        yield conn, target
+
+
+@contextlib.contextmanager
+def errors_as_exit() -> Iterator[None]:
+    """Expected failures become one line on stderr and exit code 2; bugs keep their traceback."""
+    try:
+        yield
+    except ComsaMigrateError as exc:
+        click.echo(f"comsa-migrate: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except psycopg.OperationalError as exc:
+        click.echo(f"comsa-migrate: error: the database connection failed: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGINT and SIGTERM ask the run to stop after the jobs in flight."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def progress(enabled: bool, total: int) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total or None, unit="job", file=sys.stderr, leave=False) as bar:
+
+        def on_job(result: JobResult) -> None:
+            bar.update(1)
+
+        yield on_job

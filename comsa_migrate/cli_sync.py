@@ -1,0 +1,187 @@
+"""The sync daemon's commands: `sync` runs it, `status` reads what it recorded."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from .cli_support import (
+    EXIT_OK,
+    batch_size_option,
+    connection,
+    dsn_option,
+    errors_as_exit,
+    max_json_bytes_option,
+    target_for,
+)
+from .logformat import TEXT_FORMAT, JsonFormatter
+from .status import read_status, render_status
+from .sync import Daemon, SyncOptions
+
+
+@click.command("sync")
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@dsn_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite jobs whose database rows were changed by something else (conflicts).",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another daemon holds the lock, wait for it instead of exiting with code 3.",
+)
+@click.option(
+    "--polling",
+    is_flag=True,
+    help="Look for changes every second instead of using inotify (for NFS and CIFS).",
+)
+@click.option(
+    "--debounce",
+    type=click.FloatRange(0, 60),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="Quiet time that coalesces the events of one job before it is synced.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(0, 3600),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a job JSON that does not parse (half-written) is retried "
+    "before it is reported as invalid_json.",
+)
+@click.option(
+    "--rescan-interval",
+    type=click.FloatRange(min=1),
+    default=600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Period of the full rescan that catches events that never came.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per log line.",
+)
+@max_json_bytes_option
+@batch_size_option
+def sync_command(
+    data_dir: Path,
+    dsn: str | None,
+    force: bool,
+    wait: bool,
+    polling: bool,
+    debounce: float,
+    settle: float,
+    rescan_interval: float,
+    metrics_port: int | None,
+    log_format: str,
+    max_json_bytes: int,
+    batch_size: int,
+) -> None:
+    """Keep PostgreSQL in step with DATA_DIR while legacy writers keep running.
+
+    Takes a lock (one daemon per database and data folder), catches up with a full
+    scan (the backfill: unchanged jobs cost a stat), then watches: each new or changed
+    job is synced about --debounce seconds after its last change, one transaction per
+    job, by the backfill's rules (a conflict is left alone without --force). It logs
+    one line per synced job, `<job id> <action> <ms> ms`, to stderr. SIGTERM or Ctrl-C
+    stops it cleanly, SIGHUP rescans. `comsa-migrate status` shows how it is doing.
+
+    \b
+    Example:
+      comsa-migrate sync /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
+
+    \b
+    Exit codes: 0 stopped by SIGTERM or SIGINT; 2 usage, configuration or start-up
+    error; 3 another daemon holds the lock (see --wait).
+    """
+    verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+    options = SyncOptions(
+        data_dir,
+        force=force,
+        wait=wait,
+        polling=polling,
+        debounce=debounce,
+        settle=settle,
+        rescan_interval=rescan_interval,
+        metrics_port=metrics_port,
+        max_json_bytes=max_json_bytes,
+        batch_size=batch_size,
+    )
+    with _daemon_logging(log_format, logging.DEBUG if verbose else logging.INFO), errors_as_exit():
+        daemon = Daemon(target_for(dsn), options)
+        with _daemon_signals(daemon):
+            daemon.run()
+    sys.exit(EXIT_OK)
+
+
+@click.command("status")
+@dsn_option
+def status_command(dsn: str | None) -> None:
+    """Show what the sync daemons recorded: state, last sync, jobs by action, lag, problems.
+
+    Reads only; a daemon counts as running while it holds its lock.
+
+    \b
+    Example:
+      comsa-migrate status --dsn postgresql://comsa@db/comsa_dashboard
+    """
+    with errors_as_exit(), connection(dsn) as (conn, target):
+        click.echo(render_status(read_status(conn), str(target)), nl=False)
+
+
+@contextlib.contextmanager
+def _daemon_logging(log_format: str, level: int) -> Iterator[None]:
+    """A service logs at INFO, one line per synced job; the previous set-up is put back after."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers, root.level = [handler], level
+    logging.getLogger("watchdog").setLevel(logging.INFO)
+    with warnings.catch_warnings():
+        # watchdog warns when it adds again the watch of a folder made with its parents
+        # (mkdir -p) in one go; the watch is right either way
+        warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning, r"watchdog\.")
+        try:
+            yield
+        finally:
+            root.handlers, root.level = saved
+
+
+@contextlib.contextmanager
+def _daemon_signals(daemon: Daemon) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the daemon after the job in flight; SIGHUP asks for a rescan."""
+    handlers = {
+        signal.SIGTERM: lambda signum, frame: daemon.stop(),
+        signal.SIGINT: lambda signum, frame: daemon.stop(),
+        signal.SIGHUP: lambda signum, frame: daemon.request_rescan("SIGHUP"),
+    }
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
