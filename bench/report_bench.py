@@ -38,10 +38,9 @@ from comsa_migrate.backfill import BackfillOptions, Summary, prepared_batches
 from comsa_migrate.db import redact
 
 from .generate import TreeShape, generate
-from .servers import database
+from .servers import DEFAULT_DSN, database
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 LABELS = {
     "b": "(b) cold backfill",
     "r": "(r) report, fresh database",
@@ -84,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=20_000, help="generator seed (20000)")
     parser.add_argument(
         "--dsn",
-        default=os.environ.get("COMSA_BENCH_DSN", DEFAULT_DSN),
+        default=DEFAULT_DSN,
         help="a role that may CREATE DATABASE; each round gets two fresh databases",
     )
     parser.add_argument("--tree", type=Path, help="generate the tree here and keep it")

@@ -33,10 +33,9 @@ import psycopg
 from comsa_migrate.db import redact
 
 from .generate import TreeShape, generate
-from .servers import database, server
+from .servers import DEFAULT_DSN, database, server
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 MEASURES = {
     "a": "(a) COPY lower bound, one transaction",
     "b": "(b) cold backfill",
@@ -90,9 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=20_000, help="generator seed (20000)")
     parser.add_argument(
         "--dsn",
-        default=os.environ.get("COMSA_BENCH_DSN", DEFAULT_DSN),
+        default=DEFAULT_DSN,
         help="a PostgreSQL role that may CREATE DATABASE; each measure gets a fresh database "
-        f"(default: $COMSA_BENCH_DSN, else {DEFAULT_DSN})",
+        "(default: $COMSA_BENCH_DSN, else the PostgreSQL service on 127.0.0.1:5432)",
     )
     parser.add_argument(
         "--embedded", action="store_true", help="start a throwaway embedded PostgreSQL instead"

@@ -4,6 +4,7 @@ fresh database per measure, dropped afterwards."""
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import uuid
 import warnings
@@ -14,6 +15,10 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from comsa_migrate.schema import migrate
+
+#: the machine's PostgreSQL service; $COMSA_BENCH_DSN names another (a role that may
+#: CREATE DATABASE)
+DEFAULT_DSN = os.environ.get("COMSA_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @contextlib.contextmanager

@@ -26,14 +26,15 @@ from comsa_migrate.backfill import BackfillOptions, backfill
 
 from .baselines import copy_rows
 from .generate import TreeShape
-from .run import DEFAULT_DSN, _database, _kept_tree
+from .run import _kept_tree
+from .servers import DEFAULT_DSN, database
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.split", description=__doc__)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=20_000)
-    parser.add_argument("--dsn", default=os.environ.get("COMSA_BENCH_DSN", DEFAULT_DSN))
+    parser.add_argument("--dsn", default=DEFAULT_DSN)
     parser.add_argument("--tree", type=Path, default=None, help="keep the tree here")
     parser.add_argument("--batch-size", type=int, default=200)
     args = parser.parse_args(argv)
@@ -41,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = _kept_tree(home, TreeShape(args.jobs, args.seed))
     options = BackfillOptions(data_dir, batch_size=args.batch_size)
     print(f"{'':<10}{'wall s':>8}{'client CPU s':>14}{'server CPU s':>14}{'µs/job wall':>13}")
-    with _database(args.dsn) as dsn, psycopg.connect(dsn) as conn:
+    with database(args.dsn) as dsn, psycopg.connect(dsn) as conn:
         conn.execute("SET synchronous_commit = off")
         _print("(a) COPY", args.jobs, _measure(conn, lambda: copy_rows(conn, str(data_dir))))
         conn.commit()
-    with _database(args.dsn) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+    with database(args.dsn) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
         _print("(b) cold", args.jobs, _measure(conn, lambda: backfill(conn, options)))
         _print("(c) rerun", args.jobs, _measure(conn, lambda: backfill(conn, options)))
     return 0

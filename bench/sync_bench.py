@@ -37,10 +37,9 @@ import psycopg
 
 from comsa_migrate.db import redact
 
-from .servers import database, server
+from .servers import DEFAULT_DSN, database, server
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 LATENCY_SLACK_S = 0.25  # the target: debounce + 250 ms at the 95th percentile
 BURST_FACTOR = 2.0  # the target: within twice the cold backfill time
 SOAK_UPDATED_JOBS = 500  # the jobs that --soak-kind updates changes in turn
