@@ -15,7 +15,7 @@ import orjson
 import psycopg
 import pytest
 
-from bench import run, servers
+from bench import run, servers, split
 from bench.baselines import bare_walk, copy_lower_bound
 from bench.generate import TreeShape, generate
 
@@ -141,3 +141,14 @@ def test_runner_measures_all_four_prints_both_ratios_and_drops_its_databases(
     with psycopg.connect(admin_dsn) as conn:
         left = conn.execute("SELECT count(*) FROM pg_database WHERE datname = ANY(%s)", [created])
         assert left.fetchone() == (0,)
+
+
+def test_split_reports_wall_client_and_server_time_for_each_measure(
+    admin_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = split.main(["--jobs", str(JOBS), "--dsn", admin_dsn, "--tree", str(tmp_path / "t")])
+
+    out = capsys.readouterr().out
+    assert status == 0
+    for label in ("(a) COPY", "(b) cold", "(c) rerun"):
+        assert label in out
