@@ -35,6 +35,13 @@ from .sync import Daemon, SyncOptions
     help="Overwrite jobs whose database rows were changed by something else (conflicts).",
 )
 @click.option(
+    "--name",
+    metavar="NAME",
+    help="Name of this daemon in `status`; one daemon per name and database holds the "
+    "lock. Default: the host name and the real path of DATA_DIR, so that hosts with their "
+    "own DATA_DIR at the same path do not lock each other out.",
+)
+@click.option(
     "--wait",
     is_flag=True,
     help="If another daemon holds the lock, wait for it instead of exiting with code 3.",
@@ -87,6 +94,7 @@ from .sync import Daemon, SyncOptions
 def sync_command(
     data_dir: Path,
     dsn: str | None,
+    name: str | None,
     force: bool,
     wait: bool,
     polling: bool,
@@ -100,7 +108,7 @@ def sync_command(
 ) -> None:
     """Keep PostgreSQL in step with DATA_DIR while legacy writers keep running.
 
-    Takes a lock (one daemon per database and data folder), catches up with a full
+    Takes a lock (one daemon per database and --name), catches up with a full
     scan (the backfill: unchanged jobs cost a stat), then watches: each new or changed
     job is synced about --debounce seconds after its last change, one transaction per
     job, by the backfill's rules (a conflict is left alone without --force). It logs
@@ -118,6 +126,7 @@ def sync_command(
     verbose = bool(click.get_current_context().find_root().params.get("verbose"))
     options = SyncOptions(
         data_dir,
+        name=name,
         force=force,
         wait=wait,
         polling=polling,

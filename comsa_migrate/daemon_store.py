@@ -34,23 +34,24 @@ class Heartbeat:
 
 
 def register(
-    conn: psycopg.Connection[Any], run_id: int, data_dir: str, version: str, state: str
+    conn: psycopg.Connection[Any], run_id: int, name: str, data_dir: str, version: str, state: str
 ) -> int:
-    """A row for this daemon. Rows of earlier daemons on the same folder that never said
+    """A row for this daemon. Rows of earlier daemons of the same name that never said
     goodbye (killed, host lost) are closed: whoever holds the lock is the only live one."""
     conn.execute(
         "UPDATE comsa_migrate.daemons SET state = 'lost', stopped_at = heartbeat_at"
-        " WHERE data_dir = %s AND stopped_at IS NULL",
-        [data_dir],
+        " WHERE name = %s AND stopped_at IS NULL",
+        [name],
     )
     conn.execute(
         "DELETE FROM comsa_migrate.daemon_problems"
         f" WHERE seen_at < now() - interval '{PROBLEM_RETENTION}'"
     )
     row = conn.execute(
-        "INSERT INTO comsa_migrate.daemons (run_id, data_dir, hostname, pid, version, state)"
-        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-        [run_id, data_dir, socket.gethostname(), os.getpid(), version, state],
+        "INSERT INTO comsa_migrate.daemons"
+        " (run_id, name, data_dir, hostname, pid, version, state)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        [run_id, name, data_dir, socket.gethostname(), os.getpid(), version, state],
     ).fetchone()
     assert row is not None
     return int(row[0])

@@ -1,16 +1,24 @@
-"""One sync daemon per database and data folder: a PostgreSQL session advisory lock."""
+"""One sync daemon per database and daemon name: a PostgreSQL session advisory lock."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from typing import Any
 
 import psycopg
 
 from .errors import ComsaMigrateError
 
-__all__ = ["LockHeld", "describe_holder", "lock_key", "lock_held_by_anyone", "try_lock"]
+__all__ = [
+    "LockHeld",
+    "default_name",
+    "describe_holder",
+    "lock_key",
+    "lock_held_by_anyone",
+    "try_lock",
+]
 
 #: exit code of a second daemon refused by the lock
 EXIT_LOCKED = 3
@@ -30,14 +38,22 @@ class LockHeld(ComsaMigrateError):
     exit_code = EXIT_LOCKED
 
 
-def lock_key(data_dir: str | os.PathLike[str]) -> int:
-    """The advisory lock key of a data folder: a 64-bit hash of its real path.
+def default_name(data_dir: str | os.PathLike[str]) -> str:
+    """A daemon's name unless --name gives one: its host name and the data folder's real path.
+
+    Each dashboard pod has its own backend/data at the same path: the host name keeps
+    two pods from locking each other out.
+    """
+    return f"{socket.gethostname()}:{os.path.realpath(data_dir)}"
+
+
+def lock_key(name: str) -> int:
+    """The advisory lock key of a daemon's name: a 64-bit hash of it.
 
     Hashed here rather than with the server's hashtext(), whose values may change
-    between PostgreSQL versions, so that `status` can find the lock from the path.
+    between PostgreSQL versions, so that `status` can find the lock from the name.
     """
-    real = os.path.realpath(data_dir)
-    digest = hashlib.blake2b(f"comsa-migrate sync\0{real}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"comsa-migrate sync\0{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 

@@ -15,13 +15,14 @@ from .lock import lock_held_by_anyone, lock_key
 __all__ = ["DaemonStatus", "ProblemRow", "Status", "read_status", "render_status"]
 
 _DAEMONS = """
-SELECT id, data_dir, hostname, pid, version, state, started_at, stopped_at, heartbeat_at,
+SELECT id, COALESCE(to_jsonb(d)->>'name', hostname || ':' || data_dir) AS name,
+       data_dir, hostname, pid, version, state, started_at, stopped_at, heartbeat_at,
        extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_s,
        last_sync_at, extract(epoch FROM now() - last_sync_at)::float8 AS last_sync_age_s,
        last_job_id::text, last_action, last_lag_ms, queue_depth,
        extract(epoch FROM now() - oldest_pending_at)::float8 AS oldest_pending_s,
        actions, counters
-FROM comsa_migrate.daemons ORDER BY started_at DESC, id DESC LIMIT %s
+FROM comsa_migrate.daemons d ORDER BY started_at DESC, id DESC LIMIT %s
 """
 _PROBLEMS = """
 SELECT seen_at, severity, code, job_id, path, message, daemon_id
@@ -32,6 +33,7 @@ FROM comsa_migrate.daemon_problems ORDER BY seen_at DESC, id DESC LIMIT %s
 @dataclass(frozen=True, slots=True)
 class DaemonStatus:
     id: int
+    name: str  # keys the daemon's lock (schema/004 added it; older rows get the default)
     data_dir: str
     hostname: str
     pid: int
@@ -80,7 +82,7 @@ def read_status(conn: psycopg.Connection[Any], *, daemons: int = 5, problems: in
         problem_rows = cur.execute(_PROBLEMS, [problems]).fetchall()
     found = []
     for row in rows:
-        running = row["stopped_at"] is None and lock_held_by_anyone(conn, lock_key(row["data_dir"]))
+        running = row["stopped_at"] is None and lock_held_by_anyone(conn, lock_key(row["name"]))
         del row["heartbeat_at"]
         found.append(DaemonStatus(running=running, **row))
     return Status(True, tuple(found), tuple(ProblemRow(**row) for row in problem_rows))
@@ -113,6 +115,7 @@ def _daemon_lines(d: DaemonStatus) -> list[str]:
     lines = [
         "",
         f"  daemon {d.id}   {d.data_dir}",
+        f"    name        {d.name}",
         f"    state       {how}",
         f"    process     pid {d.pid} on {d.hostname}, comsa-migrate {d.version}, "
         f"started {_time(d.started_at)}",

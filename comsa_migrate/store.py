@@ -75,9 +75,11 @@ def prepare_session(conn: psycopg.Connection[Any]) -> None:
 
     Each job still commits atomically; without waiting for the WAL flush a server crash
     may lose the last few commits, and the bookkeeping goes with them, so a rerun
-    redoes exactly those jobs.
+    redoes exactly those jobs. READ COMMITTED whatever the role's default: apply_job()
+    plans after it has taken the job's lock, and must see what a writer committed before.
     """
     conn.execute("SET synchronous_commit = off")
+    conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
 def known_fingerprints(conn: psycopg.Connection[Any], job_ids: Sequence[str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from .backfill import DEFAULT_BATCH_SIZE, DEFAULT_MAX_JSON_BYTES, BackfillOption
 from .db import Target
 from .debounce import Debouncer
 from .errors import DataDirError
+from .lock import default_name
 from .metrics import Metrics, MetricsServer
 from .sync_jobs import JobSyncer
 from .sync_session import SyncSession
@@ -40,6 +41,8 @@ log = logging.getLogger("comsa_migrate.sync")
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
     data_dir: Path
+    #: names the daemon in `status` and keys its lock; None: host name and real path
+    name: str | None = None
     force: bool = False
     wait: bool = False  # wait for the lock instead of refusing to start
     polling: bool = False  # the polling observer, for NFS and CIFS
@@ -70,6 +73,7 @@ class Daemon:
         self.target = target
         self.options = options
         self.root = os.path.realpath(options.data_dir)
+        self.name = options.name or default_name(self.root)
         self.ready = threading.Event()  # set once the catch-up scan is done and it is watching
         self.metrics = Metrics()
         self.counters: dict[str, int] = dict.fromkeys(
@@ -86,6 +90,7 @@ class Daemon:
         self._session = SyncSession(
             target,
             self.root,
+            name=self.name,
             wait=options.wait,
             retry_min=options.retry_min,
             retry_max=options.retry_max,

@@ -54,6 +54,7 @@ class SyncSession:
         target: Target,
         data_dir: str,
         *,
+        name: str,
         wait: bool,
         retry_min: float,
         retry_max: float,
@@ -61,7 +62,8 @@ class SyncSession:
     ) -> None:
         self.target = target
         self.data_dir = data_dir
-        self.key = lock_key(data_dir)
+        self.name = name
+        self.key = lock_key(name)
         self.wait = wait
         self.retry_min = retry_min
         self.retry_max = retry_max
@@ -180,13 +182,13 @@ class SyncSession:
                 ) from None
             raise
         if self._waiting_for is not None:
-            log.info("took the lock for %s", self.data_dir)
+            log.info("took the lock for %s", self.name)
             self._waiting_for = None
         self.conn, self._lock_conn = conn, lock_conn
 
     def _locked_out(self, holder: str) -> None:
         message = (
-            f"another sync daemon holds the lock for {self.data_dir} on {self.target}: {holder}"
+            f"another sync daemon named {self.name} holds its lock on {self.target}: {holder}"
         )
         if not self.wait:
             raise LockHeld(f"{message} (start with --wait to wait for it)")
@@ -200,7 +202,7 @@ class SyncSession:
             migrate(conn)
             self.run_id = store.start_run(conn, "sync", self.data_dir)
             self.daemon_id = daemon_store.register(
-                conn, self.run_id, self.data_dir, __version__, "starting"
+                conn, self.run_id, self.name, self.data_dir, __version__, "starting"
             )
         store.prepare_session(conn)
 

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from comsa_migrate.lock import lock_held_by_anyone, lock_key
+from comsa_migrate.lock import default_name, lock_held_by_anyone, lock_key
 
 from .sync_helpers import (
     job_row,
@@ -112,7 +112,7 @@ def test_a_stop_signal_exits_0_within_5_s_with_nothing_half_done(
     with psycopg.connect(dsn, autocommit=True) as conn:
         state = conn.execute("SELECT state, stopped_at IS NOT NULL FROM comsa_migrate.daemons")
         assert state.fetchall() == [("stopped", True)]
-        assert not lock_held_by_anyone(conn, lock_key(data))
+        assert not lock_held_by_anyone(conn, lock_key(default_name(data)))
     # every job the daemon wrote is whole: a backfill finds each one unchanged or new
     result = cli("backfill", data, "--dsn", dsn)
     assert result.exit_code == 0, result.output
@@ -127,7 +127,7 @@ def test_a_second_daemon_is_refused_by_the_lock_with_exit_code_3_naming_the_hold
         result = cli("sync", data, "--dsn", dsn)
 
     assert result.exit_code == 3
-    assert "another sync daemon holds the lock for" in result.stderr
+    assert f"another sync daemon named {default_name(data)} holds its lock" in result.stderr
     assert f"comsa-migrate sync pid={os.getpid()}" in result.stderr
     assert "start with --wait to wait for it" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,0 +1,189 @@
+"""Several writers of one database: each job has one writer at a time, and whichever writes
+second plans against what the first committed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from bench.generate import TreeShape, generate
+from comsa_migrate import store, tree
+from comsa_migrate.backfill import BackfillOptions, prepared_batches
+from comsa_migrate.backfill import Summary as BackfillSummary
+
+from .helpers import stored_contents, table_counts
+from .sync_helpers import job_row, new_job_id, running_daemon, wait_until, write_job
+
+JOB_LOCK_CLASS = 1668115041  # the first key of apply_job()'s lock (schema/004)
+
+
+def spawn_backfill(data_dir: Path, dsn: str, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "comsa_migrate.cli", "backfill", str(data_dir)]
+        + ["--dsn", dsn, "--quiet", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(process: subprocess.Popen[bytes], timeout: float = 180) -> str:
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr.decode()
+    return stdout.decode()
+
+
+@pytest.fixture(scope="module")
+def generated_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2,000 sample-shaped jobs (logs, outputs, some uploads), read only for these tests."""
+    return generate(tmp_path_factory.mktemp("writers") / "data", TreeShape(2000))
+
+
+@pytest.fixture(scope="module")
+def clean_run(generated_tree: Path, admin_dsn: str, template_db: str) -> Any:
+    """What one backfill alone writes from the generated tree: (contents, row counts)."""
+    from .conftest import _fresh_database
+
+    databases = _fresh_database(admin_dsn, template_db)
+    dsn = next(databases)
+    try:
+        finish(spawn_backfill(generated_tree, dsn))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            yield stored_contents(conn), table_counts(conn)
+    finally:
+        next(databases, None)
+
+
+def one_payload(data_dir: Path, job_id: str) -> bytes:
+    source = tree.job_source(data_dir, job_id)
+    assert isinstance(source, tree.JobSource)
+    batches = list(prepared_batches(None, BackfillOptions(data_dir), [source], BackfillSummary()))
+    [(_, [payload])] = batches
+    return payload
+
+
+def test_a_second_writer_of_a_job_waits_for_the_first_and_finds_it_unchanged(
+    tmp_path: Path, dsn: str
+) -> None:
+    data = tmp_path / "data"
+    (data / "jobs").mkdir(parents=True)
+    job_id = new_job_id()
+    write_job(data, job_id)
+    payload = one_payload(data, job_id)
+    outcome: list[store.Outcome] = []
+
+    with psycopg.connect(dsn) as first, psycopg.connect(dsn, autocommit=True) as second:
+        # the first writer is half-way: its job written, not yet committed
+        first.execute("SELECT comsa_migrate.apply_job(%s::jsonb, false, NULL)", [payload.decode()])
+        second_pid = second.info.backend_pid
+        writer = threading.Thread(
+            target=lambda: outcome.extend(
+                store.apply_batch(second, [payload], force=False, run_id=None)
+            )
+        )
+        writer.start()
+        with psycopg.connect(dsn, autocommit=True) as watcher:
+            wait_until(
+                lambda: watcher.execute(
+                    "SELECT 1 FROM pg_locks WHERE pid = %s AND locktype = 'advisory'"
+                    " AND NOT granted AND classid = %s::oid",
+                    [second_pid, JOB_LOCK_CLASS],
+                ).fetchone(),
+                what="the second writer to wait for the job's lock",
+            )
+        first.commit()
+        writer.join(10)
+        assert not writer.is_alive()
+
+        assert [o.action for o in outcome] == ["unchanged"]
+        assert table_counts(second) == {"jobs": 1, "job_logs": 2, "job_files": 0}
+
+
+def test_two_backfills_started_together_write_what_one_clean_run_writes(
+    generated_tree: Path, dsn: str, clean_run: Any
+) -> None:
+    contents, counts = clean_run
+    first = spawn_backfill(generated_tree, dsn)
+    second = spawn_backfill(generated_tree, dsn)
+    outputs = [finish(first), finish(second)]
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert table_counts(conn) == counts
+        assert stored_contents(conn) == contents
+    for output in outputs:
+        assert " 0 conflicts" in output
+    rerun = finish(spawn_backfill(generated_tree, dsn))
+    assert "0 inserted, 0 updated, 2,000 unchanged" in rerun or (
+        "0 inserted, 0 updated, 2000 unchanged" in rerun
+    ), rerun
+
+
+def test_a_backfill_while_the_daemon_catches_up_writes_what_one_clean_run_writes(
+    generated_tree: Path, dsn: str, clean_run: Any
+) -> None:
+    contents, counts = clean_run
+    backfill = spawn_backfill(generated_tree, dsn)
+    with running_daemon(dsn, generated_tree, ready=False) as daemon:
+        wait_until(daemon.ready.is_set, 180, "the daemon to catch up")
+        output = finish(backfill)
+        assert daemon.stats().get("conflict", 0) == 0
+
+    assert " 0 conflicts" in output
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert table_counts(conn) == counts
+        assert stored_contents(conn) == contents
+    rerun = finish(spawn_backfill(generated_tree, dsn))
+    assert "0 inserted, 0 updated, 2000 unchanged" in rerun, rerun
+
+
+def test_two_daemons_on_one_data_path_with_different_names_both_run(
+    tmp_path: Path, dsn: str, cli: Any
+) -> None:
+    data = tmp_path / "data"
+    for folder in ("jobs", "uploads", "outputs"):
+        (data / folder).mkdir(parents=True)
+    with (
+        running_daemon(dsn, data, name="pod-a") as first,
+        running_daemon(dsn, data, name="pod-b") as second,
+    ):
+        job_id = new_job_id()
+        write_job(data, job_id)
+        wait_until(lambda: job_row(dsn, job_id), what="the job to be synced")
+        # each daemon syncs the job: one inserts it, the other finds it unchanged
+        wait_until(
+            lambda: (
+                sorted(
+                    next(a for a in ("insert", "unchanged") if d.stats().get(a))
+                    for d in (first, second)
+                    if d.stats().get("insert") or d.stats().get("unchanged")
+                )
+                == ["insert", "unchanged"]
+            ),
+            what="both daemons to sync the job",
+        )
+        status = cli("status", "--dsn", dsn)
+
+    assert status.exit_code == 0, status.output
+    assert "name        pod-a" in status.stdout
+    assert "name        pod-b" in status.stdout
+    assert status.stdout.count("running, watching") == 2
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert table_counts(conn) == {"jobs": 1, "job_logs": 2, "job_files": 0}
+
+
+def test_two_daemons_with_one_name_lock_each_other_out(tmp_path: Path, dsn: str, cli: Any) -> None:
+    data = tmp_path / "data"
+    (data / "jobs").mkdir(parents=True)
+    with running_daemon(dsn, data, name="web1"):
+        started = time.monotonic()
+        result = cli("sync", data, "--dsn", dsn, "--name", "web1")
+        assert time.monotonic() - started < 10
+
+    assert result.exit_code == 3
+    assert "another sync daemon named web1 holds its lock" in result.stderr
