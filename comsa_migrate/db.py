@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from .errors import ConfigurationError, DatabaseUnavailable
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
     "EMBEDDED_DATABASE",
     "Target",
     "connect",
@@ -32,6 +33,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "comsa_dashboard"
+#: seconds to wait for a server, unless the DSN or PGCONNECT_TIMEOUT says otherwise
+DEFAULT_CONNECT_TIMEOUT = 10
 #: libpq's environment variables and the connection keywords they stand for
 _PG_VARIABLES = {
     "PGHOST": "host",
@@ -94,9 +97,16 @@ def resolve_target(
 
 
 def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """Open a connection, turning every failure into one clear, password-free line."""
+    """Open a connection, turning every failure into one clear, password-free line.
+
+    A connect_timeout in the DSN, or PGCONNECT_TIMEOUT, is honoured; without either,
+    DEFAULT_CONNECT_TIMEOUT applies (psycopg's own default is over two minutes).
+    """
+    extra: dict[str, Any] = {}
+    if not _has_connect_timeout(target.dsn):
+        extra["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
     try:
-        return psycopg.connect(target.dsn, autocommit=autocommit, connect_timeout=10)
+        return psycopg.connect(target.dsn, autocommit=autocommit, **extra)
     except psycopg.Error as exc:
         reason = _first_line(str(exc)).replace(_password(target.dsn) or "\0", "***")
         raise DatabaseUnavailable(f"cannot connect to {target}: {reason}") from None
@@ -179,6 +189,15 @@ def _check_dsn(dsn: str, source: str) -> None:
             f"{source} is not a valid connection string "
             "(expected postgresql://user@host:port/dbname or key=value pairs)"
         ) from None
+
+
+def _has_connect_timeout(dsn: str) -> bool:
+    if os.environ.get("PGCONNECT_TIMEOUT"):
+        return True
+    try:
+        return bool(conninfo_to_dict(dsn).get("connect_timeout"))
+    except psycopg.ProgrammingError:
+        return False  # psycopg.connect() names the problem
 
 
 def _password(dsn: str) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 
+from . import grants
 from .errors import SchemaError
 
 __all__ = ["Migration", "MigrationResult", "migrate", "migrations", "pending_migrations"]
@@ -22,8 +23,9 @@ APP_TABLES = ("jobs", "job_logs", "job_files")
 #: a fixed key for pg_advisory_xact_lock, so that two migrating processes take turns
 _MIGRATION_LOCK = 0x636F6D7361_01
 
+_SCHEMA_EXISTS = "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'comsa_migrate')"
+_TABLE_EXISTS = "SELECT to_regclass('comsa_migrate.schema_migrations') IS NOT NULL"
 _BOOTSTRAP = """
-CREATE SCHEMA IF NOT EXISTS comsa_migrate;
 CREATE TABLE IF NOT EXISTS comsa_migrate.schema_migrations (
     version INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -54,6 +56,8 @@ class Migration:
 class MigrationResult:
     applied: tuple[str, ...]  # file names applied now
     adopted: tuple[str, ...]  # file names found already applied by hand, recorded now
+    #: (role, "writer" or "reader"): roles set up before, granted their rights again
+    regranted: tuple[tuple[str, str], ...] = ()
 
 
 def migrations() -> list[Migration]:
@@ -66,6 +70,16 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+def create_input_files_table(conn: psycopg.Connection[Any]) -> bool:
+    """Create the dashboard's job_input_files as the dashboard would; False if it existed."""
+    if conn.execute("SELECT to_regclass('public.job_input_files')").fetchone() != (None,):
+        return False
+    sql = resources.files("comsa_migrate.sql").joinpath("dashboard_job_input_files.sql")
+    with conn.transaction():
+        conn.execute(sql.read_text("utf-8").encode())
+    return True
+
+
 def pending_migrations(conn: psycopg.Connection[Any]) -> list[Migration]:
     """Migrations not yet recorded, without changing anything (safe in a read-only transaction)."""
     recorded = _recorded(conn)
@@ -75,54 +89,81 @@ def pending_migrations(conn: psycopg.Connection[Any]) -> list[Migration]:
 def migrate(conn: psycopg.Connection[Any]) -> MigrationResult:
     """Apply every pending migration in one transaction; idempotent.
 
-    Tables that the dashboard created by hand from 001 are adopted, not re-created.
-    A migration whose file changed after it was applied stops everything.
+    When every migration is applied already, this only reads
+    comsa_migrate.schema_migrations: no lock, no DDL, so a role without CREATE can run
+    the commands that call it. Tables that the dashboard created by hand from 001 are
+    adopted, not re-created. A migration whose file changed after it was applied stops
+    everything. After applying migrations, the roles set up by `init-db --grant-writer`
+    or `--grant-reader` are given their rights on whatever the migrations created.
     """
-    applied: list[str] = []
-    adopted: list[str] = []
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
-        conn.execute("SET LOCAL search_path = public")
-        conn.execute(_BOOTSTRAP)
-        recorded = _recorded(conn)
-        known = {m.version for m in migrations()}
-        newer = sorted(set(recorded) - known)
-        if newer:
-            raise SchemaError(
-                f"the database has migration {newer[-1]:03d}, newer than this comsa-migrate "
-                "knows: upgrade comsa-migrate"
-            )
-        for migration in migrations():
-            if migration.version in recorded:
-                _check_unchanged(migration, recorded[migration.version])
-                continue
-            if migration.version == 1 and _app_tables_exist(conn):
-                adopted.append(migration.file_name)
-            else:
-                conn.execute(migration.sql.encode())
-                applied.append(migration.file_name)
-            conn.execute(
-                "INSERT INTO comsa_migrate.schema_migrations (version, name, checksum, adopted)"
-                " VALUES (%s, %s, %s, %s)",
-                [
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
-                    migration.file_name in adopted,
-                ],
-            )
+        pending = _pending(_recorded(conn))
+    if not pending:
+        return MigrationResult((), ())
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
+            conn.execute("SET LOCAL search_path = public")
+            applied, adopted = _apply_pending(conn)
+            regranted = grants.reapply(conn) if applied or adopted else []
+    except psycopg.errors.InsufficientPrivilege as exc:
+        names = ", ".join(m.file_name for m in pending)
+        reason = str(exc).strip().splitlines()[0]
+        raise SchemaError(
+            f"migrations are pending ({names}) and role {conn.info.user} cannot apply them "
+            f"({reason}): an owner of the database must run `comsa-migrate init-db`"
+        ) from None
     for name in applied:
         log.info("applied migration %s", name)
     for name in adopted:
         log.info("adopted existing tables for migration %s", name)
-    return MigrationResult(tuple(applied), tuple(adopted))
+    return MigrationResult(tuple(applied), tuple(adopted), tuple(regranted))
+
+
+def _pending(recorded: dict[int, str]) -> list[Migration]:
+    """The migrations not recorded yet; raises for a changed or an unknown newer one."""
+    known = {m.version for m in migrations()}
+    newer = sorted(set(recorded) - known)
+    if newer:
+        raise SchemaError(
+            f"the database has migration {newer[-1]:03d}, newer than this comsa-migrate "
+            "knows: upgrade comsa-migrate"
+        )
+    for migration in migrations():
+        if migration.version in recorded:
+            _check_unchanged(migration, recorded[migration.version])
+    return [m for m in migrations() if m.version not in recorded]
+
+
+def _apply_pending(conn: psycopg.Connection[Any]) -> tuple[list[str], list[str]]:
+    """Under the migration lock: the bookkeeping table, then each migration still pending.
+
+    The list is read again because another process may have migrated while this one
+    waited for the lock. CREATE SCHEMA and CREATE TABLE check the CREATE right before
+    IF NOT EXISTS, so each runs only when its object is missing.
+    """
+    if conn.execute(_SCHEMA_EXISTS).fetchone() != (True,):
+        conn.execute("CREATE SCHEMA IF NOT EXISTS comsa_migrate")
+    if conn.execute(_TABLE_EXISTS).fetchone() != (True,):
+        conn.execute(_BOOTSTRAP)
+    applied: list[str] = []
+    adopted: list[str] = []
+    for migration in _pending(_recorded(conn)):
+        if migration.version == 1 and _app_tables_exist(conn):
+            adopted.append(migration.file_name)
+        else:
+            conn.execute(migration.sql.encode())
+            applied.append(migration.file_name)
+        conn.execute(
+            "INSERT INTO comsa_migrate.schema_migrations (version, name, checksum, adopted)"
+            " VALUES (%s, %s, %s, %s)",
+            [migration.version, migration.name, migration.checksum, migration.file_name in adopted],
+        )
+    return applied, adopted
 
 
 def _recorded(conn: psycopg.Connection[Any]) -> dict[int, str]:
-    exists = conn.execute(
-        "SELECT to_regclass('comsa_migrate.schema_migrations') IS NOT NULL"
-    ).fetchone()
-    if not exists or not exists[0]:
+    if conn.execute(_TABLE_EXISTS).fetchone() != (True,):
         return {}
     rows = conn.execute("SELECT version, checksum FROM comsa_migrate.schema_migrations")
     return {int(version): str(checksum) for version, checksum in rows.fetchall()}

@@ -6,12 +6,22 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from comsa_migrate.db import embedded_bin_dir, embedded_home, redact, resolve_target
+from comsa_migrate.db import (
+    DEFAULT_CONNECT_TIMEOUT,
+    Target,
+    connect,
+    embedded_bin_dir,
+    embedded_home,
+    redact,
+    resolve_target,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -164,3 +174,47 @@ def _stop_embedded(pgdata: Path) -> None:
             capture_output=True,
             user="embedded_postgres" if os.geteuid() == 0 else None,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("in_dsn", "environ", "expected"),
+    [
+        ("3", None, "3"),
+        (None, "4", "4"),
+        ("3", "4", "3"),
+        (None, None, str(DEFAULT_CONNECT_TIMEOUT)),
+    ],
+)
+def test_connect_timeout_comes_from_the_dsn_then_pgconnect_timeout_then_the_default(
+    admin_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    in_dsn: str | None,
+    environ: str | None,
+    expected: str,
+) -> None:
+    params = conninfo_to_dict(admin_dsn)
+    if in_dsn is not None:
+        params["connect_timeout"] = in_dsn
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    if environ is not None:
+        monkeypatch.setenv("PGCONNECT_TIMEOUT", environ)
+
+    with connect(Target(make_conninfo(**params), "--dsn")) as conn:
+        used = conn.info.get_parameters().get("connect_timeout")
+
+    assert used == expected
+
+
+def test_a_server_that_never_answers_gives_up_after_the_dsn_connect_timeout(
+    cli: Any, sample_tree: Path
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never speaks
+        port = silent.getsockname()[1]
+        dsn = f"postgresql://comsa@127.0.0.1:{port}/comsa_dashboard?connect_timeout=2"
+        started = time.monotonic()
+        result = cli("backfill", sample_tree, "--dsn", dsn)
+        elapsed = time.monotonic() - started
+
+    assert result.exit_code == 2
+    assert "cannot connect to comsa@127.0.0.1:" in result.stderr
+    assert elapsed < DEFAULT_CONNECT_TIMEOUT - 2, f"gave up after {elapsed:.1f} s"
