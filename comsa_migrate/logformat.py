@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from .problems import printable
+
 __all__ = ["JsonFormatter", "TEXT_FORMAT"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -22,12 +24,12 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": printable(record.getMessage()),
         }
         for name in FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 line[name] = value
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = printable(self.formatException(record.exc_info))
         return orjson.dumps(line, default=str).decode()

@@ -15,15 +15,21 @@ import psycopg
 from watchdog.observers.api import BaseObserver
 
 from . import daemon_store, tree
-from .backfill import DEFAULT_BATCH_SIZE, DEFAULT_MAX_JSON_BYTES, BackfillOptions
+from .backfill import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_JSON_BYTES,
+    DEFAULT_PATH_PREFIX,
+    BackfillOptions,
+)
 from .db import Target
 from .debounce import Debouncer
-from .errors import DataDirError
+from .errors import ComsaMigrateError, DataDirError
 from .lock import default_name
 from .metrics import Metrics, MetricsServer
 from .sync_jobs import JobSyncer
 from .sync_session import SyncSession
 from .sync_tree import TreeGuard
+from .uploads import DEFAULT_MAX_INPUT_BYTES
 from .watch import (
     JobEventHandler,
     WatchBudget,
@@ -36,6 +42,9 @@ from .watch import (
 __all__ = ["Daemon", "SyncOptions"]
 
 log = logging.getLogger("comsa_migrate.sync")
+
+#: how soon a rescan that failed on an unexpected error is tried again
+RESCAN_RETRY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,10 @@ class SyncOptions:
     metrics_port: int | None = None  # 0 picks a free port
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
     batch_size: int = DEFAULT_BATCH_SIZE
+    path_prefix: str = DEFAULT_PATH_PREFIX  # the BackfillOptions of how rows are written
+    input_content: bool = True
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    owner: str | None = None
     retry_min: float = 0.5  # database reconnection backoff
     retry_max: float = 30.0
     heartbeat_interval: float = 5.0  # bookkeeping refresh and observer health check
@@ -87,16 +100,24 @@ class Daemon:
         self._restart_observer = False
         self._debouncer = Debouncer(options.debounce, max_delay=max(2.0, 10 * options.debounce))
         self._pending: dict[str, float] = {}  # due, waiting for the database: id -> first event
+        backfill_options = BackfillOptions(
+            Path(self.root),
+            options.force,
+            options.max_json_bytes,
+            options.batch_size,
+            path_prefix=options.path_prefix,
+            input_content=options.input_content,
+            max_input_bytes=options.max_input_bytes,
+            owner=options.owner,
+        )
         self._session = SyncSession(
             target,
             self.root,
             name=self.name,
+            writing=backfill_options,
             wait=options.wait,
             retry_min=options.retry_min,
             retry_max=options.retry_max,
-        )
-        backfill_options = BackfillOptions(
-            Path(self.root), options.force, options.max_json_bytes, options.batch_size
         )
         self._syncer = JobSyncer(backfill_options, options.settle, self.metrics, self._retry)
         self._observer: BaseObserver | None = None
@@ -108,6 +129,7 @@ class Daemon:
         self._next_observer_check = 0.0
         self._watch_budget = WatchBudget(options.polling)
         self._next_rescan = time.monotonic() + options.rescan_interval
+        self._error_delay = 0.0  # the pause after an unexpected error, doubled while it recurs
         self._add_gauges()
 
     # -- control, from any thread (signal handlers included) -----------------------------
@@ -149,6 +171,9 @@ class Daemon:
     def job_changed(self, job_id: str) -> None:
         self._debouncer.add(job_id)
 
+    def json_named_in_other_case(self, job_id: str) -> None:
+        self._syncer.json_named_in_other_case(job_id)
+
     def job_json_removed(self, job_id: str) -> None:
         self.counters["json_removed"] += 1
         log.warning(
@@ -176,7 +201,7 @@ class Daemon:
 
     def run(self) -> None:
         """Sync until stopped. Raises LockHeld, or another ComsaMigrateError at start-up."""
-        next(tree.scan(Path(self.root)), None)  # checks the folder before yielding anything
+        tree.check_data_dir(Path(self.root))
         server = self._start_metrics()
         try:
             while not self._stop.is_set() and not self._session.connect(self.queue_depth):
@@ -185,7 +210,14 @@ class Daemon:
                 return
             self._observer = self._new_observer()
             while not self._stop.is_set():
-                self._step()
+                try:
+                    self._step()
+                except ComsaMigrateError:
+                    raise
+                except Exception:
+                    self._unexpected_error()
+                else:
+                    self._error_delay = 0.0
         finally:
             self._shut_down(server)
 
@@ -215,6 +247,15 @@ class Daemon:
             self._debouncer.wait(time.monotonic() + 1.0)  # a vanished mount sends no events
         elif not self._pending:
             self._debouncer.wait(min(self._next_beat, self._next_rescan, self._tree.next_check))
+
+    def _unexpected_error(self) -> None:
+        """A bug met by the worker: logged with its traceback and counted, then a pause
+        (doubling while it recurs) and on; it never ends the daemon."""
+        self.metrics.error()
+        delay = min(2 * self._error_delay, self.options.retry_max) or self.options.retry_min
+        self._error_delay = delay
+        log.exception("unexpected error in the sync loop; going on in %.1f s", delay)
+        self._debouncer.wait(time.monotonic() + delay)
 
     def _take_due(self) -> None:
         for job_id, first_seen in self._debouncer.pop_due(100_000):
@@ -246,6 +287,15 @@ class Daemon:
                 with self._flags_lock:  # not done: again once the database is back
                     self._rescan_reasons.insert(0, reason)
             raise
+        except ComsaMigrateError:
+            raise
+        except Exception:
+            # a bug: tried again a minute later, and the jobs the observer reports are
+            # still synced meanwhile
+            retry = min(RESCAN_RETRY_S, self.options.rescan_interval)
+            log.exception("rescan (%s) failed; trying again in %g s", reason, retry)
+            self.metrics.error()
+            self._next_rescan = now + retry
 
     def _rescan(self, reason: str) -> None:
         started = time.monotonic()

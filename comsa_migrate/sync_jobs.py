@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,7 @@ class JobSyncer:
         self._unsettled: dict[str, tuple[float, int]] = {}  # job -> (first failure, retries)
         self._reported: set[int] = set()
         self._problems: list[Problem] = []
+        self._named_in_other_case: set[str] = set()  # job ids; see json_named_in_other_case
 
     def sync(
         self, conn: psycopg.Connection[Any], run_id: int | None, jobs: list[tuple[str, float]]
@@ -71,12 +72,17 @@ class JobSyncer:
         first_seen = dict(jobs)
         sources: list[tree.ScanItem] = []
         for job_id in first_seen:
-            item = tree.job_source(self.options.data_dir, job_id)
-            if item is None:
+            any_case = job_id in self._named_in_other_case
+            try:
+                items = tree.scan_job(self.options.data_dir, job_id, any_case=any_case)
+            except Exception:  # a bug met on one job must not stop the others
+                log.exception("%s: unexpected error; the next rescan tries again", job_id)
+                self.metrics.error()
+                continue
+            if not items:
                 log.debug("%s: no job JSON on disk; nothing to sync", job_id)
                 self._unsettled.pop(job_id, None)
-            else:
-                sources.append(item)
+            sources += items
         if sources:
             self._write(conn, run_id, sources, _Pass(self, first_seen, quiet_unchanged=False))
 
@@ -85,7 +91,7 @@ class JobSyncer:
     ) -> Summary:
         """Every job under DATA_DIR, as the backfill does it: unchanged jobs cost a stat."""
         run = _Pass(self, {}, quiet_unchanged=True)
-        items = iter(tree.scan(self.options.data_dir))
+        items = self._noting_names(tree.scan(self.options.data_dir))
         while chunk := list(itertools.islice(items, self.options.batch_size)):
             if stop.is_set():
                 run.interrupted = True
@@ -93,6 +99,27 @@ class JobSyncer:
             run.started = self.clock()  # a job's milliseconds are those of its batch
             self._write(conn, run_id, chunk, run)
         return run
+
+    def json_named_in_other_case(self, job_id: str) -> None:
+        """A JSON of this job is not named ``<id>.json``: look for all its names from now on.
+
+        Such names are rare; every other job is looked up with one stat, not a listing.
+        May be called from any thread.
+        """
+        self._named_in_other_case.add(job_id)
+
+    def _noting_names(self, items: Iterable[tree.ScanItem]) -> Iterator[tree.ScanItem]:
+        """The scan, passed through, noting the jobs with a JSON named in another case."""
+        for item in items:
+            path = item.json_path if isinstance(item, tree.JobSource) else item.path
+            if (
+                item.job_id is not None
+                and path is not None
+                and path.startswith(f"{tree.JOBS}/")
+                and path != f"{tree.JOBS}/{item.job_id}.json"
+            ):
+                self._named_in_other_case.add(item.job_id)
+            yield item
 
     def _write(
         self,
@@ -115,9 +142,18 @@ class JobSyncer:
                 for item in items:
                     self._write(conn, run_id, [item], run)
                 return
-            item = items[0]
-            where = item.job_id if isinstance(item, tree.JobSource) else item.path
-            log.error("%s: the database refused the job: %s", where, exc)
+            log.error("%s: the database refused the job: %s", _where(items[0]), exc)
+            self.metrics.error()
+        except Exception:
+            # a bug met on one job must not stop the others, nor the daemon
+            if len(items) > 1:
+                for item in items:
+                    self._write(conn, run_id, [item], run)
+                return
+            log.exception(
+                "%s: unexpected error while syncing the job; the next rescan tries again",
+                _where(items[0]),
+            )
             self.metrics.error()
 
     def take_problems(self) -> list[Problem]:
@@ -184,6 +220,12 @@ class JobSyncer:
             ms,
             extra={"job_id": result.job_id, "action": result.action, "ms": ms, "lag_ms": lag_ms},
         )
+
+
+def _where(item: tree.ScanItem) -> str:
+    if isinstance(item, tree.JobSource):
+        return item.job_id
+    return item.job_id or item.path or "-"
 
 
 class _Pass(Summary):

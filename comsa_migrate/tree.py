@@ -17,6 +17,7 @@ from .problems import Problem
 
 __all__ = [
     "FileStat",
+    "check_data_dir",
     "count_job_files",
     "JobSource",
     "ScanItem",
@@ -25,11 +26,12 @@ __all__ = [
     "is_job_id",
     "read_job_json",
     "scan",
+    "scan_job",
     "utc_from_ns",
 ]
 
 #: bump when normalisation changes, so that every fingerprint changes and jobs are re-read
-NORMALISER_VERSION = "2"
+NORMALISER_VERSION = "3"
 
 #: modifications this close to a scan are not trusted to show in mtime (see JobSource)
 RACY_WINDOW_NS = 2_000_000_000
@@ -113,34 +115,91 @@ ScanItem = JobSource | Problem
 def scan(data_dir: Path) -> Iterator[ScanItem]:
     """Walk DATA_DIR once: yield a JobSource per job JSON, and a Problem for everything else.
 
-    Memory stays flat: nothing is collected across jobs.
+    Raises DataDirError before yielding anything when DATA_DIR cannot be scanned; from
+    then on, whatever goes wrong is a problem and the scan goes on. Memory stays flat:
+    nothing is collected across jobs but the job JSONs named other than ``<id>.json``.
     """
-    _check_data_dir(data_dir)
+    check_data_dir(data_dir)
     yield from _scan_top_level(data_dir)
     jobs_dir = data_dir / JOBS
-    if _is_real_dir(jobs_dir):
-        yield from _scan_jobs(data_dir, jobs_dir)
+    others = _JsonNames(jobs_dir if _is_real_dir(jobs_dir) else None)
+    if others.jobs_dir is not None:
+        yield from _scan_jobs(data_dir, others)
     for folder in (UPLOADS, OUTPUTS):
         if _is_real_dir(data_dir / folder):
-            yield from _scan_orphans(data_dir, folder)
+            yield from _scan_orphans(data_dir, folder, others)
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Raise DataDirError unless DATA_DIR and its jobs/, uploads/ and outputs/ can be read.
+
+    Each of the three that exists must be a folder this process can list and enter:
+    a scan that met an unreadable uploads/ only after writing most jobs would have
+    done half a run.
+    """
+    if not data_dir.exists():
+        raise DataDirError(f"{data_dir}: no such folder")
+    if not data_dir.is_dir():
+        raise DataDirError(f"{data_dir}: not a folder")
+    _check_listable(data_dir)
+    if not any((data_dir / name).is_dir() for name in (JOBS, UPLOADS, OUTPUTS)):
+        raise DataDirError(
+            f"{data_dir}: not a legacy data folder (it has no jobs/, uploads/ or outputs/)"
+        )
+    for name in (JOBS, UPLOADS, OUTPUTS):
+        if _is_real_dir(data_dir / name):
+            _check_listable(data_dir / name)
+
+
+def _check_listable(folder: Path) -> None:
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise DataDirError(f"{folder}: permission denied")
+    try:
+        with os.scandir(folder) as it:
+            next(it, None)
+    except OSError as exc:
+        raise DataDirError(f"{folder}: {_os_reason(exc)}") from None
 
 
 def job_source(data_dir: Path, job_id: str) -> ScanItem | None:
-    """The current JobSource of one job (or the problem stopping it); None if its JSON is gone."""
-    rel = f"{JOBS}/{job_id}.json"
-    if os.path.islink(data_dir / JOBS):
-        return Problem("symlink_skipped", "symbolic link not followed", path=JOBS)
+    """The current JobSource of ``jobs/<id>.json`` (or the problem stopping it); None if gone."""
+    items = scan_job(data_dir, job_id)
+    return items[0] if items else None
+
+
+def scan_job(data_dir: Path, job_id: str, *, any_case: bool = False) -> list[ScanItem]:
+    """What a scan gives for one job now: its JobSource, or the problems stopping it.
+
+    Empty when no JSON of the job is on disk. Only ``jobs/<id>.json`` is looked at,
+    unless ``any_case``: then jobs/ is listed for every name that maps to the job
+    (``<ID>.json``, ``<id>.JSON``…), as the scan does.
+    """
+    jobs_dir = data_dir / JOBS
+    if os.path.islink(jobs_dir):
+        return [Problem("symlink_skipped", "symbolic link not followed", path=JOBS)]
+    name = f"{job_id}.json"
+    if any_case:
+        try:
+            names = _names_of_job(jobs_dir, job_id)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            return [Problem("unreadable", _os_reason(exc), job_id, JOBS)]
+        if len(names) > 1:
+            return list(_duplicates(job_id, names))
+        if not names:
+            return []
+        name = names[0]
+    rel = f"{JOBS}/{name}"
     try:
-        st = os.lstat(data_dir / rel)
+        st = os.lstat(jobs_dir / name)
     except FileNotFoundError:
-        return None
+        return []
     except OSError as exc:
-        return Problem("unreadable", _os_reason(exc), job_id, rel)
+        return [Problem("unreadable", _os_reason(exc), job_id, rel)]
     if stat.S_ISLNK(st.st_mode):
-        return Problem("symlink_skipped", "symbolic link not followed", path=rel)
-    if not stat.S_ISREG(st.st_mode):
-        return Problem("stray_file", "not a job JSON", path=rel)
-    return _job_source(data_dir, _file_folders(data_dir), job_id, rel, st)
+        return [Problem("symlink_skipped", "symbolic link not followed", path=rel)]
+    return [_job_of_json(data_dir, _file_folders(data_dir), rel, st)]
 
 
 def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | Problem:
@@ -173,49 +232,135 @@ def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | 
         return Problem("unreadable", _os_reason(exc), source.job_id, source.json_path)
 
 
-def _check_data_dir(data_dir: Path) -> None:
-    if not data_dir.exists():
-        raise DataDirError(f"{data_dir}: no such folder")
-    if not data_dir.is_dir():
-        raise DataDirError(f"{data_dir}: not a folder")
-    if not os.access(data_dir, os.R_OK | os.X_OK):
-        raise DataDirError(f"{data_dir}: permission denied")
-    if not any((data_dir / name).is_dir() for name in (JOBS, UPLOADS, OUTPUTS)):
-        raise DataDirError(
-            f"{data_dir}: not a legacy data folder (it has no jobs/, uploads/ or outputs/)"
-        )
-
-
 def _scan_top_level(data_dir: Path) -> Iterator[Problem]:
-    for entry in _entries(data_dir):
-        if entry.name in (JOBS, UPLOADS, OUTPUTS) and entry.is_dir(follow_symlinks=False):
+    for entry in _entries(data_dir, "."):
+        if isinstance(entry, Problem):
+            yield entry
+        elif entry.name in (JOBS, UPLOADS, OUTPUTS) and entry.is_dir(follow_symlinks=False):
             continue
-        if entry.is_symlink():
+        elif entry.is_symlink():
             yield Problem("symlink_skipped", "symbolic link not followed", path=entry.name)
         else:
             yield Problem("stray_file", "not part of the job store", path=entry.name)
 
 
-def _scan_jobs(data_dir: Path, jobs_dir: Path) -> Iterator[ScanItem]:
+def _scan_jobs(data_dir: Path, others: _JsonNames) -> Iterator[ScanItem]:
     folders = _file_folders(data_dir)
-    for entry in _entries(jobs_dir, ordered=False):
+    reported: set[str] = set()  # job ids whose duplicate JSONs were reported
+    for entry in _entries(data_dir / JOBS, JOBS, ordered=False):
+        if isinstance(entry, Problem):
+            yield entry
+            continue
         rel = f"{JOBS}/{entry.name}"
+        job_id = _job_id_of_json(entry.name)
+        if job_id is not None and (names := others.of_job(job_id, entry.name)) is not None:
+            if job_id not in reported:  # all of them at once: the job is skipped once
+                reported.add(job_id)
+                yield from _duplicates(job_id, names)
+            continue
         if entry.is_symlink():
             yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
             continue
-        stem, dot, suffix = entry.name.rpartition(".")
-        if not entry.is_file(follow_symlinks=False) or not (dot and suffix.lower() == "json"):
-            yield Problem("stray_file", "not a job JSON", path=rel)
-            continue
-        if not is_job_id(stem):
-            yield Problem("invalid_job_dir", "job JSON whose name is not a UUID", path=rel)
+        if job_id is None:
+            stem, dot, suffix = entry.name.rpartition(".")
+            if entry.is_file(follow_symlinks=False) and dot and suffix.lower() == "json":
+                yield Problem("invalid_job_dir", "job JSON whose name is not a UUID", path=rel)
+            else:
+                yield Problem("stray_file", "not a job JSON", path=rel)
             continue
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as exc:
-            yield Problem("unreadable", _os_reason(exc), stem.lower(), rel)
+            yield Problem("unreadable", _os_reason(exc), job_id, rel)
             continue
-        yield _job_source(data_dir, folders, stem, rel, st)
+        yield _job_of_json(data_dir, folders, rel, st)
+
+
+def _job_of_json(data_dir: Path, folders: dict[str, str], rel: str, st: os.stat_result) -> ScanItem:
+    """The JobSource of the one JSON of a job, or not_a_file for anything but a file."""
+    stem = rel[len(JOBS) + 1 :].rpartition(".")[0]
+    if not stat.S_ISREG(st.st_mode):
+        what = _kind_of_file(st.st_mode)
+        return Problem("not_a_file", f"{what} where the job JSON belongs", stem.lower(), rel)
+    return _job_source(data_dir, folders, stem, rel, st)
+
+
+def _duplicates(job_id: str, names: list[str]) -> Iterator[Problem]:
+    """One error per JSON of a job named more than once; none of them is read."""
+    paths = [f"{JOBS}/{name}" for name in sorted(names)]
+    for path in paths:
+        others = ", ".join(p for p in paths if p != path)
+        yield Problem(
+            "duplicate_job_id",
+            f"{others} names the same job; none of them is written until one is left",
+            job_id,
+            path,
+        )
+
+
+def _job_id_of_json(name: str) -> str | None:
+    """The job id a name in jobs/ stands for (``<uuid>.json`` in any case), or None."""
+    stem, dot, suffix = name.rpartition(".")
+    if dot and suffix.lower() == "json" and is_job_id(stem):
+        return stem.lower()
+    return None
+
+
+class _JsonNames:
+    """The names in jobs/ that map to a job id but are not ``<id>.json``, by job id.
+
+    They are rare, so this stays small; with them and one lstat of ``<id>.json`` every
+    name a job has in jobs/ is known without listing the folder again.
+    """
+
+    def __init__(self, jobs_dir: Path | None) -> None:
+        self.jobs_dir = jobs_dir
+        self._root = "" if jobs_dir is None else os.fspath(jobs_dir)  # str: paths are hot here
+        self.names: dict[str, list[str]] = {}
+        if jobs_dir is None:
+            return
+        try:
+            with os.scandir(jobs_dir) as it:
+                for entry in it:
+                    if entry.name.islower():
+                        continue  # "<id>.json" itself, or no job's name at all
+                    job_id = _job_id_of_json(entry.name)
+                    if job_id is not None:
+                        self.names.setdefault(job_id, []).append(entry.name)
+        except OSError:
+            pass  # the scan of jobs/ reports it
+
+    def of_job(self, job_id: str, name: str) -> list[str] | None:
+        """All the names of the job ``name`` maps to, when it has more than one."""
+        if name == f"{job_id}.json" and job_id not in self.names:
+            return None  # the only name of its job: the common case, at no cost
+        known = [*self.names.get(job_id, ()), f"{job_id}.json"]
+        names = [n for n in known if n == name or os.path.lexists(f"{self._root}/{n}")]
+        if name not in names:
+            names.append(name)  # created since the listing
+        return names if len(names) > 1 else None
+
+    def jsons_of(self, job_id: str) -> list[str]:
+        """The names of this job in jobs/ that the scan takes as its JSON (not links)."""
+        if self.jobs_dir is None:
+            return []
+        names = [*self.names.get(job_id, ()), f"{job_id}.json"]
+        return [name for name in names if _is_job_json(f"{self._root}/{name}")]
+
+    def has_json_named(self, stem: str) -> bool:
+        """Whether ``<stem>.<json in any case>`` is a JSON the scan takes: its folder's."""
+        job_id = stem.lower()
+        if self.jobs_dir is None:
+            return False
+        if job_id not in self.names:  # the common case: one lstat, as for a plain name
+            return stem == job_id and _is_job_json(f"{self._root}/{job_id}.json")
+        return any(n.rpartition(".")[0] == stem for n in self.jsons_of(job_id))
+
+
+def _names_of_job(jobs_dir: Path, job_id: str) -> list[str]:
+    """Every name in jobs/ that maps to ``job_id``: one listing of the folder."""
+    with os.scandir(jobs_dir) as it:
+        return [e.name for e in it if _job_id_of_json(e.name) == job_id]
 
 
 def _file_folders(data_dir: Path) -> dict[str, str]:
@@ -278,30 +423,62 @@ def _walk_job_files(
         if is_ignored_name(name):
             continue
         entry_rel = f"{rel}/{name}"
-        if entry.is_symlink():
+        if not _is_utf8(name):
+            what = "folder" if entry.is_dir(follow_symlinks=False) else "file"
+            problems.append(
+                Problem(
+                    "invalid_file_name",
+                    f"a {what} name that is not UTF-8 cannot be stored as text; skipped",
+                    job_id,
+                    entry_rel,
+                )
+            )
+        elif entry.is_symlink():
             problems.append(
                 Problem("symlink_skipped", "symbolic link not followed", job_id, entry_rel)
             )
         elif entry.is_dir(follow_symlinks=False):
             _walk_job_files(entry.path, entry_rel, file_type, job_id, files, problems)
-        elif entry.is_file(follow_symlinks=False):
-            st = entry.stat(follow_symlinks=False)
-            files.append(FileStat(file_type, name, entry_rel, st.st_size, st.st_mtime_ns))
+        else:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since the listing: not on disk, not mirrored
+            if stat.S_ISREG(st.st_mode):
+                files.append(FileStat(file_type, name, entry_rel, st.st_size, st.st_mtime_ns))
+            else:
+                what = _kind_of_file(st.st_mode)
+                problems.append(
+                    Problem(
+                        "special_file_skipped", f"{what}, not a file; skipped", job_id, entry_rel
+                    )
+                )
 
 
-def _scan_orphans(data_dir: Path, folder: str) -> Iterator[Problem]:
+def _scan_orphans(data_dir: Path, folder: str, others: _JsonNames) -> Iterator[Problem]:
     code = "orphan_upload_dir" if folder == UPLOADS else "orphan_output_dir"
-    jobs_dir = os.path.join(data_dir, JOBS)
-    for entry in _entries(data_dir / folder, ordered=False):
-        if is_job_id(entry.name) and _is_job_json(f"{jobs_dir}/{entry.name}.json"):
-            continue  # the job's own scan reports anything odd about its folder
+    for entry in _entries(data_dir / folder, folder, ordered=False):
+        if isinstance(entry, Problem):
+            yield entry
+            continue
         rel = f"{folder}/{entry.name}"
+        if is_job_id(entry.name) and others.has_json_named(entry.name):
+            continue  # the job's own scan reports anything odd about its folder
         if entry.is_symlink():
             yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
         elif not entry.is_dir(follow_symlinks=False):
             yield Problem("stray_file", "not inside a job folder", path=rel)
         elif not is_job_id(entry.name):
             yield Problem("invalid_job_dir", "job folder whose name is not a UUID", path=rel)
+        elif jsons := others.jsons_of(entry.name.lower()):
+            named = ", ".join(f"{JOBS}/{n}" for n in sorted(jsons))
+            yield Problem(
+                "job_dir_case_mismatch",
+                f"the job's JSON is {named}: a folder named in another case is not its "
+                "folder and is not mirrored",
+                entry.name.lower(),
+                rel,
+            )
         else:
             yield Problem(code, "no job JSON for this folder", entry.name.lower(), rel)
 
@@ -315,15 +492,21 @@ def _is_real_dir(path: Path) -> bool:
 
 
 def _is_job_json(path: str | Path) -> bool:
-    """Whether the scan takes this path as a job: a regular file, not a symbolic link."""
+    """Whether the scan takes this path as a job: anything but a symbolic link.
+
+    A folder or a FIFO there is the job's problem (not_a_file), which covers its folders.
+    """
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        return not stat.S_ISLNK(os.lstat(path).st_mode)
     except OSError:
         return False
 
 
-def _entries(folder: Path, *, ordered: bool = True) -> Iterator[os.DirEntry[str]]:
-    """A folder's entries, minus hidden and temporary names.
+def _entries(
+    folder: Path, rel: str, *, ordered: bool = True
+) -> Iterator[os.DirEntry[str] | Problem]:
+    """A folder's entries, minus hidden and temporary names; a folder that cannot be
+    listed (changed since check_data_dir) is an ``unreadable`` problem at ``rel``.
 
     The three big folders are streamed in directory order (``ordered=False``), so that
     memory does not grow with the number of jobs; small folders are sorted by name.
@@ -335,8 +518,33 @@ def _entries(folder: Path, *, ordered: bool = True) -> Iterator[os.DirEntry[str]
                 yield from sorted(entries, key=lambda e: e.name)
             else:
                 yield from entries
-    except PermissionError as exc:
-        raise DataDirError(f"{folder}: {_os_reason(exc)}") from None
+    except OSError as exc:
+        yield Problem("unreadable", f"the folder cannot be listed: {_os_reason(exc)}", path=rel)
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a name with bytes that are not UTF-8 (os.fsdecode made them surrogates)."""
+    if name.isascii():
+        return True
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _kind_of_file(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a regular file"
 
 
 def _os_reason(exc: OSError) -> str:

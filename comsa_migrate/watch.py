@@ -74,6 +74,8 @@ class JobEvents(Protocol):
 
     def job_json_removed(self, job_id: str) -> None: ...
 
+    def json_named_in_other_case(self, job_id: str) -> None: ...
+
     def tree_changed(self, reason: str) -> None: ...
 
     def events_lost(self, reason: str) -> None: ...
@@ -85,6 +87,7 @@ class JobEvents(Protocol):
 class _Target:
     kind: str  # "json", "files" or "top"
     job_id: str | None
+    other_case: bool = False  # a job JSON not named exactly "<id>.json"
 
 
 def classify(root: str, path: str) -> _Target | None:
@@ -102,7 +105,8 @@ def classify(root: str, path: str) -> _Target | None:
             return None
         stem, dot, suffix = parts[1].rpartition(".")
         if dot and suffix.lower() == "json" and is_job_id(stem):
-            return _Target("json", stem.lower())
+            job_id = stem.lower()
+            return _Target("json", job_id, other_case=parts[1] != f"{job_id}.json")
         return None
     if top in (UPLOADS, OUTPUTS) and is_job_id(parts[1]):
         if any(is_ignored_name(part) for part in parts[2:]):
@@ -147,10 +151,12 @@ class JobEventHandler(FileSystemEventHandler):
             if removed:
                 self.events.tree_changed(f"{path} was removed or moved away")
         elif target.job_id is not None:
+            if target.other_case:
+                self.events.json_named_in_other_case(target.job_id)
             if target.kind == "json" and removed:
                 self.events.job_json_removed(target.job_id)
-            else:
-                self.events.job_changed(target.job_id)
+            # after a removal too: another JSON of the job, in another case, may be left
+            self.events.job_changed(target.job_id)
 
 
 def start_observer(root: str, handler: JobEventHandler, *, polling: bool) -> BaseObserver:

@@ -247,18 +247,25 @@ def test_a_symlinked_top_level_folder_is_reported_and_not_followed(
         assert all(not path.startswith(folder + "/") for _, _, path in found)
 
 
-def test_a_fifo_named_like_a_job_is_a_stray_file_and_never_opened(data_dir: Path) -> None:
+def test_a_fifo_named_like_a_job_is_not_a_file_of_that_job_and_never_opened(
+    data_dir: Path,
+) -> None:
     os.mkfifo(data_dir / "jobs" / f"{JOB}.json")
 
-    assert scan_all(data_dir) == ({}, [("stray_file", None, f"jobs/{JOB}.json")])
+    assert scan_all(data_dir) == ({}, [("not_a_file", JOB, f"jobs/{JOB}.json")])
 
 
-def test_a_fifo_among_a_jobs_files_is_not_a_file(data_dir: Path) -> None:
+def test_a_fifo_among_a_jobs_files_is_skipped_with_a_warning(data_dir: Path) -> None:
     add_job(data_dir)
     write(data_dir / "outputs" / JOB / "causes.csv")
     os.mkfifo(data_dir / "outputs" / JOB / "pipe")
 
-    assert [f.file_name for f in only_job(data_dir).files] == ["causes.csv"]
+    source = only_job(data_dir)
+
+    assert [f.file_name for f in source.files] == ["causes.csv"]
+    assert [(p.code, p.path) for p in source.problems] == [
+        ("special_file_skipped", f"outputs/{JOB}/pipe")
+    ]
 
 
 # -- what is not a job ----------------------------------------------------------------------
@@ -549,13 +556,13 @@ def test_job_source_in_a_symlinked_jobs_folder_is_symlink_skipped(
     assert (found.code, found.path) == ("symlink_skipped", "jobs")
 
 
-def test_job_source_of_a_folder_named_like_a_json_is_a_stray_file(data_dir: Path) -> None:
+def test_job_source_of_a_folder_named_like_a_json_is_not_a_file(data_dir: Path) -> None:
     (data_dir / "jobs" / f"{JOB}.json").mkdir()
 
     found = job_source(data_dir, JOB)
 
     assert isinstance(found, Problem)
-    assert (found.code, found.path) == ("stray_file", f"jobs/{JOB}.json")
+    assert (found.code, found.job_id, found.path) == ("not_a_file", JOB, f"jobs/{JOB}.json")
 
 
 def test_read_job_json_returns_the_bytes(job_tree: Path) -> None:
