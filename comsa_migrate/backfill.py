@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -15,9 +16,11 @@ from typing import Any, Protocol
 import psycopg
 
 from . import store, tree
+from .errors import RunStopped, first_line
 from .legacy import parse_job
 from .problems import Problem, Severity
 from .schema import MigrationResult, migrate
+from .uploads import DEFAULT_MAX_INPUT_BYTES, input_contents
 
 __all__ = [
     "ACTIONS",
@@ -37,6 +40,8 @@ ACTIONS = ("insert", "update", "unchanged", "skip", "conflict", "metadata_only")
 EXAMPLES_PER_CODE = 10
 DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
 DEFAULT_BATCH_SIZE = 200
+#: the dashboard runs in backend/ and writes every path as data/...
+DEFAULT_PATH_PREFIX = "data/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,21 @@ class BackfillOptions:
     force: bool = False
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
     batch_size: int = DEFAULT_BATCH_SIZE
+    #: DATA_DIR as the dashboard's working folder (backend/) sees it; "" for DATA_DIR itself
+    path_prefix: str = DEFAULT_PATH_PREFIX
+    input_content: bool = True  # copy uploads into job_input_files, where it exists
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    owner: str | None = None  # e-mail of the dashboard user given the jobs nobody owns
+
+    def settings(self, conn: psycopg.Connection[Any] | None) -> store.WriteSettings:
+        """How this run writes to ``conn``; ConfigurationError for an --owner not found."""
+        return store.write_settings(
+            conn,
+            self.path_prefix,
+            input_content=self.input_content,
+            max_input_bytes=self.max_input_bytes,
+            owner=self.owner,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +88,9 @@ class Summary:
     migrations: MigrationResult | None = None
     elapsed: float = 0.0
     interrupted: bool = False
+    stopped: str | None = None  # why the run stopped part-way, if it did
+    inputs_stored: bool = False  # uploads are copied into job_input_files
+    owner: str | None = None  # --owner, the e-mail of the owner given to jobs without one
 
     @property
     def jobs(self) -> int:
@@ -75,7 +98,9 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return self.actions["skip"] == 0 and self.actions["conflict"] == 0
+        # an error of no job: a folder of the tree that could not be listed
+        unlisted = any(p.job_id is None for p in self.errors)
+        return self.actions["skip"] == 0 and self.actions["conflict"] == 0 and not unlisted
 
     def add(self, problem: Problem) -> None:
         self.problem_counts[problem.code] += 1
@@ -104,20 +129,40 @@ def backfill(
 ) -> Summary:
     """Migrate every job under ``options.data_dir``; apply pending migrations first.
 
-    Unchanged jobs are recognised from stat alone. ``stop`` ends the run between
-    batches (each job already written stays written) and marks the summary interrupted.
+    The data folder is checked before the database is touched. Unchanged jobs are
+    recognised from stat alone. ``stop`` ends the run between batches (each job already
+    written stays written) and marks the summary interrupted. A database lost part-way
+    raises RunStopped with the summary of what was written. The run is recorded as ok,
+    skipped, interrupted or failed: never ok when it did not finish.
     """
     started = time.monotonic()
+    tree.check_data_dir(options.data_dir)
     summary = Summary(migrations=migrate(conn))
+    settings = options.settings(conn)  # an unknown --owner stops here, before any write
+    summary.inputs_stored, summary.owner = settings.store_inputs, options.owner
     store.prepare_session(conn)
     run_id = store.start_run(conn, "backfill", str(options.data_dir))
+    outcome = "failed"
     try:
-        migrate_jobs(conn, options, tree.scan(options.data_dir), summary, run_id, stop, on_job)
+        if settings.owner_id is not None:
+            summary.rows["owned"] += store.give_owner(conn, settings.owner_id)
+        items = tree.scan(options.data_dir)
+        migrate_jobs(conn, options, items, summary, run_id, stop, on_job, settings=settings)
+        outcome = "interrupted" if summary.interrupted else ("ok" if summary.ok else "skipped")
+    except psycopg.errors.InsufficientPrivilege:
+        if any(summary.rows.values()):
+            raise RunStopped("the database refused the run: a right is missing", summary) from None
+        raise  # nothing written yet: the missing right is the whole story
+    except psycopg.Error as exc:  # each job's own refusals are caught server-side: the run ends
+        lost = conn.closed or conn.broken
+        what = "the database connection was lost" if lost else "the database stopped the run"
+        summary.stopped = f"{what}: {first_line(exc)}"
+        raise RunStopped(summary.stopped, summary) from None
     finally:
         summary.elapsed = time.monotonic() - started
         if not conn.closed and not conn.broken:
-            outcome = "interrupted" if summary.interrupted else ("ok" if summary.ok else "skipped")
-            store.finish_run(conn, run_id, outcome, summary.totals())
+            with contextlib.suppress(psycopg.Error):
+                store.finish_run(conn, run_id, outcome, summary.totals())
     return summary
 
 
@@ -129,6 +174,8 @@ def migrate_jobs(
     run_id: int | None,
     stop: threading.Event | None = None,
     on_job: Callable[[JobResult], None] | None = None,
+    *,
+    settings: store.WriteSettings | None = None,
 ) -> None:
     """The one path every job takes to the database: batch, skip unchanged, parse, write.
 
@@ -138,8 +185,9 @@ def migrate_jobs(
     the batch before, in the order of a plain loop; as in a plain loop, every batch
     prepared is written, and the connection serves one thread at a time.
     """
+    settings = settings or options.settings(conn)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="comsa-migrate-write") as pool:
-        _Migration(conn, options, items, summary, run_id, on_job, pool).run(stop)
+        _Migration(conn, options, settings, items, summary, run_id, on_job, pool).run(stop)
 
 
 def prepared_batches(
@@ -158,12 +206,14 @@ def prepared_batches(
     ``conn`` None there are no fingerprints to trust and every job is read.
     """
     sink = _Direct(summary, on_job)
+    settings = options.settings(conn)
+    summary.inputs_stored = settings.store_inputs
     for batch in _batches(items, options.batch_size, sink):
         if stop is not None and stop.is_set():
             summary.interrupted = True
             return
         known = {} if conn is None else _known_fingerprints(conn, options, batch)
-        prepared = _prepare(options, batch, known, sink)
+        prepared = _prepare(options, settings, batch, known, sink)
         if prepared is not None:
             yield prepared.sources, prepared.payloads
 
@@ -233,16 +283,20 @@ def _known_fingerprints(
 
 
 def _prepare(
-    options: BackfillOptions, batch: list[tree.JobSource], known: dict[str, str], sink: _Sink
+    options: BackfillOptions,
+    settings: store.WriteSettings,
+    batch: list[tree.JobSource],
+    known: dict[str, str],
+    sink: _Sink,
 ) -> _Batch | None:
     """Settle the jobs unchanged by stat; read and normalise the others."""
     sources: list[tree.JobSource] = []
     payloads: list[bytes] = []
     for source in batch:
-        if not source.racy and known.get(source.job_id) == source.fingerprint:
+        if not source.racy and known.get(source.job_id) == settings.fingerprint(source.fingerprint):
             sink.record(JobResult(source.job_id, "unchanged", {}))
             continue
-        payload = _read_and_normalise(options, source, sink)
+        payload = _read_and_normalise(options, settings, source, sink)
         if payload is not None:
             sources.append(source)
             payloads.append(payload)
@@ -256,13 +310,14 @@ class _Migration:
         self,
         conn: psycopg.Connection[Any],
         options: BackfillOptions,
+        settings: store.WriteSettings,
         items: Iterable[tree.ScanItem],
         summary: Summary,
         run_id: int | None,
         on_job: Callable[[JobResult], None] | None,
         pool: ThreadPoolExecutor,
     ) -> None:
-        self.conn, self.options, self.summary = conn, options, summary
+        self.conn, self.options, self.settings, self.summary = conn, options, settings, summary
         self.run_id, self.on_job, self.pool = run_id, on_job, pool
         self.held = _Held()  # what the scan found, told in its turn
         self.batches = _batches(items, options.batch_size, self.held)
@@ -281,7 +336,7 @@ class _Migration:
             self.send()
             scanned, prepared = self.held.take(), _Held()
             try:
-                self.ready = _prepare(self.options, batch, known, prepared)
+                self.ready = _prepare(self.options, self.settings, batch, known, prepared)
                 batch = next(self.batches, None)  # the next scan, while the server writes
             except Exception:
                 if not self.settle(scanned, prepared):
@@ -345,11 +400,13 @@ def _batches(
     items: Iterable[tree.ScanItem], size: int, sink: _Sink
 ) -> Iterator[list[tree.JobSource]]:
     batch: list[tree.JobSource] = []
+    skipped: str | None = None  # the scan gives the errors of one job in a row
     for item in items:
         if isinstance(item, Problem):
             sink.add(item)
-            if item.severity is Severity.ERROR and item.job_id:  # a job the scan could not read
-                sink.record(JobResult(item.job_id, "skip", {}))
+            if item.severity is Severity.ERROR and item.job_id and item.job_id != skipped:
+                sink.record(JobResult(item.job_id, "skip", {}))  # a job the scan could not read
+                skipped = item.job_id
             continue
         batch.append(item)
         if len(batch) >= size:
@@ -360,21 +417,47 @@ def _batches(
 
 
 def _read_and_normalise(
-    options: BackfillOptions, source: tree.JobSource, sink: _Sink
+    options: BackfillOptions, settings: store.WriteSettings, source: tree.JobSource, sink: _Sink
 ) -> bytes | None:
+    try:
+        problems, payload, action = _normalised(options, settings, source)
+    except Exception as exc:  # a bug must not cost the other jobs: this one is skipped
+        log.exception("unexpected error while reading %s", source.json_path)
+        problems, payload, action = [_internal_error(source, exc)], None, "skip"
+    for problem in problems:
+        sink.add(problem)
+    if payload is None:
+        sink.record(JobResult(source.job_id, action, {}))
+    return payload
+
+
+def _normalised(
+    options: BackfillOptions, settings: store.WriteSettings, source: tree.JobSource
+) -> tuple[list[Problem], bytes | None, str]:
+    """(problems, the payload or None, the job's action when there is no payload)."""
     raw = tree.read_job_json(options.data_dir, source, options.max_json_bytes)
     if isinstance(raw, Problem):
-        sink.add(raw)
-        sink.record(JobResult(source.job_id, "skip", {}))
-        return None
+        return [raw], None, "skip"
     parsed = parse_job(raw, source, options.data_dir)
-    for problem in parsed.problems:
-        sink.add(problem)
+    problems = list(parsed.problems)
     if parsed.record is None:
-        action = "metadata_only" if parsed.metadata_only else "skip"
-        sink.record(JobResult(source.job_id, action, {}))
-        return None
-    return store.job_payload(parsed.record)
+        return problems, None, "metadata_only" if parsed.metadata_only else "skip"
+    inputs = None
+    if settings.store_inputs:
+        inputs, upload_problems = input_contents(options.data_dir, source, settings.max_input_bytes)
+        problems += upload_problems
+        if any(p.severity is Severity.ERROR for p in upload_problems):
+            return problems, None, "skip"
+    return problems, store.job_payload(parsed.record, settings, inputs), ""
+
+
+def _internal_error(source: tree.JobSource, exc: Exception) -> Problem:
+    return Problem(
+        "internal_error",
+        f"{type(exc).__name__}: {exc} (a bug in comsa-migrate: please report it)",
+        source.job_id,
+        source.json_path,
+    )
 
 
 def record_outcome(

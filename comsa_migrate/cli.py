@@ -6,12 +6,14 @@ import logging
 import os
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
-from . import __version__, db, tree
+from . import __version__, db, grants, tree
 from .backfill import BackfillOptions, backfill
 from .cli_support import (
     EXIT_INTERRUPTED,
@@ -19,6 +21,7 @@ from .cli_support import (
     EXIT_SKIPPED,
     batch_size_option,
     connection,
+    dashboard_options,
     dsn_option,
     errors_as_exit,
     max_json_bytes_option,
@@ -28,15 +31,33 @@ from .cli_support import (
     target_for,
 )
 from .cli_sync import status_command, sync_command
-from .errors import ComsaMigrateError
+from .errors import EXIT_BUG, ComsaMigrateError, RunStopped
 from .problems import Severity
 from .render import backfill_summary
 from .report import build_report
 from .report_render import FORMATS, render
-from .schema import migrate
+from .schema import create_input_files_table, migrate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group: an unexpected error is a bug, shown with its traceback and exit 70."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception:
+            traceback.print_exc()
+            click.echo(
+                "comsa-migrate: an unexpected error (a bug in comsa-migrate); "
+                "the traceback above helps to report it",
+                err=True,
+            )
+            sys.exit(EXIT_BUG)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="comsa-migrate")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens, to stderr.")
 def main(verbose: bool) -> None:
@@ -66,6 +87,7 @@ def main(verbose: bool) -> None:
 @quiet_option
 @max_json_bytes_option
 @batch_size_option
+@dashboard_options
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -78,6 +100,7 @@ def backfill_command(
     quiet: bool,
     max_json_bytes: int,
     batch_size: int,
+    dashboard: dict[str, Any],
     dry_run: bool,
 ) -> None:
     """Write every job under DATA_DIR into PostgreSQL, one transaction per job.
@@ -94,16 +117,25 @@ def backfill_command(
 
     \b
     Exit codes: 0 every job written or unchanged; 1 some job skipped (error or
-    conflict); 2 usage, configuration or connection error; 130 interrupted.
+    conflict); 2 usage, configuration or connection error, nothing written;
+    4 stopped part-way (the database went away; rerun to finish); 70 a bug;
+    130 interrupted.
     With --dry-run, the exit codes of report.
     """
-    options = BackfillOptions(data_dir, force, max_json_bytes, batch_size)
+    options = BackfillOptions(data_dir, force, max_json_bytes, batch_size, **dashboard)
     if dry_run:
         _report(options, dsn, offline=False, out=_ReportOutput(), quiet=quiet)
+    with errors_as_exit():
+        tree.check_data_dir(data_dir)  # before a server is started or connected to
     with errors_as_exit(), connection(dsn) as (conn, target), stop_on_signals() as stop:
         show_progress = not quiet and sys.stderr.isatty()
-        with progress(show_progress, tree.count_job_files(data_dir)) as on_job:
-            summary = backfill(conn, options, stop=stop, on_job=on_job)
+        try:
+            with progress(show_progress, tree.count_job_files(data_dir)) as on_job:
+                summary = backfill(conn, options, stop=stop, on_job=on_job)
+        except RunStopped as exc:
+            click.echo(f"comsa-migrate: error: {exc}", err=True)
+            click.echo(backfill_summary(exc.summary, str(data_dir), str(target)))
+            sys.exit(exc.exit_code)
         click.echo(backfill_summary(summary, str(data_dir), str(target)))
         if summary.interrupted:
             sys.exit(EXIT_INTERRUPTED)
@@ -145,6 +177,7 @@ def backfill_command(
 @click.option("--all", "show_all", is_flag=True, help="List every problem, not 10 per code.")
 @quiet_option
 @max_json_bytes_option
+@dashboard_options
 def report_command(
     data_dir: Path,
     dsn: str | None,
@@ -155,6 +188,7 @@ def report_command(
     show_all: bool,
     quiet: bool,
     max_json_bytes: int,
+    dashboard: dict[str, Any],
 ) -> None:
     """Say what the next backfill of DATA_DIR would do, and what is wrong with the data.
 
@@ -176,7 +210,7 @@ def report_command(
     Exit codes: 0 no error-level problem; 1 some error (with --fail-on warning, also
     a warning); 2 usage, configuration or connection error; 130 interrupted.
     """
-    options = BackfillOptions(data_dir, max_json_bytes=max_json_bytes)
+    options = BackfillOptions(data_dir, max_json_bytes=max_json_bytes, **dashboard)
     out = _ReportOutput(fmt, output, fail_on, show_all)
     _report(options, dsn, offline=offline, out=out, quiet=quiet)
 
@@ -196,6 +230,7 @@ def _report(
 ) -> None:
     """Build the report (read only, or offline), write it out, exit with its verdict."""
     with errors_as_exit(), stop_on_signals() as stop:
+        tree.check_data_dir(options.data_dir)  # before a database is connected to
         target = None if offline else db.resolve_target(dsn)
         show_progress = not quiet and sys.stderr.isatty()
         total = tree.count_job_files(options.data_dir) if show_progress else 0
@@ -228,24 +263,79 @@ def _report(
 
 @main.command("init-db")
 @dsn_option
-def init_db_command(dsn: str | None) -> None:
+@click.option(
+    "--grant-writer",
+    "writers",
+    multiple=True,
+    metavar="ROLE",
+    help="Give ROLE (which must exist) the rights to run backfill, sync, report and status "
+    "without creating anything. Repeatable.",
+)
+@click.option(
+    "--grant-reader",
+    "readers",
+    multiple=True,
+    metavar="ROLE",
+    help="Give ROLE (which must exist) the rights to run report and status. Repeatable.",
+)
+@click.option(
+    "--input-files",
+    is_flag=True,
+    help="Also create the dashboard's job_input_files (its 003_input_file_storage), so that "
+    "a backfill before the dashboard's first start stores uploads there.",
+)
+def init_db_command(
+    dsn: str | None, writers: tuple[str, ...], readers: tuple[str, ...], input_files: bool
+) -> None:
     """Create or upgrade the schema: the dashboard's tables and comsa-migrate's bookkeeping.
 
-    Idempotent. Tables the dashboard created by hand from 001_initial_schema.sql are
-    adopted. A migration file changed after it was applied is refused.
+    Run it as a role that may create them (the owner); then roles without CREATE can
+    run everything else. Idempotent. Tables the dashboard created by hand from
+    001_initial_schema.sql are adopted. A migration file changed after it was applied
+    is refused.
+
+    \b
+    The rights given on this database (none of them creates anything):
+      --grant-writer ROLE (backfill, sync, report, status): CONNECT on it;
+        USAGE on the schemas public and comsa_migrate; SELECT, INSERT, UPDATE,
+        DELETE on jobs, job_logs, job_files and the tables of comsa_migrate
+        (SELECT only on its schema_migrations); USAGE on their sequences;
+        EXECUTE on the functions and the procedure of comsa_migrate.
+      --grant-reader ROLE (report, status): CONNECT; the same USAGE; SELECT on
+        the same tables; EXECUTE on the functions of comsa_migrate.
+
+    Granting again is harmless, and rights are only added (REVOKE takes them
+    back). Whenever a new migration is applied (by init-db, or by a backfill or
+    sync run by the owner), the roles set up with these options are given their
+    rights on the new objects too.
 
     \b
     Example:
       comsa-migrate init-db --dsn postgresql://postgres@127.0.0.1:5432/comsa_dashboard
+      comsa-migrate init-db --dsn postgresql://postgres@db/comsa_dashboard \\
+          --grant-writer comsa_writer --grant-reader comsa_reader
     """
+    requested: list[tuple[str, grants.Kind]] = [
+        *((role, "writer") for role in writers),
+        *((role, "reader") for role in readers),
+    ]
     with errors_as_exit(), connection(dsn) as (conn, target):
+        grants.require_roles(conn, [role for role, _ in requested])
         result = migrate(conn)
         for name in result.applied:
             click.echo(f"applied {name}")
         for name in result.adopted:
             click.echo(f"adopted the existing tables as {name}")
+        for role, kind in result.regranted:
+            click.echo(f"granted {role} the rights of a {kind} on the new objects")
         if not result.applied and not result.adopted:
             click.echo(f"{target}: schema is up to date")
+        if input_files:
+            created = create_input_files_table(conn)
+            click.echo("created job_input_files" if created else "job_input_files exists")
+        for role, kind in requested:
+            grants.grant(conn, role, kind)
+            click.echo(f"granted {role} the rights of a {kind}")
 
 
 @main.command("psql", context_settings={"ignore_unknown_options": True})

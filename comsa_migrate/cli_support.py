@@ -4,10 +4,11 @@ expected failures as one line, signals and the progress bar."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ import click
 import psycopg
 
 from . import db
-from .backfill import DEFAULT_BATCH_SIZE, DEFAULT_MAX_JSON_BYTES, JobResult
-from .errors import ComsaMigrateError
+from .backfill import DEFAULT_BATCH_SIZE, DEFAULT_MAX_JSON_BYTES, DEFAULT_PATH_PREFIX, JobResult
+from .errors import ComsaMigrateError, first_line
+from .uploads import DEFAULT_MAX_INPUT_BYTES
 
 EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -43,6 +45,71 @@ batch_size_option = click.option(
     help="Jobs sent per round trip; each job is still its own transaction.",
 )
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+
+
+def _folder_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    return value if not value or value.endswith("/") else value + "/"
+
+
+_DASHBOARD_OPTIONS = (
+    click.option(
+        "--path-prefix",
+        metavar="PREFIX",
+        default=DEFAULT_PATH_PREFIX,
+        show_default=True,
+        callback=_folder_prefix,
+        help="DATA_DIR as the dashboard's working folder (backend/) sees it: input_file_path "
+        "and job_files.file_path are written as PREFIX + uploads/<id>/..., which the "
+        "dashboard opens. '' writes them relative to DATA_DIR, as the schema document words it.",
+    ),
+    click.option(
+        "--owner",
+        metavar="EMAIL",
+        help="Give the migrated jobs that have no owner the dashboard user with this e-mail "
+        "(users.email; needs the dashboard's users table). Jobs with an owner keep theirs.",
+    ),
+    click.option(
+        "--input-content/--no-input-content",
+        default=True,
+        show_default=True,
+        help="Copy each job's uploads into the dashboard's job_input_files (base64), when "
+        "that table exists, so that a new pod can restore them.",
+    ),
+    click.option(
+        "--max-input-bytes",
+        type=click.IntRange(min=0),
+        default=DEFAULT_MAX_INPUT_BYTES,
+        show_default=True,
+        help="Larger uploads are not copied into job_input_files (input_too_large).",
+    ),
+)
+
+
+def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of how rows are written for the dashboard, given to ``command`` as one
+    ``dashboard`` dict of BackfillOptions fields."""
+
+    @functools.wraps(command)
+    def with_dashboard(
+        *args: Any,
+        path_prefix: str,
+        owner: str | None,
+        input_content: bool,
+        max_input_bytes: int,
+        **kwargs: Any,
+    ) -> Any:
+        dashboard = {
+            "path_prefix": path_prefix,
+            "owner": owner,
+            "input_content": input_content,
+            "max_input_bytes": max_input_bytes,
+        }
+        return command(*args, dashboard=dashboard, **kwargs)
+
+    decorated: Callable[..., Any] = with_dashboard
+    for option in reversed(_DASHBOARD_OPTIONS):
+        decorated = option(decorated)
+    return decorated
 
 
 def target_for(dsn: str | None) -> db.Target:
@@ -84,7 +151,19 @@ def errors_as_exit() -> Iterator[None]:
         click.echo(f"comsa-migrate: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except psycopg.OperationalError as exc:
-        click.echo(f"comsa-migrate: error: the database connection failed: {exc}", err=True)
+        click.echo(
+            f"comsa-migrate: error: the database connection failed: {first_line(exc)}", err=True
+        )
+        sys.exit(EXIT_USAGE)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        # the server's own words name the right ("permission denied for table jobs");
+        # its first line only: no statement, no context
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "permission denied"
+        click.echo(
+            f"comsa-migrate: error: {reason} (an owner grants the rights this command needs "
+            "with comsa-migrate init-db --grant-writer ROLE or --grant-reader ROLE)",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
 
 

@@ -9,13 +9,16 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
+from . import tree
 from .cli_support import (
     EXIT_OK,
     batch_size_option,
     connection,
+    dashboard_options,
     dsn_option,
     errors_as_exit,
     max_json_bytes_option,
@@ -91,6 +94,7 @@ from .sync import Daemon, SyncOptions
 )
 @max_json_bytes_option
 @batch_size_option
+@dashboard_options
 def sync_command(
     data_dir: Path,
     dsn: str | None,
@@ -105,6 +109,7 @@ def sync_command(
     log_format: str,
     max_json_bytes: int,
     batch_size: int,
+    dashboard: dict[str, Any],
 ) -> None:
     """Keep PostgreSQL in step with DATA_DIR while legacy writers keep running.
 
@@ -136,8 +141,10 @@ def sync_command(
         metrics_port=metrics_port,
         max_json_bytes=max_json_bytes,
         batch_size=batch_size,
+        **dashboard,
     )
     with _daemon_logging(log_format, logging.DEBUG if verbose else logging.INFO), errors_as_exit():
+        tree.check_data_dir(data_dir)  # before a server is started or connected to
         daemon = Daemon(target_for(dsn), options)
         with _daemon_signals(daemon):
             daemon.run()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["CODES", "Problem", "Severity"]
+__all__ = ["CODES", "Problem", "Severity", "printable"]
 
 
 class Severity(IntEnum):
@@ -32,8 +33,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "invalid_field": (ERR, "a field has the wrong type or is longer than its column"),
     "file_too_large": (ERR, "the job file is larger than --max-json-bytes"),
     "unreadable": (ERR, "the job file or folder cannot be read (permissions, I/O)"),
+    "not_a_file": (ERR, "a folder, FIFO, socket or device where a job JSON belongs; never opened"),
+    "duplicate_job_id": (ERR, "job JSONs whose names differ only in case; none of them is written"),
     "conflict": (ERR, "the database copy was changed by something else; --force overwrites"),
     "db_error": (ERR, "the database refused the job's rows; the job was rolled back"),
+    "internal_error": (ERR, "an unexpected error in comsa-migrate (a bug); the job was skipped"),
     "schema_missing": (ERR, "some of the dashboard's tables are missing (report only)"),
     # warnings: written (or left alone) but worth a look
     "missing_id": (WARN, "no `id` field; the file name was used"),
@@ -44,6 +48,17 @@ CODES: dict[str, tuple[Severity, str]] = {
     "orphan_upload_dir": (WARN, "an uploads/<id> folder has no job JSON"),
     "orphan_output_dir": (WARN, "an outputs/<id> folder has no job JSON"),
     "invalid_job_dir": (WARN, "a job folder or JSON whose name is not a UUID"),
+    "job_dir_case_mismatch": (
+        WARN,
+        "a job folder whose name differs from its JSON's only in case; not mirrored",
+    ),
+    "invalid_file_name": (WARN, "a file or folder name that is not UTF-8; skipped"),
+    "special_file_skipped": (WARN, "a FIFO, socket or device in a job's folder; skipped"),
+    "input_too_large": (WARN, "an upload over --max-input-bytes; not copied to job_input_files"),
+    "duplicate_input_name": (
+        WARN,
+        "two uploads of one job share a base name; job_input_files keeps the one nearest the top",
+    ),
     # warnings of the report's database drift check
     "db_only": (WARN, "a job in the database with no JSON on disk"),
     "db_changed": (WARN, "the job's rows were changed since comsa-migrate wrote them"),
@@ -69,7 +84,30 @@ class Problem:
     def __post_init__(self) -> None:
         if self.code not in CODES:
             raise ValueError(f"unknown problem code {self.code!r}")
+        # every output (text, JSON, Markdown, logs, the database) can carry the result
+        for name in ("message", "job_id", "path"):
+            value = getattr(self, name)
+            if value is not None and not value.isprintable():
+                object.__setattr__(self, name, printable(value))
 
     @property
     def severity(self) -> Severity:
         return CODES[self.code][0]
+
+
+#: what no output can carry as is: lone surrogates (a name's bytes that are not UTF-8,
+#: as os.fsdecode leaves them, or a JSON "\udXXX" escape) and U+0000
+_UNPRINTABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each byte that was not UTF-8 as ``\\xNN``, other lone surrogates as
+    ``\\uNNNN`` and U+0000 as ``\\x00``: valid UTF-8 that any output and PostgreSQL take."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    point = ord(match.group())
+    if 0xDC80 <= point <= 0xDCFF:  # os.fsdecode's "surrogateescape" of one byte
+        return f"\\x{point - 0xDC00:02x}"
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"

@@ -6,7 +6,7 @@ import textwrap
 from collections import Counter
 
 from .backfill import Summary
-from .problems import CODES, Severity
+from .problems import CODES, Severity, printable
 
 __all__ = ["backfill_summary"]
 
@@ -21,7 +21,7 @@ _ACTION_WORDS = (
 
 def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
     """The summary a backfill prints: totals first, then every error-level problem."""
-    lines = [f"Backfill of {data_dir} into {target}"]
+    lines = [f"Backfill of {printable(data_dir)} into {target}"]
     if summary.migrations and (summary.migrations.applied or summary.migrations.adopted):
         done = [*summary.migrations.applied]
         done += [f"{name} (adopted existing tables)" for name in summary.migrations.adopted]
@@ -30,13 +30,22 @@ def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
     if summary.actions["metadata_only"]:
         jobs += f"; {summary.actions['metadata_only']} metadata only"
     lines.append(_row("jobs", jobs))
-    lines.append(_row("rows", ", ".join(f"{t} {summary.rows[t]}" for t in _TABLES)))
+    tables = (*_TABLES, "job_input_files") if summary.inputs_stored else _TABLES
+    lines.append(_row("rows", ", ".join(f"{t} {summary.rows[t]}" for t in tables)))
+    if summary.owner:
+        given = summary.rows["owned"]
+        lines.append(_row("owner", f"{given} job{'' if given == 1 else 's'} given {summary.owner}"))
     for severity, label in ((Severity.WARNING, "warnings"), (Severity.INFO, "info")):
         counts = _by_severity(summary.problem_counts, severity)
         lines.append(_row(label, ", ".join(f"{c} {n}" for c, n in counts) or "none"))
     rate = summary.jobs / summary.elapsed if summary.elapsed > 0 else 0.0
     lines.append(_row("elapsed", f"{summary.elapsed:.2f} s ({rate:,.0f} jobs/s)"))
-    if summary.interrupted:
+    if summary.stopped:
+        lines.append(
+            "Stopped part-way: the jobs above were written (the batch in flight may have "
+            "been too); rerun to finish the rest."
+        )
+    elif summary.interrupted:
         lines.append("Interrupted: the jobs above were written; rerun to finish the rest.")
     if summary.errors:
         lines.append("")

