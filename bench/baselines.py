@@ -19,6 +19,7 @@ import orjson
 __all__ = ["bare_walk", "copy_lower_bound", "copy_rows"]
 
 _EPOCH = datetime(1970, 1, 1)
+_LOG_STEP = timedelta(microseconds=1)
 JOB_COLUMNS = (
     "id",
     "type",
@@ -106,8 +107,14 @@ def _job_rows(
             entry.stat(follow_symlinks=False)
             with open(entry.path, "rb") as fh:
                 doc = orjson.loads(fh.read())
+            previous = None
             for line in doc.get("log") or ():
-                logs.append((job_id, line[1:20], line[22:]))
+                # each line whole, stamped by its prefix, one microsecond apart within a second
+                moment = datetime.fromisoformat(line[1:20])
+                if previous is not None and moment <= previous:
+                    moment = previous + _LOG_STEP
+                logs.append((job_id, moment.isoformat(sep=" "), line))
+                previous = moment
             for folder, file_type in (("uploads", "input"), ("outputs", "output")):
                 _stat_files(data_dir, folder, file_type, job_id, files)
             yield _job_row(job_id, doc)
@@ -135,7 +142,7 @@ def _job_row(job_id: str, doc: dict[str, Any]) -> tuple[Any, ...]:
         doc.get("completed_at"),
         orjson.dumps(error).decode(),
         orjson.dumps(doc.get("result") or {}).decode(),
-        input_file[5:] if input_file else None,
+        input_file,  # data/uploads/...: as the dashboard writes it, and the legacy JSON holds it
     )
 
 
@@ -154,7 +161,7 @@ def _stat_files(
         for entry in it:
             st = entry.stat(follow_symlinks=False)
             modified = (_EPOCH + timedelta(microseconds=st.st_mtime_ns // 1000)).isoformat()
-            rel = f"{folder}/{job_id}/{entry.name}"
+            rel = f"data/{folder}/{job_id}/{entry.name}"  # from the dashboard's backend/
             files.append((job_id, file_type, entry.name, rel, st.st_size, modified))
 
 

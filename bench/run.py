@@ -3,6 +3,7 @@
     python -m bench.run --jobs 20000
     python -m bench.run --jobs 100000 --only b      # the memory check
     python -m bench.run --jobs 20000 --embedded     # an embedded PostgreSQL instead of --dsn
+    python -m bench.run --jobs 20000 --only bn --repeat 3   # what the per-job lock costs
 
 Each measure is the wall-clock time of one child process, from spawn to exit, so the
 baselines pay for their interpreter start as the CLI does; peak RSS is that child's
@@ -41,8 +42,9 @@ MEASURES = {
     "b": "(b) cold backfill",
     "c": "(c) rerun on the unchanged tree (warm)",
     "d": "(d) bare walk, stat every file (warm)",
+    "n": "(n) cold backfill without the per-job lock",
 }
-TARGETS = {"b/a": 1.5, "c/d": 2.0}
+TARGETS = {"b/a": 1.5, "c/d": 2.0, "b/n": 1.1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tree", type=Path, help="generate the tree here and keep it (reused when it matches)"
     )
-    parser.add_argument("--only", default="abcd", help="which measures to run (abcd)")
+    parser.add_argument(
+        "--only", default="abcd", help="which measures to run (abcd; n: b without the job lock)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="passes over the measures (1)")
     parser.add_argument("--batch-size", type=int, help="passed to comsa-migrate backfill")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -118,9 +122,7 @@ def _round(
             _print_row("a", child, args.jobs)
     if only & {"b", "c"}:
         with database(admin_dsn) as dsn:
-            backfill = ["comsa_migrate.cli", "backfill", str(data_dir), "--dsn", dsn, "-q"]
-            if args.batch_size:
-                backfill += ["--batch-size", str(args.batch_size)]
+            backfill = _backfill_args(args, data_dir, dsn)
             child = _child(backfill)
             _check_run(dsn, "insert", args.jobs, child)
             _check_rows(dsn, counts, "(b)")
@@ -131,11 +133,35 @@ def _round(
                 _check_run(dsn, "unchanged", args.jobs, child)
                 result.results["c"] = child
                 _print_row("c", child, args.jobs)
+    if "n" in only:
+        with database(admin_dsn) as dsn:
+            _without_job_lock(dsn)
+            child = _child(_backfill_args(args, data_dir, dsn))
+            _check_run(dsn, "insert", args.jobs, child)
+            _check_rows(dsn, counts, "(n)")
+            result.results["n"] = child
+            _print_row("n", child, args.jobs)
     if "d" in only:
         child = _child(["bench.baselines", "walk", str(data_dir)])
         result.results["d"] = child
         _print_row("d", child, args.jobs)
     return result
+
+
+def _backfill_args(args: argparse.Namespace, data_dir: Path, dsn: str) -> list[str]:
+    backfill = ["comsa_migrate.cli", "backfill", str(data_dir), "--dsn", dsn, "-q"]
+    if args.batch_size:
+        backfill += ["--batch-size", str(args.batch_size)]
+    return backfill
+
+
+def _without_job_lock(dsn: str) -> None:
+    """Put back apply_job() as migration 002 defined it, before 004 added the per-job lock."""
+    sql = (ROOT / "schema" / "002_comsa_migrate_bookkeeping.sql").read_text()
+    start = sql.index("CREATE FUNCTION comsa_migrate.apply_job(")
+    end = sql.index("$$;", start) + len("$$;")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql[start:end].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
 
 
 def _child(args: list[str]) -> Child:
@@ -260,7 +286,7 @@ def _print_row(letter: str, child: Child, jobs: int) -> None:
 
 def _report(rounds: list[Round], jobs: int) -> str:
     lines = []
-    for name, (top, bottom) in (("b/a", ("b", "a")), ("c/d", ("c", "d"))):
+    for name, (top, bottom) in (("b/a", ("b", "a")), ("c/d", ("c", "d")), ("b/n", ("b", "n"))):
         ratios = [r for r in (rnd.ratio(top, bottom) for rnd in rounds) if r is not None]
         if ratios:
             each = ", ".join(f"{r:.2f}" for r in ratios) if len(ratios) > 1 else ""

@@ -7,7 +7,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,14 @@ MAPPED_KEYS = frozenset(
         "input_file",
     }
 )
-_LOG_PREFIX = re.compile(r"\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})\] ?(.*)", re.S)
+_LOG_PREFIX = re.compile(r"\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})\]")
+#: what separates two log lines stamped with one second, in file order
+LOG_STEP = timedelta(microseconds=1)
 _UTF8_BOM = b"\xef\xbb\xbf"
 #: a run of digits that may be an integer beyond 64 bits, which orjson reads as a float
 _LONG_DIGITS = re.compile(rb"\d{19}")
+#: a UTF-16 surrogate written as a JSON escape: orjson refuses one that is not paired
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 #: deeper documents are refused: no job nests beyond a few levels, and the payload
 #: written to PostgreSQL must stay within orjson's encoder limit (254)
 MAX_DEPTH = 200
@@ -113,8 +117,8 @@ def parse_job(raw: bytes, source: JobSource, data_dir: Path) -> Parsed:
         if _absent(doc.get("type")) and _absent(doc.get("status")):
             note("metadata_only", "no `type` and no `status`: a metadata sidecar, not a job")
             return Parsed(None, tuple(notes), metadata_only=True)
-        if b"\\u0000" in raw:
-            _reject_nul(doc)
+        if b"\\u0000" in raw or _SURROGATE_ESCAPE.search(raw):  # only escapes bring them
+            _reject_unstorable(doc)
         record = _normalise(doc, source, data_dir, note)
     except _Invalid as exc:
         note(exc.code, str(exc))
@@ -172,9 +176,13 @@ def _load(raw: bytes) -> Any:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise _Invalid("invalid_json", f"not valid JSON: {exc}") from None
+            if _SURROGATE_ESCAPE.search(raw) is None:
+                raise _Invalid("invalid_json", f"not valid JSON: {exc}") from None
+            # maybe a lone surrogate: valid JSON, refused later only where it is stored
+            exact = True
+            doc = _load_exact(raw)
     if exact or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
-        _check_depth_and_text(doc)
+        _check_depth(doc)
     return doc
 
 
@@ -200,19 +208,16 @@ def _load_exact(raw: bytes) -> Any:
         raise _Invalid("invalid_json", f"not valid JSON: {exc}") from None
 
 
-def _check_depth_and_text(doc: Any) -> None:
-    """Refuse nesting beyond MAX_DEPTH and lone surrogates (which orjson refuses too)."""
+def _check_depth(doc: Any) -> None:
+    """Refuse nesting beyond MAX_DEPTH (which orjson refuses too)."""
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
         value, depth = stack.pop()
         if isinstance(value, dict):
-            stack.extend((key, depth) for key in value)
             children: Any = value.values()
         elif isinstance(value, list):
             children = value
         else:
-            if isinstance(value, str) and not _encodable(value):
-                raise _Invalid("invalid_json", "a string holds a lone UTF-16 surrogate")
             continue
         if depth > MAX_DEPTH:
             raise _Invalid("invalid_json", f"nested deeper than {MAX_DEPTH} levels")
@@ -227,8 +232,9 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _reject_nul(doc: dict[str, Any]) -> None:
-    """PostgreSQL text and jsonb cannot hold U+0000; fields that are not stored may."""
+def _reject_unstorable(doc: dict[str, Any]) -> None:
+    """PostgreSQL text and jsonb cannot hold U+0000 nor a lone UTF-16 surrogate (no UTF-8
+    has it); fields that are not stored may hold either."""
     for key in MAPPED_KEYS & doc.keys():
         stack = [doc[key]]
         while stack:
@@ -237,6 +243,11 @@ def _reject_nul(doc: dict[str, Any]) -> None:
                 if "\x00" in value:
                     raise _Invalid(
                         "invalid_field", f"`{key}` holds U+0000, which PostgreSQL cannot store"
+                    )
+                if not _encodable(value):
+                    raise _Invalid(
+                        "invalid_field",
+                        f"`{key}` holds a lone UTF-16 surrogate, which PostgreSQL cannot store",
                     )
             elif isinstance(value, dict):
                 stack.extend(value)
@@ -357,25 +368,42 @@ def _result(value: Any) -> dict[str, Any]:
 
 
 def _logs(value: Any, first_default: datetime) -> tuple[LogEntry, ...]:
+    """Each line whole as its message, as the user saw it; its prefix's time as its timestamp.
+
+    The dashboard reads logs ORDER BY timestamp, and legacy lines are stamped to the
+    second: each line's time is made later than the line before it by at least LOG_STEP,
+    so that the order by time is the file's order. A line without a prefix (the first:
+    ``first_default``) takes the line before's time plus a step.
+    """
     if _absent(value):
         return ()
     lines = value if isinstance(value, list) else [value]
     entries: list[LogEntry] = []
-    previous = first_default
+    previous: datetime | None = None
     for line in lines:
         if not isinstance(line, str):
             raise _Invalid("invalid_field", f"log line {line!r} is not a string")
-        match = _LOG_PREFIX.fullmatch(line)
-        if match is None:
-            entries.append(LogEntry(previous, line))
-            continue
-        try:
-            previous = datetime.fromisoformat(match.group(1))  # the regex fixed its shape
-        except ValueError:
-            reason = f"log line prefix [{match.group(1)}] is not a date"
-            raise _Invalid("invalid_timestamp", reason) from None
-        entries.append(LogEntry(previous, match.group(2)))
+        stamped = _log_time(line)
+        if previous is None:
+            moment = stamped or first_default
+        elif stamped is not None and stamped > previous:
+            moment = stamped
+        else:
+            moment = previous + LOG_STEP
+        entries.append(LogEntry(moment, line))
+        previous = moment
     return tuple(entries)
+
+
+def _log_time(line: str) -> datetime | None:
+    match = _LOG_PREFIX.match(line)
+    if match is None:
+        return None
+    try:
+        return datetime.fromisoformat(match.group(1))  # the regex fixed its shape
+    except ValueError:
+        reason = f"log line prefix [{match.group(1)}] is not a date"
+        raise _Invalid("invalid_timestamp", reason) from None
 
 
 def _input_file_path(value: Any, data_dir: Path, note: Any) -> str | None:

@@ -25,7 +25,7 @@ from .backfill import (
 )
 from .errors import DatabaseUnavailable
 from .legacy import parse_job
-from .problems import Problem, Severity
+from .problems import Problem, Severity, printable
 from .report_drift import DriftInput, check_drift
 from .schema import APP_TABLES, pending_migrations
 
@@ -115,7 +115,7 @@ class Report:
     @property
     def rows_written(self) -> dict[str, int]:
         """Rows per table the backfill would write, counted as its summary counts them."""
-        return {t: self.rows[t]["insert"] + self.rows[t]["update"] for t in TABLES}
+        return {t: self.rows[t]["insert"] + self.rows[t]["update"] for t in self.rows}
 
     def fails(self, fail_on: Severity = Severity.ERROR) -> bool:
         """True when some problem is at least as severe as ``fail_on``."""
@@ -252,6 +252,7 @@ class _Run:
             self.json_on_disk,
             self.actions,
             self.collector.add,
+            self.options.path_prefix,
         )
 
     def report(self, database: Database, elapsed: float) -> Report:
@@ -265,10 +266,10 @@ class _Run:
             for job_id, action in sorted(self.actions.items())
         )
         return Report(
-            data_dir=str(self.options.data_dir),
+            data_dir=printable(str(self.options.data_dir)),
             database=database,
             actions={a: self.collector.actions[a] for a in REPORT_ACTIONS},
-            rows={t: {c: self.row_changes[t][c] for c in CHANGES} for t in TABLES},
+            rows={t: {c: self.row_changes[t][c] for c in CHANGES} for t in self.tables},
             problems=tuple(problems),
             jobs=jobs,
             files=FilesSeen(
@@ -281,6 +282,11 @@ class _Run:
             elapsed=elapsed,
             interrupted=self.collector.interrupted,
         )
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables whose rows the report counts: job_input_files when uploads go there."""
+        return TABLES if self.collector.inputs_stored else TABLES[:3]
 
     def _decided(self, result: JobResult) -> None:
         """A job decided without the database; one unchanged by stat is still validated."""
@@ -313,8 +319,8 @@ class _Run:
                 self.seen["json_bytes"] += item.json_size
                 self.seen["job_files"] += len(item.files)
                 self.seen["file_bytes"] += sum(f.size for f in item.files)
-            elif item.code == "unreadable" and item.job_id is not None:
-                self.json_on_disk.add(item.job_id)
+            elif item.severity is Severity.ERROR and item.job_id is not None:
+                self.json_on_disk.add(item.job_id)  # a job JSON the scan could not take
             yield item
 
 

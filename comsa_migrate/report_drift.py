@@ -61,6 +61,7 @@ class DriftInput:
     json_on_disk: set[str]  # job ids whose JSON exists (read or not)
     actions: dict[str, str]  # job id -> what the next backfill does with it
     add: Callable[[Problem], None]
+    path_prefix: str = ""  # what job_files paths start with (--path-prefix)
 
 
 def check_drift(conn: psycopg.Connection[Any], seen: DriftInput, *, with_state: bool) -> None:
@@ -93,14 +94,19 @@ def check_drift(conn: psycopg.Connection[Any], seen: DriftInput, *, with_state: 
 
 
 def _check_files(seen: DriftInput, job_id: str, files: list[list[Any]]) -> dict[str, int]:
-    """file_missing and size_mismatch for one job's rows; returns {path: size on disk}."""
+    """file_missing and size_mismatch for one job's rows; returns {stored path: size on disk}.
+
+    A stored path under --path-prefix names the file at the rest of it under DATA_DIR.
+    """
     source = seen.sources.get(job_id)
     on_disk = {f.file_path: f.size for f in source.files} if source else {}
     mismatched: dict[str, int] = {}
-    for path, size in files:
+    prefix = seen.path_prefix
+    for stored_path, size in files:
+        path = stored_path[len(prefix) :] if stored_path.startswith(prefix) else stored_path
         if path in on_disk:
             if size is not None and size != on_disk[path]:
-                mismatched[path] = on_disk[path]
+                mismatched[stored_path] = on_disk[path]
                 seen.add(
                     Problem(
                         "size_mismatch",

@@ -10,7 +10,7 @@ import orjson
 
 from . import __version__
 from .problems import CODES, Problem, Severity
-from .report import CHANGES, REPORT_VERSION, TABLES, Report
+from .report import CHANGES, REPORT_VERSION, Report
 
 __all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
 
@@ -121,7 +121,7 @@ def _rows_text(report: Report) -> list[str]:
     if report.offline:
         return [_field("rows", "need a database")]
     lines = [_field("rows", f"{'':<10}{'insert':>9}{'update':>9}{'delete':>9}")]
-    for table in TABLES:
+    for table in report.rows:
         counts = "".join(f"{report.rows[table][c]:>9,}" for c in CHANGES)
         lines.append(f"{'':14}{table:<10}{counts}")
     return lines
@@ -189,7 +189,7 @@ def render_markdown(report: Report, *, show_all: bool = False) -> str:
     ]
     if not report.offline:
         lines += ["", "| rows | insert | update | delete |", "|---|---:|---:|---:|"]
-        for table in TABLES:
+        for table in report.rows:
             counts = " | ".join(f"{report.rows[table][c]:,}" for c in CHANGES)
             lines.append(f"| `{table}` | {counts} |")
     severities = report.severity_counts

@@ -12,24 +12,29 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
+from .errors import ConfigurationError
 from .legacy import JobRecord
 from .tree import utc_from_ns
 
 __all__ = [
     "Outcome",
     "Plan",
+    "WriteSettings",
     "apply_batch",
     "finish_run",
+    "give_owner",
     "job_payload",
     "known_fingerprints",
+    "owner_of",
     "plan_batch",
     "prepare_session",
     "start_run",
+    "write_settings",
 ]
 
 log = logging.getLogger(__name__)
 
-TABLES = ("jobs", "job_logs", "job_files")
+TABLES = ("jobs", "job_logs", "job_files", "job_input_files")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,37 +42,126 @@ class Outcome:
     """What the database did with one job."""
 
     action: str  # insert, update, unchanged, conflict or error
-    rows: dict[str, int]  # rows written per table
+    rows: dict[str, int]  # rows written per table, and "owned": jobs given their owner
     message: str | None = None  # the database's reason, for "error"
 
 
-def job_payload(record: JobRecord) -> bytes:
-    """The job as one JSON document, the shape comsa_migrate.apply_job() reads."""
-    return _dumps(
-        {
-            "id": record.id,
-            "type": record.type,
-            "status": record.status,
-            "algorithm": record.algorithm,
-            "age_group": record.age_group,
-            "country": record.country,
-            "calib_model_type": record.calib_model_type,
-            "ensemble": record.ensemble,
-            "created_at": record.created_at,
-            "started_at": record.started_at,
-            "completed_at": record.completed_at,
-            "error": record.error,
-            "result": record.result,
-            "input_file_path": record.input_file_path,
-            "logs": [(entry.timestamp, entry.message) for entry in record.logs],
-            "files": [
-                (f.file_type, f.file_name, f.file_path, f.size, utc_from_ns(f.mtime_ns))
-                for f in record.source.files
-            ],
-            "fingerprint": record.source.fingerprint,
-            "source_path": record.source.json_path,
-        }
+@dataclass(frozen=True, slots=True)
+class WriteSettings:
+    """How jobs are written to this database: what the options ask and what it has."""
+
+    path_prefix: str = "data/"  # DATA_DIR as the dashboard's working folder sees it
+    store_inputs: bool = False  # copy uploads into job_input_files (which exists)
+    max_input_bytes: int = 0
+    owner_id: str | None = None  # users.id given to migrated jobs that have no owner
+
+    @property
+    def tag(self) -> str:
+        """What a job's stored fingerprint adds to the stat fingerprint: a change of these
+        settings (another prefix, job_input_files created since) makes every job read again."""
+        inputs = f"inputs<={self.max_input_bytes}" if self.store_inputs else "no-inputs"
+        return f"{self.path_prefix}|{inputs}"
+
+    def fingerprint(self, source_fingerprint: str) -> str:
+        return f"{source_fingerprint}|{self.tag}"
+
+
+def write_settings(
+    conn: psycopg.Connection[Any] | None,
+    path_prefix: str,
+    *,
+    input_content: bool,
+    max_input_bytes: int,
+    owner: str | None,
+) -> WriteSettings:
+    """The settings of a run on ``conn`` (None: no database, as a report offline has it).
+
+    Raises ConfigurationError when --owner names no user of the dashboard's `users`.
+    """
+    has_inputs = conn is not None and _exists(conn, "public.job_input_files")
+    owner_id = None if owner is None or conn is None else owner_of(conn, owner)
+    return WriteSettings(path_prefix, input_content and has_inputs, max_input_bytes, owner_id)
+
+
+def owner_of(conn: psycopg.Connection[Any], email: str) -> str:
+    """The id of the dashboard user with this e-mail (case aside), for --owner."""
+    has_owner_column = conn.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('public.jobs')"
+        " AND attname = 'user_id' AND NOT attisdropped"
+    ).fetchone()
+    if not _exists(conn, "public.users") or not has_owner_column:
+        raise ConfigurationError(
+            "--owner needs the dashboard's users table and jobs.user_id (its migration "
+            "002_users), which this database does not have"
+        )
+    rows = conn.execute(
+        "SELECT id::text FROM public.users WHERE lower(email) = lower(%s)", [email]
+    ).fetchall()
+    if len(rows) != 1:
+        found = "no user" if not rows else f"{len(rows)} users"
+        raise ConfigurationError(f"--owner {email}: {found} with this e-mail in users")
+    return str(rows[0][0])
+
+
+def give_owner(conn: psycopg.Connection[Any], owner_id: str) -> int:
+    """Give every job comsa-migrate wrote and nobody owns the owner; returns how many.
+
+    Jobs written in this run get it in their own transaction (apply_job); this reaches
+    the ones a rerun skips as unchanged by stat.
+    """
+    cur = conn.execute(
+        "UPDATE public.jobs j SET user_id = %s FROM comsa_migrate.job_state s"
+        " WHERE s.job_id = j.id AND j.user_id IS NULL",
+        [owner_id],
     )
+    return cur.rowcount
+
+
+def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [name]).fetchone()
+    return bool(row and row[0])
+
+
+def job_payload(
+    record: JobRecord, settings: WriteSettings, inputs: list[tuple[str, str]] | None = None
+) -> bytes:
+    """The job as one JSON document, the shape comsa_migrate.apply_job() reads.
+
+    Paths are DATA_DIR-relative in the record; the payload gives them as the dashboard
+    writes them, under ``settings.path_prefix``. ``inputs`` are the job's uploads for
+    job_input_files, when it is written.
+    """
+    prefix = settings.path_prefix
+    payload: dict[str, Any] = {
+        "id": record.id,
+        "type": record.type,
+        "status": record.status,
+        "algorithm": record.algorithm,
+        "age_group": record.age_group,
+        "country": record.country,
+        "calib_model_type": record.calib_model_type,
+        "ensemble": record.ensemble,
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "completed_at": record.completed_at,
+        "error": record.error,
+        "result": record.result,
+        "input_file_path": (
+            None if record.input_file_path is None else prefix + record.input_file_path
+        ),
+        "logs": [(entry.timestamp, entry.message) for entry in record.logs],
+        "files": [
+            (f.file_type, f.file_name, prefix + f.file_path, f.size, utc_from_ns(f.mtime_ns))
+            for f in record.source.files
+        ],
+        "fingerprint": settings.fingerprint(record.source.fingerprint),
+        "source_path": record.source.json_path,
+    }
+    if settings.store_inputs and inputs is not None:
+        payload["inputs"] = inputs
+    if settings.owner_id is not None:
+        payload["owner_id"] = settings.owner_id
+    return _dumps(payload)
 
 
 def prepare_session(conn: psycopg.Connection[Any]) -> None:
@@ -105,7 +199,7 @@ def apply_batch(
     return [
         Outcome(
             item["action"],
-            {table: int(item.get(table, 0)) for table in TABLES},
+            {key: int(item.get(key, 0)) for key in (*TABLES, "owned")},
             item.get("message"),
         )
         for item in row[0]
@@ -141,9 +235,20 @@ SELECT p.action,
        COALESCE(jsonb_array_length(p.stored->'logs'), 0),
        jsonb_array_length(p.incoming->'logs'),
        COALESCE(jsonb_array_length(p.stored->'files'), 0),
-       jsonb_array_length(p.incoming->'files')
-FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(job, n),
-     LATERAL comsa_migrate.plan_job(e.job, %s) AS p
+       jsonb_array_length(p.incoming->'files'),
+       inputs.inserted, inputs.updated, inputs.deleted
+FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(job, n)
+CROSS JOIN LATERAL comsa_migrate.plan_job(e.job, %s) AS p
+CROSS JOIN LATERAL (
+    -- job_input_files, by file name: [name, digest] on each side
+    SELECT count(*) FILTER (WHERE s.v IS NULL) AS inserted,
+           count(*) FILTER (WHERE s.v->>1 <> i.v->>1) AS updated,
+           count(*) FILTER (WHERE i.v IS NULL) AS deleted
+    FROM jsonb_array_elements(COALESCE(p.incoming->'inputs', '[]')) AS i(v)
+    FULL JOIN jsonb_array_elements(COALESCE(p.stored->'inputs', '[]')) AS s(v)
+        ON s.v->>0 = i.v->>0
+    WHERE p.action IN ('insert', 'update') AND p.incoming ? 'inputs'
+) AS inputs
 ORDER BY e.n
 """
 
@@ -187,6 +292,9 @@ def _plan(
     logs_after: int,
     files_before: int,
     files_after: int,
+    inputs_inserted: int,
+    inputs_updated: int,
+    inputs_deleted: int,
 ) -> Plan:
     return Plan(
         action,
@@ -194,6 +302,7 @@ def _plan(
             "jobs": (int(job_changed and new), int(job_changed and not new), 0),
             "job_logs": (logs_after, 0, logs_before) if logs_changed else (0, 0, 0),
             "job_files": (files_after, 0, files_before) if files_changed else (0, 0, 0),
+            "job_input_files": (inputs_inserted, inputs_updated, inputs_deleted),
         },
     )
 

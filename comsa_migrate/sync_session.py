@@ -13,6 +13,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from . import __version__, daemon_store, store
+from .backfill import BackfillOptions
 from .db import Target
 from .errors import SchemaError
 from .lock import LockHeld, describe_holder, lock_key, try_lock, unlock
@@ -55,6 +56,7 @@ class SyncSession:
         data_dir: str,
         *,
         name: str,
+        writing: BackfillOptions,
         wait: bool,
         retry_min: float,
         retry_max: float,
@@ -63,6 +65,7 @@ class SyncSession:
         self.target = target
         self.data_dir = data_dir
         self.name = name
+        self.writing = writing
         self.key = lock_key(name)
         self.wait = wait
         self.retry_min = retry_min
@@ -187,9 +190,7 @@ class SyncSession:
         self.conn, self._lock_conn = conn, lock_conn
 
     def _locked_out(self, holder: str) -> None:
-        message = (
-            f"another sync daemon named {self.name} holds its lock on {self.target}: {holder}"
-        )
+        message = f"another sync daemon named {self.name} holds its lock on {self.target}: {holder}"
         if not self.wait:
             raise LockHeld(f"{message} (start with --wait to wait for it)")
         if self._waiting_for != holder:
@@ -200,6 +201,9 @@ class SyncSession:
     def _set_up(self, conn: psycopg.Connection[Any]) -> None:
         if self.daemon_id is None:
             migrate(conn)
+            settings = self.writing.settings(conn)  # an unknown --owner stops the start-up
+            if settings.owner_id is not None:
+                store.give_owner(conn, settings.owner_id)
             self.run_id = store.start_run(conn, "sync", self.data_dir)
             self.daemon_id = daemon_store.register(
                 conn, self.run_id, self.name, self.data_dir, __version__, "starting"

@@ -101,8 +101,8 @@ def test_a_changed_json_updates_the_row_and_replaces_its_logs(
         [FAILED_JOB],
     ).fetchall()
     assert logs == [
-        ("2026-01-01 19:54:01", "Starting openVA processing"),
-        ("2026-01-01 19:55:00", "Done"),
+        ("2026-01-01 19:54:01", "[2026-01-01 19:54:01] Starting openVA processing"),
+        ("2026-01-01 19:55:00", "[2026-01-01 19:55:00] Done"),
     ]
 
 

@@ -38,7 +38,10 @@ def test_job_details_with_logs_in_order(migrated: psycopg.Connection[Any]) -> No
     assert row is not None
     logs = row[-1]
     assert len(logs) == 9
-    assert logs[0] == {"timestamp": "2026-01-01T20:07:34", "message": "Starting vacalibration"}
+    assert logs[0] == {
+        "timestamp": "2026-01-01T20:07:34",
+        "message": "[2026-01-01 20:07:34] Starting vacalibration",
+    }
 
 
 def test_job_with_files_gives_types_paths_and_sizes(migrated: psycopg.Connection[Any]) -> None:
@@ -54,7 +57,7 @@ def test_job_with_files_gives_types_paths_and_sizes(migrated: psycopg.Connection
         ("input", "input.csv"),
         ("output", "calibration_summary.csv"),
     ]
-    assert files[0]["path"] == f"uploads/{JOB}/input.csv"
+    assert files[0]["path"] == f"data/uploads/{JOB}/input.csv"
     assert all(f["size"] > 0 for f in files)
 
 

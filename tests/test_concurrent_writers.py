@@ -60,10 +60,10 @@ def clean_run(generated_tree: Path, admin_dsn: str, template_db: str) -> Any:
         next(databases, None)
 
 
-def one_payload(data_dir: Path, job_id: str) -> bytes:
-    source = tree.job_source(data_dir, job_id)
-    assert isinstance(source, tree.JobSource)
-    batches = list(prepared_batches(None, BackfillOptions(data_dir), [source], BackfillSummary()))
+def one_payload(data_dir: Path) -> bytes:
+    """The payload the backfill sends for the one job under ``data_dir``."""
+    items = tree.scan(data_dir)
+    batches = list(prepared_batches(None, BackfillOptions(data_dir), items, BackfillSummary()))
     [(_, [payload])] = batches
     return payload
 
@@ -75,7 +75,7 @@ def test_a_second_writer_of_a_job_waits_for_the_first_and_finds_it_unchanged(
     (data / "jobs").mkdir(parents=True)
     job_id = new_job_id()
     write_job(data, job_id)
-    payload = one_payload(data, job_id)
+    payload = one_payload(data)
     outcome: list[store.Outcome] = []
 
     with psycopg.connect(dsn) as first, psycopg.connect(dsn, autocommit=True) as second:

@@ -165,17 +165,17 @@ def test_a_64_bit_integer_is_kept_exactly() -> None:
     assert record(raw).result == {"n": 2**63 - 1, "m": 2**64 - 1, "k": -(2**63)}
 
 
-def test_a_big_integer_with_a_lone_surrogate_is_still_invalid_json() -> None:
+def test_a_big_integer_with_a_lone_surrogate_in_a_stored_field_is_invalid_field() -> None:
     raw = orjson.dumps(job(result={"n": 0, "s": "x"}))
     raw = raw.replace(b'"n":0', b'"n":99999999999999999999').replace(b'"x"', b'"\\ud800"')
 
-    assert error_of(raw) == "invalid_json"
+    assert error_of(raw) == "invalid_field"
 
 
-def test_a_lone_surrogate_escape_is_invalid_json() -> None:
+def test_a_lone_surrogate_escape_in_a_stored_field_is_invalid_field() -> None:
     raw = orjson.dumps(job(country="x")).replace(b'"x"', b'"\\udc00abc"')
 
-    assert error_of(raw) == "invalid_json"
+    assert error_of(raw) == "invalid_field"
 
 
 def test_a_surrogate_pair_escape_is_one_character() -> None:
@@ -626,22 +626,34 @@ def test_a_result_that_is_not_an_object_is_invalid_field(value: Any) -> None:
 # -- log ----------------------------------------------------------------------------------
 
 
-def test_prefixed_log_lines_give_their_timestamp_and_the_text_without_the_prefix() -> None:
+def test_prefixed_log_lines_are_kept_whole_with_their_prefixs_time() -> None:
     rec = record(job(log=["[2026-01-02 10:00:05] Starting", "[2026-01-02 10:01:00] Done"]))
 
     assert rec.logs == (
-        LogEntry(datetime(2026, 1, 2, 10, 0, 5), "Starting"),
-        LogEntry(datetime(2026, 1, 2, 10, 1, 0), "Done"),
+        LogEntry(datetime(2026, 1, 2, 10, 0, 5), "[2026-01-02 10:00:05] Starting"),
+        LogEntry(datetime(2026, 1, 2, 10, 1, 0), "[2026-01-02 10:01:00] Done"),
     )
 
 
 def test_a_log_string_is_one_line() -> None:
     rec = record(job(log="[2026-01-03 09:00:00] Queued"))
 
-    assert rec.logs == (LogEntry(datetime(2026, 1, 3, 9, 0, 0), "Queued"),)
+    assert rec.logs == (LogEntry(datetime(2026, 1, 3, 9, 0, 0), "[2026-01-03 09:00:00] Queued"),)
 
 
-def test_a_line_without_prefix_is_kept_whole_with_the_previous_lines_timestamp() -> None:
+def test_lines_of_one_second_are_a_microsecond_apart_in_file_order() -> None:
+    lines = ["[2026-01-02 10:00:05] a", "[2026-01-02 10:00:05] b", "[2026-01-02 10:00:05] c"]
+    rec = record(job(log=[*lines, "[2026-01-02 10:00:06] d"]))
+
+    assert [e.timestamp for e in rec.logs] == [
+        datetime(2026, 1, 2, 10, 0, 5),
+        datetime(2026, 1, 2, 10, 0, 5, 1),
+        datetime(2026, 1, 2, 10, 0, 5, 2),
+        datetime(2026, 1, 2, 10, 0, 6),
+    ]
+
+
+def test_a_line_without_prefix_is_kept_whole_a_step_after_the_line_before() -> None:
     rec = record(
         job(
             log=[
@@ -654,10 +666,10 @@ def test_a_line_without_prefix_is_kept_whole_with_the_previous_lines_timestamp()
     )
 
     assert rec.logs == (
-        LogEntry(datetime(2026, 1, 2, 10, 0, 5), "Starting"),
-        LogEntry(datetime(2026, 1, 2, 10, 0, 5), "  at f(x)"),
-        LogEntry(datetime(2026, 1, 2, 10, 0, 5), "[INFO] note"),
-        LogEntry(datetime(2026, 1, 2, 10, 0, 9), "x"),
+        LogEntry(datetime(2026, 1, 2, 10, 0, 5), "[2026-01-02 10:00:05] Starting"),
+        LogEntry(datetime(2026, 1, 2, 10, 0, 5, 1), "  at f(x)"),
+        LogEntry(datetime(2026, 1, 2, 10, 0, 5, 2), "[INFO] note"),
+        LogEntry(datetime(2026, 1, 2, 10, 0, 9), "[2026-01-02 10:00:09] x"),
     )
 
 
@@ -684,7 +696,7 @@ def test_a_first_line_without_prefix_takes_the_mtime_when_created_at_is_missing_
     assert rec.logs == (LogEntry(MTIME, "no prefix"),)
 
 
-def test_log_lines_keep_file_order_even_when_time_goes_backwards() -> None:
+def test_time_set_back_still_orders_by_file_order_and_the_message_keeps_its_time() -> None:
     rec = record(
         job(
             log=[
@@ -695,21 +707,30 @@ def test_log_lines_keep_file_order_even_when_time_goes_backwards() -> None:
         )
     )
 
-    assert [entry.message for entry in rec.logs] == ["later", "earlier", "mid"]
+    assert [entry.message for entry in rec.logs] == [
+        "[2026-01-02 10:00:09] later",
+        "[2026-01-02 10:00:01] earlier",
+        "[2026-01-02 10:00:05] mid",
+    ]
+    assert [entry.timestamp for entry in rec.logs] == [
+        datetime(2026, 1, 2, 10, 0, 9),
+        datetime(2026, 1, 2, 10, 0, 9, 1),
+        datetime(2026, 1, 2, 10, 0, 9, 2),
+    ]
 
 
 @pytest.mark.parametrize(
-    ("line", "message"),
+    "line",
     [
-        ("[2026-01-02 10:00:05]Done", "Done"),
-        ("[2026-01-02 10:00:05]  two spaces", " two spaces"),
-        ("[2026-01-02 10:00:05] ", ""),
-        ("[2026-01-02 10:00:05] multi\nline", "multi\nline"),
-        ("[2026-01-02 10:00:05] [nested] brackets", "[nested] brackets"),
+        "[2026-01-02 10:00:05]Done",
+        "[2026-01-02 10:00:05]  two spaces",
+        "[2026-01-02 10:00:05] ",
+        "[2026-01-02 10:00:05] multi\nline",
+        "[2026-01-02 10:00:05] [nested] brackets",
     ],
 )
-def test_the_prefix_and_one_space_are_removed_and_the_rest_kept(line: str, message: str) -> None:
-    assert record(job(log=[line])).logs == (LogEntry(datetime(2026, 1, 2, 10, 0, 5), message),)
+def test_a_prefixed_line_is_stored_whole_whatever_follows_its_prefix(line: str) -> None:
+    assert record(job(log=[line])).logs == (LogEntry(datetime(2026, 1, 2, 10, 0, 5), line),)
 
 
 @pytest.mark.parametrize(
@@ -922,10 +943,10 @@ def test_a_complete_legacy_job_maps_every_field() -> None:
     assert rec.error == {"message": "first line\nsecond line"}
     assert rec.result == {"n_records": 3}
     assert rec.input_file_path is None
-    assert [(e.timestamp.second, e.message) for e in rec.logs] == [
-        (5, "Starting"),
-        (5, "continued"),
-        (9, "Done"),
+    assert [(e.timestamp.second, e.timestamp.microsecond, e.message) for e in rec.logs] == [
+        (5, 0, "[2026-01-02 08:00:05] Starting"),
+        (5, 1, "continued"),
+        (9, 0, "[2026-01-02 08:00:09] Done"),
     ]
 
 

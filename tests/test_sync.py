@@ -67,7 +67,7 @@ def test_an_output_file_added_later_adds_its_job_files_row(dsn: str, data: Path)
 
         rows = wait_until(lambda: file_rows(dsn, job_id), what="the job_files row")
 
-    assert rows == {f"outputs/{job_id}/causes.csv": 17}
+    assert rows == {f"data/outputs/{job_id}/causes.csv": 17}
 
 
 def test_a_file_that_grows_has_its_size_updated(dsn: str, data: Path) -> None:
@@ -77,12 +77,12 @@ def test_a_file_that_grows_has_its_size_updated(dsn: str, data: Path) -> None:
     upload = data / "uploads" / job_id / "input.csv"
     upload.write_text("a,b\n")
     with running_daemon(dsn, data):
-        assert file_rows(dsn, job_id) == {f"uploads/{job_id}/input.csv": 4}
+        assert file_rows(dsn, job_id) == {f"data/uploads/{job_id}/input.csv": 4}
         with upload.open("a") as fh:
             fh.write("1,2\n" * 100)
 
         wait_until(
-            lambda: file_rows(dsn, job_id) == {f"uploads/{job_id}/input.csv": 404},
+            lambda: file_rows(dsn, job_id) == {f"data/uploads/{job_id}/input.csv": 404},
             what="the new size",
         )
 
@@ -137,7 +137,7 @@ def test_a_job_folder_created_after_start_up_is_watched_at_every_depth(
 
         rows = wait_until(lambda: file_rows(dsn, job_id), what="the job_files row")
 
-    assert rows == {f"outputs/{job_id}/plots/2025/csmf.png": 100}
+    assert rows == {f"data/outputs/{job_id}/plots/2025/csmf.png": 100}
 
 
 def test_a_removed_output_file_removes_its_row_at_the_next_sync(dsn: str, data: Path) -> None:
@@ -151,7 +151,7 @@ def test_a_removed_output_file_removes_its_row_at_the_next_sync(dsn: str, data: 
         (data / "outputs" / job_id / "causes.csv").unlink()
 
         wait_until(
-            lambda: file_rows(dsn, job_id) == {f"outputs/{job_id}/summary.csv": 2},
+            lambda: file_rows(dsn, job_id) == {f"data/outputs/{job_id}/summary.csv": 2},
             what="the row to go",
         )
 
@@ -329,13 +329,13 @@ def test_a_tree_that_mostly_vanishes_pauses_syncing_until_it_returns(
         (data / "outputs" / ids[0] / "causes.csv").unlink()
         (data / "outputs" / ids[0] / "new.csv").write_text("y\n")
         wait_until(lambda: daemon.queue_depth == 1, what="the change to be queued")
-        assert file_rows(dsn, ids[0]) == {f"outputs/{ids[0]}/causes.csv": 2}
+        assert file_rows(dsn, ids[0]) == {f"data/outputs/{ids[0]}/causes.csv": 2}
 
         shutil.copytree(away, data / "jobs")  # the share is mounted again
 
         wait_until(lambda: daemon.state == "watching", what="the tree to be back")
         wait_until(
-            lambda: file_rows(dsn, ids[0]) == {f"outputs/{ids[0]}/new.csv": 2},
+            lambda: file_rows(dsn, ids[0]) == {f"data/outputs/{ids[0]}/new.csv": 2},
             what="the change made while paused",
         )
     assert "Not syncing until it returns" in caplog.text
