@@ -4,6 +4,7 @@
     python -m bench.run --jobs 100000 --only b      # the memory check
     python -m bench.run --jobs 20000 --embedded     # an embedded PostgreSQL instead of --dsn
     python -m bench.run --jobs 20000 --only bn --repeat 3   # what the per-job lock costs
+    python -m bench.run --jobs 20000 --only bi --repeat 3   # what copying uploads costs
 
 Each measure is the wall-clock time of one child process, from spawn to exit, so the
 baselines pay for their interpreter start as the CLI does; peak RSS is that child's
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -32,6 +34,7 @@ import orjson
 import psycopg
 
 from comsa_migrate.db import redact
+from comsa_migrate.schema import create_input_files_table
 
 from .generate import TreeShape, generate
 from .servers import DEFAULT_DSN, database, server
@@ -43,6 +46,7 @@ MEASURES = {
     "c": "(c) rerun on the unchanged tree (warm)",
     "d": "(d) bare walk, stat every file (warm)",
     "n": "(n) cold backfill without the per-job lock",
+    "i": "(i) cold backfill filling job_input_files",
 }
 TARGETS = {"b/a": 1.5, "c/d": 2.0, "b/n": 1.1}
 
@@ -102,7 +106,10 @@ def _parser() -> argparse.ArgumentParser:
         "--tree", type=Path, help="generate the tree here and keep it (reused when it matches)"
     )
     parser.add_argument(
-        "--only", default="abcd", help="which measures to run (abcd; n: b without the job lock)"
+        "--only",
+        default="abcd",
+        help="which measures to run (abcd; n: b without the job lock; i: b into a database "
+        "with job_input_files)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="passes over the measures (1)")
     parser.add_argument("--batch-size", type=int, help="passed to comsa-migrate backfill")
@@ -141,6 +148,15 @@ def _round(
             _check_rows(dsn, counts, "(n)")
             result.results["n"] = child
             _print_row("n", child, args.jobs)
+    if "i" in only:
+        with database(admin_dsn) as dsn:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                create_input_files_table(conn)
+            child = _child(_backfill_args(args, data_dir, dsn))
+            _check_run(dsn, "insert", args.jobs, child)
+            _check_rows(dsn, counts, "(i)")
+            result.results["i"] = child
+            _print_row("i", child, args.jobs)
     if "d" in only:
         child = _child(["bench.baselines", "walk", str(data_dir)])
         result.results["d"] = child
@@ -156,12 +172,17 @@ def _backfill_args(args: argparse.Namespace, data_dir: Path, dsn: str) -> list[s
 
 
 def _without_job_lock(dsn: str) -> None:
-    """Put back apply_job() as migration 002 defined it, before 004 added the per-job lock."""
-    sql = (ROOT / "schema" / "002_comsa_migrate_bookkeeping.sql").read_text()
-    start = sql.index("CREATE FUNCTION comsa_migrate.apply_job(")
-    end = sql.index("$$;", start) + len("$$;")
+    """apply_job() as it stands, less the per-job lock that schema/004 put first in it."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql[start:end].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+        row = conn.execute(
+            "SELECT pg_get_functiondef('comsa_migrate.apply_job(jsonb,boolean,bigint)'"
+            "::regprocedure)"
+        ).fetchone()
+        assert row is not None
+        unlocked, found = re.subn(r"PERFORM pg_advisory_xact_lock\([^;]*\);", "", row[0])
+        if found != 1:
+            raise SystemExit("apply_job() takes no per-job lock to leave out")
+        conn.execute(unlocked)
 
 
 def _child(args: list[str]) -> Child:
@@ -286,15 +307,14 @@ def _print_row(letter: str, child: Child, jobs: int) -> None:
 
 def _report(rounds: list[Round], jobs: int) -> str:
     lines = []
-    for name, (top, bottom) in (("b/a", ("b", "a")), ("c/d", ("c", "d")), ("b/n", ("b", "n"))):
+    pairs = (("b/a", ("b", "a")), ("c/d", ("c", "d")), ("b/n", ("b", "n")), ("i/b", ("i", "b")))
+    for name, (top, bottom) in pairs:
         ratios = [r for r in (rnd.ratio(top, bottom) for rnd in rounds) if r is not None]
         if ratios:
             each = ", ".join(f"{r:.2f}" for r in ratios) if len(ratios) > 1 else ""
             median = statistics.median(ratios)
-            lines.append(
-                f"{name} = {median:.2f} (target <= {TARGETS[name]})"
-                + (f"  median of {each}" if each else "")
-            )
+            target = f" (target <= {TARGETS[name]})" if name in TARGETS else ""
+            lines.append(f"{name} = {median:.2f}{target}" + (f"  median of {each}" if each else ""))
     rss = [rnd.results["b"].peak_rss_kb / 1024 for rnd in rounds if "b" in rnd.results]
     if rss:
         lines.append(f"peak RSS of (b) = {max(rss):.0f} MB at {jobs:,} jobs (target <= 150 MB)")
