@@ -24,6 +24,7 @@ __all__ = [
     "connect",
     "embedded_bin_dir",
     "embedded_home",
+    "has_connect_timeout",
     "psql_path",
     "redact",
     "resolve_target",
@@ -103,7 +104,7 @@ def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[An
     DEFAULT_CONNECT_TIMEOUT applies (psycopg's own default is over two minutes).
     """
     extra: dict[str, Any] = {}
-    if not _has_connect_timeout(target.dsn):
+    if not has_connect_timeout(target.dsn):
         extra["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
     try:
         return psycopg.connect(target.dsn, autocommit=autocommit, **extra)
@@ -191,7 +192,8 @@ def _check_dsn(dsn: str, source: str) -> None:
         ) from None
 
 
-def _has_connect_timeout(dsn: str) -> bool:
+def has_connect_timeout(dsn: str) -> bool:
+    """Whether the DSN, or PGCONNECT_TIMEOUT, says how long to wait for the server."""
     if os.environ.get("PGCONNECT_TIMEOUT"):
         return True
     try:

@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from . import __version__, daemon_store, store
 from .backfill import BackfillOptions
-from .db import Target
+from .db import Target, has_connect_timeout
 from .errors import SchemaError
 from .lock import LockHeld, describe_holder, lock_key, try_lock, unlock
 from .schema import migrate
@@ -26,6 +26,7 @@ log = logging.getLogger("comsa_migrate.sync")
 #: what a lost or refused connection raises; everything else is a bug or a data error
 DB_ERRORS = (psycopg.OperationalError,)
 #: short, so that a stop request is honoured quickly even while the server is unreachable
+#: (unless the DSN or PGCONNECT_TIMEOUT sets connect_timeout)
 CONNECT_TIMEOUT_S = 3
 #: a server that vanished without closing the connection is noticed in about half a
 #: minute rather than after the kernel's retransmissions (libpq ignores these on sockets)
@@ -211,13 +212,10 @@ class SyncSession:
         store.prepare_session(conn)
 
     def _connection(self, application_name: str) -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            self.target.dsn,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            application_name=application_name,
-            **TCP_KEEPALIVE,
-        )
+        settings: dict[str, Any] = {"application_name": application_name, **TCP_KEEPALIVE}
+        if not has_connect_timeout(self.target.dsn):
+            settings["connect_timeout"] = CONNECT_TIMEOUT_S
+        return psycopg.connect(self.target.dsn, autocommit=True, **settings)
 
     def _close_quietly(self) -> None:
         for conn in (self.conn, self._lock_conn):
