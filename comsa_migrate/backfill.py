@@ -137,8 +137,8 @@ def backfill(
     """
     started = time.monotonic()
     tree.check_data_dir(options.data_dir)
-    summary = Summary(migrations=migrate(conn))
     settings = options.settings(conn)  # an unknown --owner stops here, before any write
+    summary = Summary(migrations=migrate(conn))
     summary.inputs_stored, summary.owner = settings.store_inputs, options.owner
     store.prepare_session(conn)
     run_id = store.start_run(conn, "backfill", str(options.data_dir))

@@ -114,6 +114,11 @@ def backfill_command(
     Example:
       comsa-migrate backfill fixtures/legacy-sample/data
       comsa-migrate backfill /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
+      comsa-migrate backfill /srv/comsa/backend/data --owner admin@example.org
+
+    Paths are written as the dashboard opens them from its backend/ folder
+    (data/uploads/<id>/input.csv: see --path-prefix); uploads are copied into the
+    dashboard's job_input_files where it exists.
 
     \b
     Exit codes: 0 every job written or unchanged; 1 some job skipped (error or
@@ -314,6 +319,7 @@ def init_db_command(
       comsa-migrate init-db --dsn postgresql://postgres@127.0.0.1:5432/comsa_dashboard
       comsa-migrate init-db --dsn postgresql://postgres@db/comsa_dashboard \\
           --grant-writer comsa_writer --grant-reader comsa_reader
+      comsa-migrate init-db --dsn postgresql://postgres@db/comsa_dashboard --input-files
     """
     requested: list[tuple[str, grants.Kind]] = [
         *((role, "writer") for role in writers),
