@@ -1,12 +1,14 @@
 """Where the time goes: the client's CPU, the server backend's CPU, and the wall.
 
-    python -m bench.split --jobs 20000 [--dsn DSN] [--tree DIR] [--batch-size N]
+    python -m bench.split --jobs 20000 [--dsn DSN] [--tree DIR] [--batch-size N] [--repeat N]
 
 Runs, in this process, the COPY lower bound into one fresh database and backfill()
 (the call the CLI makes) into another, then the rerun, and reads the backend's CPU
 time from /proc/<pid>/stat, so the server must run on this machine. When client and
 server overlap, the wall time approaches the larger of the two CPU times; their sum is
-what a plain request-and-wait loop takes.
+what a plain request-and-wait loop takes. (n) is (b) without the per-job lock (see
+bench.run); with --repeat, the cold backfills (b) and (n) are run that many times each,
+one after the other.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from comsa_migrate.backfill import BackfillOptions, backfill
 
 from .baselines import copy_rows
 from .generate import TreeShape
-from .run import _kept_tree
+from .run import _kept_tree, _without_job_lock
 from .servers import DEFAULT_DSN, database
 
 
@@ -37,24 +39,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", default=DEFAULT_DSN)
     parser.add_argument("--tree", type=Path, default=None, help="keep the tree here")
     parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of (b) and (n)")
     args = parser.parse_args(argv)
     home = args.tree or Path(f"bench/trees/{args.jobs}-{args.seed}")
     data_dir = _kept_tree(home, TreeShape(args.jobs, args.seed))
     options = BackfillOptions(data_dir, batch_size=args.batch_size)
-    print(f"{'':<10}{'wall s':>8}{'client CPU s':>14}{'server CPU s':>14}{'µs/job wall':>13}")
+    print(
+        f"{'':<12}{'wall s':>8}{'client CPU s':>14}{'server CPU s':>14}{'µs/job wall':>13}"
+        f"{'µs/job server':>15}"
+    )
     with database(args.dsn) as dsn, psycopg.connect(dsn) as conn:
         conn.execute("SET synchronous_commit = off")
         _print("(a) COPY", args.jobs, _measure(conn, lambda: copy_rows(conn, str(data_dir))))
         conn.commit()
-    with database(args.dsn) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
-        _print("(b) cold", args.jobs, _measure(conn, lambda: backfill(conn, options)))
-        _print("(c) rerun", args.jobs, _measure(conn, lambda: backfill(conn, options)))
+    for _ in range(args.repeat):
+        with database(args.dsn) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+            _print("(b) cold", args.jobs, _measure(conn, lambda: backfill(conn, options)))
+            _print("(c) rerun", args.jobs, _measure(conn, lambda: backfill(conn, options)))
+        with database(args.dsn) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+            _without_job_lock(dsn)
+            _print("(n) no lock", args.jobs, _measure(conn, lambda: backfill(conn, options)))
     return 0
 
 
 def _print(label: str, jobs: int, times: tuple[float, float, float]) -> None:
     wall, client, server = times
-    print(f"{label:<10}{wall:>8.2f}{client:>14.2f}{server:>14.2f}{wall / jobs * 1e6:>13.0f}")
+    print(
+        f"{label:<12}{wall:>8.2f}{client:>14.2f}{server:>14.2f}{wall / jobs * 1e6:>13.0f}"
+        f"{server / jobs * 1e6:>15.0f}",
+        flush=True,
+    )
 
 
 def _measure(

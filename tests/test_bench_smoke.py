@@ -150,5 +150,5 @@ def test_split_reports_wall_client_and_server_time_for_each_measure(
 
     out = capsys.readouterr().out
     assert status == 0
-    for label in ("(a) COPY", "(b) cold", "(c) rerun"):
+    for label in ("(a) COPY", "(b) cold", "(c) rerun", "(n) no lock"):
         assert label in out
