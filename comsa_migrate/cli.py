@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import subprocess
@@ -30,17 +31,32 @@ from .cli_support import (
     stop_on_signals,
     target_for,
 )
-from .cli_sync import status_command, sync_command
 from .errors import EXIT_BUG, ComsaMigrateError, RunStopped
 from .problems import Severity
-from .render import backfill_summary
-from .report import build_report
-from .report_render import FORMATS, render
+from .render import REPORT_FORMATS, backfill_summary
 from .schema import create_input_files_table, migrate
+
+#: commands whose modules are imported only when they run (or --help lists them): the
+#: daemon's pull in watchdog, which a backfill does not need
+_LAZY_COMMANDS = {
+    "sync": ("comsa_migrate.cli_sync", "sync_command"),
+    "status": ("comsa_migrate.cli_sync", "status_command"),
+}
 
 
 class _Commands(click.Group):
-    """The command group: an unexpected error is a bug, shown with its traceback and exit 70."""
+    """The command group: lazy commands, and an unexpected error is a bug, shown with its
+    traceback and exit 70."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY_COMMANDS:
+            module, name = _LAZY_COMMANDS[cmd_name]
+            command: click.Command = getattr(importlib.import_module(module), name)
+            return command
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -160,7 +176,7 @@ def backfill_command(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(FORMATS),
+    type=click.Choice(REPORT_FORMATS),
     default="text",
     show_default=True,
     help="text fits 80 columns; json has the versioned shape of docs/report-schema.json; "
@@ -234,6 +250,9 @@ def _report(
     options: BackfillOptions, dsn: str | None, *, offline: bool, out: _ReportOutput, quiet: bool
 ) -> None:
     """Build the report (read only, or offline), write it out, exit with its verdict."""
+    from .report import build_report  # only the report needs these
+    from .report_render import render
+
     with errors_as_exit(), stop_on_signals() as stop:
         tree.check_data_dir(options.data_dir)  # before a database is connected to
         target = None if offline else db.resolve_target(dsn)
@@ -361,10 +380,6 @@ def psql_command(dsn: str | None, psql_args: tuple[str, ...]) -> None:
         psql = db.psql_path(target)
         completed = subprocess.run([psql, "--dbname", target.dsn, *psql_args], check=False)
         sys.exit(completed.returncode)
-
-
-main.add_command(sync_command)
-main.add_command(status_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

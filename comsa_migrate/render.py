@@ -8,7 +8,10 @@ from collections import Counter
 from .backfill import Summary
 from .problems import CODES, Severity, printable
 
-__all__ = ["backfill_summary"]
+__all__ = ["REPORT_FORMATS", "backfill_summary"]
+
+#: the formats of `comsa-migrate report` (report_render.py writes them)
+REPORT_FORMATS = ("text", "json", "markdown")
 
 _ACTION_WORDS = (
     ("insert", "inserted"),

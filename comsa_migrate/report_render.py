@@ -10,11 +10,12 @@ import orjson
 
 from . import __version__
 from .problems import CODES, Problem, Severity
+from .render import REPORT_FORMATS
 from .report import CHANGES, REPORT_VERSION, Report
 
 __all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
 
-FORMATS = ("text", "json", "markdown")
+FORMATS = REPORT_FORMATS
 EXAMPLES = 10
 WIDTH = 80
 
