@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,13 @@ def stored_contents(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     """Every job's rows in canonical form (serial ids left out), keyed by job id."""
     rows = conn.execute("SELECT id::text, comsa_migrate.stored_content(id) FROM jobs").fetchall()
     return dict(rows)
+
+
+def job_counts(stdout: str) -> tuple[int, ...]:
+    """(inserted, updated, unchanged, skipped, conflicts) from a backfill's summary."""
+    words = " ".join(stdout.split())
+    match = re.search(
+        r"(\d+) inserted, (\d+) updated, (\d+) unchanged, (\d+) skipped, (\d+) conflicts", words
+    )
+    assert match is not None, stdout
+    return tuple(int(n) for n in match.groups())

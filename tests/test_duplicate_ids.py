@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,8 @@ import pytest
 from comsa_migrate.problems import Problem
 from comsa_migrate.tree import JobSource, scan, scan_job
 
-from .helpers import age_tree, table_counts, write_job
-from .sync_helpers import job_row, running_daemon, wait_until
+from .helpers import age_tree, job_counts, table_counts, write_job
+from .sync_helpers import job_row, make_tree, running_daemon, wait_until
 
 JOB = "0a1b2c3d-0000-4000-8000-00000000abcd"
 OTHER = "0a1b2c3d-0000-4000-8000-00000000ef01"
@@ -26,20 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    for folder in ("jobs", "uploads", "outputs"):
-        (root / folder).mkdir(parents=True)
-    return root
-
-
-def job_counts(stdout: str) -> tuple[int, ...]:
-    """(inserted, updated, unchanged, skipped, conflicts) from a backfill's summary."""
-    words = " ".join(stdout.split())
-    match = re.search(
-        r"(\d+) inserted, (\d+) updated, (\d+) unchanged, (\d+) skipped, (\d+) conflicts", words
-    )
-    assert match is not None, stdout
-    return tuple(int(n) for n in match.groups())
+    return make_tree(tmp_path)
 
 
 def problems_of(document: dict[str, Any], code: str) -> list[tuple[str | None, str | None]]:

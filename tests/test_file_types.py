@@ -18,7 +18,7 @@ from comsa_migrate.problems import Problem
 from comsa_migrate.tree import JobSource, job_source, scan
 
 from .helpers import age_tree, write_job
-from .sync_helpers import job_row, running_daemon, wait_until
+from .sync_helpers import job_row, make_tree, running_daemon, wait_until
 
 JOB = "0a1b2c3d-0000-4000-8000-00000000abcd"
 OTHER = "0a1b2c3d-0000-4000-8000-00000000ef01"
@@ -30,10 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    for folder in ("jobs", "uploads", "outputs"):
-        (root / folder).mkdir(parents=True)
-    return root
+    return make_tree(tmp_path)
 
 
 @contextlib.contextmanager

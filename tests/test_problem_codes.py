@@ -14,6 +14,8 @@ import pytest
 
 from comsa_migrate.problems import CODES, Severity
 
+from .helpers import job_counts
+
 ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
 #: the codes the issue names, with their severities
@@ -204,16 +206,6 @@ def summary_row(stdout: str, label: str) -> dict[str, int]:
         return {}
     pairs = (item.rsplit(" ", 1) for item in text.split(", "))
     return {code: int(n) for code, n in pairs}
-
-
-def job_counts(stdout: str) -> tuple[int, ...]:
-    """(inserted, updated, unchanged, skipped, conflicts) from the summary."""
-    words = " ".join(stdout.split())
-    match = re.search(
-        r"(\d+) inserted, (\d+) updated, (\d+) unchanged, (\d+) skipped, (\d+) conflicts", words
-    )
-    assert match is not None, stdout
-    return tuple(int(n) for n in match.groups())
 
 
 def listed_errors(stdout: str) -> list[tuple[str, str, str, str]]:
