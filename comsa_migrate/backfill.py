@@ -149,10 +149,11 @@ def backfill(
         items = tree.scan(options.data_dir)
         migrate_jobs(conn, options, items, summary, run_id, stop, on_job, settings=settings)
         outcome = "interrupted" if summary.interrupted else ("ok" if summary.ok else "skipped")
-    except psycopg.errors.InsufficientPrivilege:
-        if any(summary.rows.values()):
-            raise RunStopped("the database refused the run: a right is missing", summary) from None
-        raise  # nothing written yet: the missing right is the whole story
+    except psycopg.errors.InsufficientPrivilege as exc:
+        if not any(summary.rows.values()):
+            raise  # nothing written yet: the missing right is the whole story
+        summary.stopped = f"the database refused the run: {first_line(exc)}"
+        raise RunStopped(summary.stopped, summary) from None
     except psycopg.Error as exc:  # each job's own refusals are caught server-side: the run ends
         lost = conn.closed or conn.broken
         what = "the database connection was lost" if lost else "the database stopped the run"
