@@ -5,6 +5,7 @@
     python -m bench.run --jobs 20000 --embedded     # an embedded PostgreSQL instead of --dsn
     python -m bench.run --jobs 20000 --only bn --repeat 3   # what the per-job lock costs
     python -m bench.run --jobs 20000 --only bi --repeat 3   # what copying uploads costs
+    python -m bench.run --jobs 20000 --only a --sweep 1,2,4 --repeat 3   # writers (--jobs N)
 
 Each measure is the wall-clock time of one child process, from spawn to exit, so the
 baselines pay for their interpreter start as the CLI does; peak RSS is that child's
@@ -113,6 +114,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--repeat", type=int, default=1, help="passes over the measures (1)")
     parser.add_argument("--batch-size", type=int, help="passed to comsa-migrate backfill")
+    parser.add_argument(
+        "--writers", type=int, help="passed to comsa-migrate backfill as --jobs (its default)"
+    )
+    parser.add_argument(
+        "--sweep",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[],
+        metavar="N,N,...",
+        help="also measure (b) with each of these --jobs, e.g. 1,2,4",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     return parser
 
@@ -140,6 +151,14 @@ def _round(
                 _check_run(dsn, "unchanged", args.jobs, child)
                 result.results["c"] = child
                 _print_row("c", child, args.jobs)
+    for writers in args.sweep:
+        key = f"b{writers}"
+        with database(admin_dsn) as dsn:
+            child = _child(_backfill_args(args, data_dir, dsn, writers))
+            _check_run(dsn, "insert", args.jobs, child)
+            _check_rows(dsn, counts, f"(b) --jobs {writers}")
+            result.results[key] = child
+            _print_row(key, child, args.jobs, f"(b) cold backfill, --jobs {writers}")
     if "n" in only:
         with database(admin_dsn) as dsn:
             _without_job_lock(dsn)
@@ -164,10 +183,14 @@ def _round(
     return result
 
 
-def _backfill_args(args: argparse.Namespace, data_dir: Path, dsn: str) -> list[str]:
+def _backfill_args(
+    args: argparse.Namespace, data_dir: Path, dsn: str, writers: int | None = None
+) -> list[str]:
     backfill = ["comsa_migrate.cli", "backfill", str(data_dir), "--dsn", dsn, "-q"]
     if args.batch_size:
         backfill += ["--batch-size", str(args.batch_size)]
+    if writers or args.writers:
+        backfill += ["--jobs", str(writers or args.writers)]
     return backfill
 
 
@@ -295,19 +318,21 @@ def _header(args: argparse.Namespace, admin_dsn: str, counts: dict[str, int]) ->
     )
 
 
-def _print_row(letter: str, child: Child, jobs: int) -> None:
+def _print_row(letter: str, child: Child, jobs: int, label: str | None = None) -> None:
     rate = jobs / child.seconds
     rss = child.peak_rss_kb / 1024
     print(
-        f"{MEASURES[letter]:<42}{child.seconds:>9.2f}{rate:>10,.0f}{child.cpu_seconds:>10.2f} s"
-        f"{rss:>8.0f} MB",
+        f"{label or MEASURES[letter]:<42}{child.seconds:>9.2f}{rate:>10,.0f}"
+        f"{child.cpu_seconds:>10.2f} s{rss:>8.0f} MB",
         flush=True,
     )
 
 
 def _report(rounds: list[Round], jobs: int) -> str:
     lines = []
-    pairs = (("b/a", ("b", "a")), ("c/d", ("c", "d")), ("b/n", ("b", "n")), ("i/b", ("i", "b")))
+    pairs = [("b/a", ("b", "a")), ("c/d", ("c", "d")), ("b/n", ("b", "n")), ("i/b", ("i", "b"))]
+    swept = sorted({k for rnd in rounds for k in rnd.results if k[0] == "b" and k[1:].isdigit()})
+    pairs += [(f"{k}/a", (k, "a")) for k in sorted(swept, key=lambda k: int(k[1:]))]
     for name, (top, bottom) in pairs:
         ratios = [r for r in (rnd.ratio(top, bottom) for rnd in rounds) if r is not None]
         if ratios:

@@ -21,6 +21,7 @@ from .legacy import parse_job
 from .problems import Problem, Severity
 from .schema import MigrationResult, migrate
 from .uploads import DEFAULT_MAX_INPUT_BYTES, input_contents
+from .writers import Connect, migrate_in_parallel
 
 __all__ = [
     "ACTIONS",
@@ -42,6 +43,8 @@ DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
 DEFAULT_BATCH_SIZE = 200
 #: the dashboard runs in backend/ and writes every path as data/...
 DEFAULT_PATH_PREFIX = "data/"
+#: writer connections of a backfill (--jobs)
+DEFAULT_WRITERS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ class BackfillOptions:
     input_content: bool = True  # copy uploads into job_input_files, where it exists
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     owner: str | None = None  # e-mail of the dashboard user given the jobs nobody owns
+    #: writer connections (--jobs); more than one needs a way to open them (``connect``)
+    writers: int = DEFAULT_WRITERS
 
     def settings(self, conn: psycopg.Connection[Any] | None) -> store.WriteSettings:
         """How this run writes to ``conn``; ConfigurationError for an --owner not found."""
@@ -126,6 +131,7 @@ def backfill(
     *,
     stop: threading.Event | None = None,
     on_job: Callable[[JobResult], None] | None = None,
+    connect: Connect | None = None,
 ) -> Summary:
     """Migrate every job under ``options.data_dir``; apply pending migrations first.
 
@@ -133,7 +139,8 @@ def backfill(
     recognised from stat alone. ``stop`` ends the run between batches (each job already
     written stays written) and marks the summary interrupted. A database lost part-way
     raises RunStopped with the summary of what was written. The run is recorded as ok,
-    skipped, interrupted or failed: never ok when it did not finish.
+    skipped, interrupted or failed: never ok when it did not finish. With
+    ``options.writers`` above one, ``connect`` opens the writers' connections.
     """
     started = time.monotonic()
     tree.check_data_dir(options.data_dir)
@@ -147,7 +154,9 @@ def backfill(
         if settings.owner_id is not None:
             summary.rows["owned"] += store.give_owner(conn, settings.owner_id)
         items = tree.scan(options.data_dir)
-        migrate_jobs(conn, options, items, summary, run_id, stop, on_job, settings=settings)
+        migrate_jobs(
+            conn, options, items, summary, run_id, stop, on_job, settings=settings, connect=connect
+        )
         outcome = "interrupted" if summary.interrupted else ("ok" if summary.ok else "skipped")
     except psycopg.errors.InsufficientPrivilege as exc:
         if not any(summary.rows.values()):
@@ -177,6 +186,7 @@ def migrate_jobs(
     on_job: Callable[[JobResult], None] | None = None,
     *,
     settings: store.WriteSettings | None = None,
+    connect: Connect | None = None,
 ) -> None:
     """The one path every job takes to the database: batch, skip unchanged, parse, write.
 
@@ -187,6 +197,10 @@ def migrate_jobs(
     prepared is written, and the connection serves one thread at a time.
     """
     settings = settings or options.settings(conn)
+    if options.writers > 1 and connect is not None:
+        args = (options, settings, items, summary, run_id, stop, on_job)
+        migrate_in_parallel(conn, connect, options.writers, *args)
+        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="comsa-migrate-write") as pool:
         _Migration(conn, options, settings, items, summary, run_id, on_job, pool).run(stop)
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from . import __version__, db, grants, tree
-from .backfill import BackfillOptions, backfill
+from .backfill import DEFAULT_WRITERS, BackfillOptions, backfill
 from .cli_support import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -103,6 +103,17 @@ def main(verbose: bool) -> None:
 @quiet_option
 @max_json_bytes_option
 @batch_size_option
+@click.option(
+    "-j",
+    "--jobs",
+    "writers",
+    type=click.IntRange(1, 64),
+    default=DEFAULT_WRITERS,
+    show_default=True,
+    metavar="N",
+    help="Writer connections, each writing its own batches (one server backend, so one "
+    "of the server's cores, each). On a remote server with C free cores, try C.",
+)
 @dashboard_options
 @click.option(
     "--dry-run",
@@ -116,6 +127,7 @@ def backfill_command(
     quiet: bool,
     max_json_bytes: int,
     batch_size: int,
+    writers: int,
     dashboard: dict[str, Any],
     dry_run: bool,
 ) -> None:
@@ -143,7 +155,9 @@ def backfill_command(
     130 interrupted.
     With --dry-run, the exit codes of report.
     """
-    options = BackfillOptions(data_dir, force, max_json_bytes, batch_size, **dashboard)
+    options = BackfillOptions(
+        data_dir, force, max_json_bytes, batch_size, writers=writers, **dashboard
+    )
     if dry_run:
         _report(options, dsn, offline=False, out=_ReportOutput(), quiet=quiet)
     with errors_as_exit():
@@ -152,7 +166,9 @@ def backfill_command(
         show_progress = not quiet and sys.stderr.isatty()
         try:
             with progress(show_progress, tree.count_job_files(data_dir)) as on_job:
-                summary = backfill(conn, options, stop=stop, on_job=on_job)
+                summary = backfill(
+                    conn, options, stop=stop, on_job=on_job, connect=lambda: db.connect(target)
+                )
         except RunStopped as exc:
             click.echo(f"comsa-migrate: error: {exc}", err=True)
             click.echo(backfill_summary(exc.summary, str(data_dir), str(target)))
