@@ -164,7 +164,8 @@ def backfill(
         summary.stopped = f"the database refused the run: {first_line(exc)}"
         raise RunStopped(summary.stopped, summary) from None
     except psycopg.Error as exc:  # each job's own refusals are caught server-side: the run ends
-        lost = conn.closed or conn.broken
+        # a writer's connection may be the one lost, while this one has not noticed yet
+        lost = conn.closed or conn.broken or isinstance(exc, psycopg.OperationalError)
         what = "the database connection was lost" if lost else "the database stopped the run"
         summary.stopped = f"{what}: {first_line(exc)}"
         raise RunStopped(summary.stopped, summary) from None

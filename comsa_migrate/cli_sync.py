@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from . import tree
+from .backfill import DEFAULT_WRITERS
 from .cli_support import (
     EXIT_OK,
     batch_size_option,
@@ -94,6 +95,17 @@ from .sync import Daemon, SyncOptions
 )
 @max_json_bytes_option
 @batch_size_option
+@click.option(
+    "-j",
+    "--jobs",
+    "writers",
+    type=click.IntRange(1, 64),
+    default=DEFAULT_WRITERS,
+    show_default=True,
+    metavar="N",
+    help="Writer connections of the catch-up scan and the rescans (see backfill --jobs); "
+    "jobs synced as they change are written on one.",
+)
 @dashboard_options
 def sync_command(
     data_dir: Path,
@@ -109,6 +121,7 @@ def sync_command(
     log_format: str,
     max_json_bytes: int,
     batch_size: int,
+    writers: int,
     dashboard: dict[str, Any],
 ) -> None:
     """Keep PostgreSQL in step with DATA_DIR while legacy writers keep running.
@@ -141,6 +154,7 @@ def sync_command(
         metrics_port=metrics_port,
         max_json_bytes=max_json_bytes,
         batch_size=batch_size,
+        writers=writers,
         **dashboard,
     )
     with _daemon_logging(log_format, logging.DEBUG if verbose else logging.INFO), errors_as_exit():

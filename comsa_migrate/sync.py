@@ -19,6 +19,7 @@ from .backfill import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_JSON_BYTES,
     DEFAULT_PATH_PREFIX,
+    DEFAULT_WRITERS,
     BackfillOptions,
 )
 from .db import Target
@@ -65,6 +66,7 @@ class SyncOptions:
     input_content: bool = True
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     owner: str | None = None
+    writers: int = DEFAULT_WRITERS  # writer connections of the catch-up and the rescans (--jobs)
     retry_min: float = 0.5  # database reconnection backoff
     retry_max: float = 30.0
     heartbeat_interval: float = 5.0  # bookkeeping refresh and observer health check
@@ -109,6 +111,7 @@ class Daemon:
             input_content=options.input_content,
             max_input_bytes=options.max_input_bytes,
             owner=options.owner,
+            writers=options.writers,
         )
         self._session = SyncSession(
             target,
@@ -307,7 +310,12 @@ class Daemon:
         self.metrics.rescan(reason)
         self._set_state("catching_up" if not self.ready.is_set() else self.state)
         try:
-            summary = self._syncer.rescan(self._session.conn, self._session.run_id, self._stop)  # type: ignore[arg-type]
+            summary = self._syncer.rescan(
+                self._session.conn,  # type: ignore[arg-type]
+                self._session.run_id,
+                self._stop,
+                self._session.writer_connection,
+            )
         except DataDirError as exc:
             if not self.ready.is_set():
                 raise

@@ -17,6 +17,7 @@ from . import tree
 from .backfill import BackfillOptions, JobResult, Summary, migrate_jobs
 from .metrics import Metrics
 from .problems import Problem, Severity
+from .writers import Connect
 
 __all__ = ["JobSyncer", "LastSync"]
 
@@ -87,11 +88,31 @@ class JobSyncer:
             self._write(conn, run_id, sources, _Pass(self, first_seen, quiet_unchanged=False))
 
     def rescan(
-        self, conn: psycopg.Connection[Any], run_id: int | None, stop: threading.Event
+        self,
+        conn: psycopg.Connection[Any],
+        run_id: int | None,
+        stop: threading.Event,
+        connect: Connect | None = None,
     ) -> Summary:
-        """Every job under DATA_DIR, as the backfill does it: unchanged jobs cost a stat."""
+        """Every job under DATA_DIR, as the backfill does it: unchanged jobs cost a stat.
+
+        With ``options.writers`` above one and ``connect``, the batches go to that many
+        writer connections, opened for the rescan; a job's milliseconds then count from
+        the start of the rescan.
+        """
         run = _Pass(self, {}, quiet_unchanged=True)
         items = self._noting_names(tree.scan(self.options.data_dir))
+        if connect is not None and self.options.writers > 1:
+            try:
+                migrate_jobs(
+                    conn, self.options, items, run, run_id, stop, run.on_job, connect=connect
+                )
+            except psycopg.Error as exc:
+                if conn.closed or conn.broken:
+                    raise
+                log.error("rescan: the database refused a batch (%s); the next rescan retries", exc)
+                self.metrics.error()
+            return run
         while chunk := list(itertools.islice(items, self.options.batch_size)):
             if stop.is_set():
                 run.interrupted = True

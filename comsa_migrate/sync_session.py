@@ -211,6 +211,12 @@ class SyncSession:
             )
         store.prepare_session(conn)
 
+    def writer_connection(self) -> psycopg.Connection[Any]:
+        """One more connection for a rescan's writers (--jobs), set up as the daemon's own."""
+        conn = self._connection(self._names[1])
+        store.prepare_session(conn)
+        return conn
+
     def _connection(self, application_name: str) -> psycopg.Connection[Any]:
         settings: dict[str, Any] = {"application_name": application_name, **TCP_KEEPALIVE}
         if not has_connect_timeout(self.target.dsn):

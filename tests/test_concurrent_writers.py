@@ -187,3 +187,23 @@ def test_two_daemons_with_one_name_lock_each_other_out(tmp_path: Path, dsn: str,
 
     assert result.exit_code == 3
     assert "another sync daemon named web1 holds its lock" in result.stderr
+
+
+def test_a_daemon_catching_up_with_three_writers_writes_what_one_clean_run_writes(
+    generated_tree: Path, dsn: str, clean_run: Any
+) -> None:
+    contents, counts = clean_run
+    with running_daemon(dsn, generated_tree, ready=False, writers=3) as daemon:
+        wait_until(daemon.ready.is_set, 180, "the daemon to catch up")
+        stats = daemon.stats()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            writers = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'comsa-migrate sync writer%%'"
+            ).fetchone()
+
+    assert stats.get("insert") == 2000
+    assert writers == (1,)  # the rescan's own writers are closed when it ends
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert table_counts(conn) == counts
+        assert stored_contents(conn) == contents
