@@ -29,6 +29,10 @@ __all__ = ["Connect", "migrate_in_parallel"]
 Connect = Callable[[], psycopg.Connection[Any]]
 
 
+#: a batch scanned: its jobs, what scanning it told, and its fingerprints on their way
+_Scanned = tuple[list[tree.JobSource], "_Held", Future[dict[str, str]]]
+
+
 @dataclass
 class _Turn:
     """One batch in the order of the telling: what finding it told, then its outcomes."""
@@ -52,8 +56,9 @@ def migrate_in_parallel(
 ) -> None:
     """migrate_jobs() with ``writers`` connections of its own; ``conn`` reads fingerprints.
 
-    At most ``writers`` batches are in flight and one more is prepared. A stop ends the
-    scan; the batches in flight on every connection are finished and told.
+    At most ``writers`` batches are in flight; the next is prepared, and the one after it
+    scanned while its fingerprints are read. A stop ends the scan; the batches in flight
+    on every connection are finished and told.
     """
     from .backfill import _apply, _batches, _Held, _known_fingerprints, _prepare, _record_outcomes
 
@@ -70,6 +75,9 @@ def migrate_in_parallel(
             store.prepare_session(writer)
         return _apply(writer, options, batch, run_id)
 
+    def fingerprints(batch: list[tree.JobSource]) -> dict[str, str]:
+        return _known_fingerprints(conn, options, batch)
+
     def tell(turn: _Turn) -> None:
         turn.told.replay(summary, on_job)
         if turn.batch is not None and turn.writing is not None:
@@ -77,20 +85,38 @@ def migrate_in_parallel(
 
     held = _Held()
     turns: deque[_Turn] = deque()
+
+    def prepare_and_send(scanned: _Scanned) -> bool:
+        """Prepare a scanned batch and hand it to a writer; False once a stop is asked."""
+        batch, told, known = scanned
+        if stop is not None and stop.is_set():  # scanned, not yet prepared
+            summary.interrupted = True
+            turns.append(_Turn(told, None, None))
+            return False
+        prepared = _prepare(options, settings, batch, known.result(), told)
+        writing = None if prepared is None else pool.submit(write, prepared)
+        turns.append(_Turn(told, prepared, writing))
+        while len(turns) > writers:
+            tell(turns.popleft())
+        return True
+
     try:
-        with ThreadPoolExecutor(writers, thread_name_prefix="comsa-migrate-write") as pool:
+        with (
+            ThreadPoolExecutor(writers, thread_name_prefix="comsa-migrate-write") as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="comsa-migrate-lookup") as lookup,
+        ):
             try:
+                waiting: _Scanned | None = None  # scanned; its fingerprints on their way
                 for batch in _batches(items, options.batch_size, held):
-                    if stop is not None and stop.is_set():  # scanned, not yet prepared
-                        summary.interrupted = True
+                    # this batch's fingerprints are read while the next one is scanned
+                    scanned = (batch, held.take(), lookup.submit(fingerprints, batch))
+                    if waiting is not None and not prepare_and_send(waiting):
+                        turns.append(_Turn(scanned[1], None, None))
+                        waiting = None
                         break
-                    known = _known_fingerprints(conn, options, batch)
-                    told = held.take()
-                    prepared = _prepare(options, settings, batch, known, told)
-                    writing = None if prepared is None else pool.submit(write, prepared)
-                    turns.append(_Turn(told, prepared, writing))
-                    while len(turns) > writers:
-                        tell(turns.popleft())
+                    waiting = scanned
+                if waiting is not None:
+                    prepare_and_send(waiting)
             except BaseException:
                 # what is in flight gets written all the same: tell what can be told
                 for turn in turns:
