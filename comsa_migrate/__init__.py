@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 from .backfill import BackfillOptions, JobResult, Summary, backfill
 from .errors import (
     ComsaMigrateError,
@@ -12,7 +14,7 @@ from .errors import (
 )
 from .problems import CODES, Problem, Severity
 
-__version__ = "0.1.0"
+__version__ = version("comsa-migrate")  # from the package's metadata: pyproject.toml
 
 __all__ = [
     "CODES",

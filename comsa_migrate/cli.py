@@ -17,9 +17,6 @@ import click
 from . import __version__, db, grants, tree
 from .backfill import DEFAULT_WRITERS, BackfillOptions, backfill
 from .cli_support import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_SKIPPED,
     batch_size_option,
     connection,
     dashboard_options,
@@ -31,7 +28,14 @@ from .cli_support import (
     stop_on_signals,
     target_for,
 )
-from .errors import EXIT_BUG, ComsaMigrateError, RunStopped
+from .errors import (
+    EXIT_BUG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SKIPPED,
+    ComsaMigrateError,
+    RunStopped,
+)
 from .problems import Severity
 from .render import REPORT_FORMATS, backfill_summary
 from .schema import create_input_files_table, migrate

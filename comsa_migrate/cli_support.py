@@ -17,10 +17,12 @@ import psycopg
 
 from . import db
 from .backfill import DEFAULT_BATCH_SIZE, DEFAULT_MAX_JSON_BYTES, DEFAULT_PATH_PREFIX, JobResult
-from .errors import ComsaMigrateError, first_line
+from .errors import (
+    EXIT_USAGE,
+    ComsaMigrateError,
+    first_line,
+)
 from .uploads import DEFAULT_MAX_INPUT_BYTES
-
-EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 dsn_option = click.option(
     "--dsn",

@@ -16,7 +16,6 @@ import click
 from . import tree
 from .backfill import DEFAULT_WRITERS
 from .cli_support import (
-    EXIT_OK,
     batch_size_option,
     connection,
     dashboard_options,
@@ -25,6 +24,7 @@ from .cli_support import (
     max_json_bytes_option,
     target_for,
 )
+from .errors import EXIT_OK
 from .logformat import TEXT_FORMAT, JsonFormatter
 from .status import read_status, render_status
 from .sync import Daemon, SyncOptions

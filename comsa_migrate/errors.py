@@ -10,22 +10,31 @@ __all__ = [
     "DataDirError",
     "DatabaseUnavailable",
     "EXIT_BUG",
+    "EXIT_INTERRUPTED",
+    "EXIT_LOCKED",
+    "EXIT_OK",
+    "EXIT_SKIPPED",
     "EXIT_STOPPED",
+    "EXIT_USAGE",
     "RunStopped",
     "SchemaError",
     "first_line",
 ]
 
-#: exit code of a run stopped part-way: what was written before stays written
-EXIT_STOPPED = 4
-#: exit code of an unexpected error (a bug): its traceback is printed
-EXIT_BUG = 70
+#: the exit codes of every command, in one place (the README's tables say them)
+EXIT_OK = 0  # every job written or unchanged; a report without errors; a daemon stopped
+EXIT_SKIPPED = 1  # some job skipped (an error or a conflict); a report that fails
+EXIT_USAGE = 2  # usage, configuration, connection or a missing right: nothing written
+EXIT_LOCKED = 3  # another sync daemon of the same name holds the lock
+EXIT_STOPPED = 4  # a run stopped part-way: what was written before stays written
+EXIT_BUG = 70  # an unexpected error (a bug): its traceback is printed
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; the jobs written so far stay written
 
 
 class ComsaMigrateError(Exception):
     """Base of every expected failure; the CLI prints its message as one line."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class ConfigurationError(ComsaMigrateError):

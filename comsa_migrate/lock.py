@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from .errors import ComsaMigrateError
+from .errors import EXIT_LOCKED, ComsaMigrateError
 
 __all__ = [
     "LockHeld",
@@ -20,8 +20,6 @@ __all__ = [
     "try_lock",
 ]
 
-#: exit code of a second daemon refused by the lock
-EXIT_LOCKED = 3
 
 _HOLDER = """
 SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start
