@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
 from .backfill import BackfillOptions, JobResult, Summary, backfill
 from .errors import (
@@ -14,7 +14,10 @@ from .errors import (
 )
 from .problems import CODES, Problem, Severity
 
-__version__ = version("comsa-migrate")  # from the package's metadata: pyproject.toml
+try:
+    __version__ = version("comsa-migrate")  # from the package's metadata: pyproject.toml
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "CODES",
