@@ -23,15 +23,16 @@ def input_contents(
     job_input_files keys uploads by base name, as the dashboard restores them into
     uploads/<id>/<name>: of two uploads with one base name in different subfolders, the
     one nearest the top is kept (then the first by path). A file over ``max_bytes`` is
-    left out with a warning; one that cannot be read stops the job (``unreadable``), so
-    that no half-mirrored upload reaches the database.
+    left out with a warning, and still keeps its name from the others. One that cannot
+    be read stops the job (``unreadable``): no half-mirrored upload reaches the database.
     """
-    chosen: dict[str, str] = {}  # base name -> path relative to DATA_DIR
+    claimed: dict[str, str] = {}  # base name -> the upload that has it (nearest the top)
+    chosen: dict[str, str] = {}  # base name -> path relative to DATA_DIR, to be stored
     problems: list[Problem] = []
     uploads = [f for f in source.files if f.file_type == "input"]
     for f in sorted(uploads, key=lambda f: (f.file_path.count("/"), f.file_path)):
-        kept = chosen.get(f.file_name)
-        if kept is not None:
+        kept = claimed.setdefault(f.file_name, f.file_path)
+        if kept != f.file_path:
             message = f"another upload of this job has this name; job_input_files keeps {kept}"
             problems.append(Problem("duplicate_input_name", message, source.job_id, f.file_path))
         elif f.size > max_bytes:

@@ -294,6 +294,22 @@ def test_uploads_over_the_limit_or_sharing_a_name_are_left_out_with_a_warning(
     assert base64.b64decode(rows[0][1]) == (folder / "input.csv").read_bytes()
 
 
+def test_an_upload_over_the_limit_keeps_its_name_from_a_deeper_one(
+    cli: Any, fresh_dashboard_dsn: str, sample_tree: Path
+) -> None:
+    folder = sample_tree / "uploads" / JOB
+    (folder / "input.csv").write_bytes(b"x" * 5000)
+    (folder / "deeper").mkdir()
+    (folder / "deeper" / "input.csv").write_bytes(b"not the upload of that name\n")
+
+    result = cli("backfill", sample_tree, "--dsn", fresh_dashboard_dsn, "--max-input-bytes", "4000")
+
+    assert "input_too_large 1" in result.stdout
+    assert "duplicate_input_name 1" in result.stdout
+    with psycopg.connect(fresh_dashboard_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM job_input_files").fetchone() == (0,)
+
+
 def test_no_input_content_leaves_job_input_files_alone(
     cli: Any, fresh_dashboard_dsn: str, sample_tree: Path
 ) -> None:
