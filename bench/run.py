@@ -195,7 +195,7 @@ def _backfill_args(
 
 
 def _without_job_lock(dsn: str) -> None:
-    """apply_job() as it stands, less the per-job lock that schema/004 put first in it."""
+    """apply_job() as it stands, less the per-job lock it takes first."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
             "SELECT pg_get_functiondef('comsa_migrate.apply_job(jsonb,boolean,bigint)'"

@@ -116,6 +116,11 @@ class Summary:
             if len(examples) < EXAMPLES_PER_CODE:
                 examples.append(problem)
 
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables whose rows this run counts: job_input_files when uploads go there."""
+        return store.TABLES if self.inputs_stored else store.TABLES[:3]
+
     def totals(self) -> dict[str, Any]:
         return {
             "actions": dict(self.actions),
@@ -158,12 +163,9 @@ def backfill(
             conn, options, items, summary, run_id, stop, on_job, settings=settings, connect=connect
         )
         outcome = "interrupted" if summary.interrupted else ("ok" if summary.ok else "skipped")
-    except psycopg.errors.InsufficientPrivilege as exc:
-        if not any(summary.rows.values()):
-            raise  # nothing written yet: the missing right is the whole story
-        summary.stopped = f"the database refused the run: {first_line(exc)}"
-        raise RunStopped(summary.stopped, summary) from None
     except psycopg.Error as exc:  # each job's own refusals are caught server-side: the run ends
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege) and not any(summary.rows.values()):
+            raise  # nothing written yet: the missing right is the whole story
         # a writer's connection may be the one lost, while this one has not noticed yet
         lost = conn.closed or conn.broken or isinstance(exc, psycopg.OperationalError)
         what = "the database connection was lost" if lost else "the database stopped the run"

@@ -33,8 +33,7 @@ def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
     if summary.actions["metadata_only"]:
         jobs += f"; {summary.actions['metadata_only']} metadata only"
     lines.append(_row("jobs", jobs))
-    tables = (*_TABLES, "job_input_files") if summary.inputs_stored else _TABLES
-    lines.append(_row("rows", ", ".join(f"{t} {summary.rows[t]}" for t in tables)))
+    lines.append(_row("rows", ", ".join(f"{t} {summary.rows[t]}" for t in summary.tables)))
     if summary.owner:
         given = summary.rows["owned"]
         lines.append(_row("owner", f"{given} job{'' if given == 1 else 's'} given {summary.owner}"))
@@ -62,9 +61,6 @@ def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
                 )
             )
     return "\n".join(lines)
-
-
-_TABLES = ("jobs", "job_logs", "job_files")
 
 
 def _row(label: str, text: str) -> str:

@@ -269,7 +269,7 @@ class _Run:
             data_dir=printable(str(self.options.data_dir)),
             database=database,
             actions={a: self.collector.actions[a] for a in REPORT_ACTIONS},
-            rows={t: {c: self.row_changes[t][c] for c in CHANGES} for t in self.tables},
+            rows={t: {c: self.row_changes[t][c] for c in CHANGES} for t in self.collector.tables},
             problems=tuple(problems),
             jobs=jobs,
             files=FilesSeen(
@@ -282,11 +282,6 @@ class _Run:
             elapsed=elapsed,
             interrupted=self.collector.interrupted,
         )
-
-    @property
-    def tables(self) -> tuple[str, ...]:
-        """The tables whose rows the report counts: job_input_files when uploads go there."""
-        return TABLES if self.collector.inputs_stored else TABLES[:3]
 
     def _decided(self, result: JobResult) -> None:
         """A job decided without the database; one unchanged by stat is still validated."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from . import tree
+from . import store, tree
 from .backfill import BackfillOptions, JobResult, Summary, migrate_jobs
 from .metrics import Metrics
 from .problems import Problem, Severity
@@ -65,6 +65,9 @@ class JobSyncer:
         self._reported: set[int] = set()
         self._problems: list[Problem] = []
         self._named_in_other_case: set[str] = set()  # job ids; see json_named_in_other_case
+        #: how jobs are written (job_input_files there? the owner's id?), read again at each
+        #: rescan rather than for every job synced
+        self._settings: store.WriteSettings | None = None
 
     def sync(
         self, conn: psycopg.Connection[Any], run_id: int | None, jobs: list[tuple[str, float]]
@@ -101,11 +104,20 @@ class JobSyncer:
         the start of the rescan.
         """
         run = _Pass(self, {}, quiet_unchanged=True)
+        self._settings = self.options.settings(conn)
         items = self._noting_names(tree.scan(self.options.data_dir))
         if connect is not None and self.options.writers > 1:
             try:
                 migrate_jobs(
-                    conn, self.options, items, run, run_id, stop, run.on_job, connect=connect
+                    conn,
+                    self.options,
+                    items,
+                    run,
+                    run_id,
+                    stop,
+                    run.on_job,
+                    settings=self._settings,
+                    connect=connect,
                 )
             except psycopg.Error as exc:
                 if conn.closed or conn.broken:
@@ -155,7 +167,11 @@ class JobSyncer:
         is left for the next rescan; a lost connection raises.
         """
         try:
-            migrate_jobs(conn, self.options, items, run, run_id, on_job=run.on_job)
+            if self._settings is None:
+                self._settings = self.options.settings(conn)
+            migrate_jobs(
+                conn, self.options, items, run, run_id, on_job=run.on_job, settings=self._settings
+            )
         except psycopg.Error as exc:
             if conn.closed or conn.broken:
                 raise

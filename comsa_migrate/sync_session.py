@@ -212,10 +212,8 @@ class SyncSession:
         store.prepare_session(conn)
 
     def writer_connection(self) -> psycopg.Connection[Any]:
-        """One more connection for a rescan's writers (--jobs), set up as the daemon's own."""
-        conn = self._connection(self._names[1])
-        store.prepare_session(conn)
-        return conn
+        """One more connection for a rescan's writers (--jobs), named as the daemon's writer."""
+        return self._connection(self._names[1])
 
     def _connection(self, application_name: str) -> psycopg.Connection[Any]:
         settings: dict[str, Any] = {"application_name": application_name, **TCP_KEEPALIVE}

@@ -129,7 +129,7 @@ BEGIN
 END
 $$;
 
--- apply_job() as in 004 (the per-job lock first), and: the digest covers what
+-- apply_job() as in 002, with the per-job lock of 004 first, and: the digest covers what
 -- stored_content() gives (never the uploads); a job's uploads are made equal to
 -- "inputs" in job_input_files, upserted on (job_id, filename) as the dashboard does; and
 -- "owner_id" becomes the job's user_id when it has none.
@@ -147,6 +147,8 @@ DECLARE
 BEGIN
     -- 1668115041 is 'cmja' (comsa-migrate job apply) read as a 32-bit integer
     PERFORM pg_advisory_xact_lock(1668115041, comsa_migrate.job_lock_key(v_job_id));
+    -- a statement of its own after the lock: under READ COMMITTED it sees every commit
+    -- made before the lock was granted
     plan := comsa_migrate.plan_job(job, force);
     IF plan.action IN ('insert', 'update') THEN
         IF plan.stored IS NULL OR plan.stored->'job' <> plan.incoming->'job' THEN

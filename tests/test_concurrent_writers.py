@@ -21,7 +21,7 @@ from comsa_migrate.backfill import Summary as BackfillSummary
 from .helpers import stored_contents, table_counts
 from .sync_helpers import job_row, new_job_id, running_daemon, wait_until, write_job
 
-JOB_LOCK_CLASS = 1668115041  # the first key of apply_job()'s lock (schema/004)
+JOB_LOCK_CLASS = 1668115041  # the first key of apply_job()'s lock (schema/004, 005)
 
 
 def spawn_backfill(data_dir: Path, dsn: str, *extra: str) -> subprocess.Popen[bytes]:
