@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,30 +152,12 @@ def _round(
                 result.results["c"] = child
                 _print_row("c", child, args.jobs)
     for writers in args.sweep:
-        key = f"b{writers}"
-        with database(admin_dsn) as dsn:
-            child = _child(_backfill_args(args, data_dir, dsn, writers))
-            _check_run(dsn, "insert", args.jobs, child)
-            _check_rows(dsn, counts, f"(b) --jobs {writers}")
-            result.results[key] = child
-            _print_row(key, child, args.jobs, f"(b) cold backfill, --jobs {writers}")
+        label = f"(b) cold backfill, --jobs {writers}"
+        _cold_backfill(args, admin_dsn, data_dir, counts, result, f"b{writers}", label, writers)
     if "n" in only:
-        with database(admin_dsn) as dsn:
-            _without_job_lock(dsn)
-            child = _child(_backfill_args(args, data_dir, dsn))
-            _check_run(dsn, "insert", args.jobs, child)
-            _check_rows(dsn, counts, "(n)")
-            result.results["n"] = child
-            _print_row("n", child, args.jobs)
+        _cold_backfill(args, admin_dsn, data_dir, counts, result, "n", setup=_without_job_lock)
     if "i" in only:
-        with database(admin_dsn) as dsn:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                create_input_files_table(conn)
-            child = _child(_backfill_args(args, data_dir, dsn))
-            _check_run(dsn, "insert", args.jobs, child)
-            _check_rows(dsn, counts, "(i)")
-            result.results["i"] = child
-            _print_row("i", child, args.jobs)
+        _cold_backfill(args, admin_dsn, data_dir, counts, result, "i", setup=_with_input_files)
     if "d" in only:
         child = _child(["bench.baselines", "walk", str(data_dir)])
         result.results["d"] = child
@@ -192,6 +174,33 @@ def _backfill_args(
     if writers or args.writers:
         backfill += ["--jobs", str(writers or args.writers)]
     return backfill
+
+
+def _cold_backfill(
+    args: argparse.Namespace,
+    admin_dsn: str,
+    data_dir: Path,
+    counts: dict[str, int],
+    result: Round,
+    key: str,
+    label: str | None = None,
+    writers: int | None = None,
+    setup: Callable[[str], None] | None = None,
+) -> None:
+    """One more cold backfill into a fresh database (after ``setup``), checked and kept."""
+    with database(admin_dsn) as dsn:
+        if setup is not None:
+            setup(dsn)
+        child = _child(_backfill_args(args, data_dir, dsn, writers))
+        _check_run(dsn, "insert", args.jobs, child)
+        _check_rows(dsn, counts, label or f"({key})")
+        result.results[key] = child
+        _print_row(key, child, args.jobs, label)
+
+
+def _with_input_files(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        create_input_files_table(conn)
 
 
 def _without_job_lock(dsn: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from . import __version__, db, grants, tree
-from .backfill import DEFAULT_WRITERS, BackfillOptions, backfill
+from .backfill import BackfillOptions, backfill
 from .cli_support import (
     batch_size_option,
     connection,
@@ -27,6 +27,7 @@ from .cli_support import (
     quiet_option,
     stop_on_signals,
     target_for,
+    writers_option,
 )
 from .errors import (
     EXIT_BUG,
@@ -107,16 +108,9 @@ def main(verbose: bool) -> None:
 @quiet_option
 @max_json_bytes_option
 @batch_size_option
-@click.option(
-    "-j",
-    "--jobs",
-    "writers",
-    type=click.IntRange(1, 64),
-    default=DEFAULT_WRITERS,
-    show_default=True,
-    metavar="N",
-    help="Writer connections, each writing its own batches (one server backend, so one "
-    "of the server's cores, each). On a remote server with C free cores, try C.",
+@writers_option(
+    "Writer connections, each writing its own batches (one server backend, so one "
+    "of the server's cores, each). On a remote server with C free cores, try C."
 )
 @dashboard_options
 @click.option(

@@ -16,7 +16,13 @@ import click
 import psycopg
 
 from . import db
-from .backfill import DEFAULT_BATCH_SIZE, DEFAULT_MAX_JSON_BYTES, DEFAULT_PATH_PREFIX, JobResult
+from .backfill import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_JSON_BYTES,
+    DEFAULT_PATH_PREFIX,
+    DEFAULT_WRITERS,
+    JobResult,
+)
 from .errors import (
     EXIT_USAGE,
     ComsaMigrateError,
@@ -47,6 +53,20 @@ batch_size_option = click.option(
     help="Jobs sent per round trip; each job is still its own transaction.",
 )
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+
+
+def writers_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """-j/--jobs N, the writer connections, given to the command as ``writers``."""
+    return click.option(
+        "-j",
+        "--jobs",
+        "writers",
+        type=click.IntRange(1, 64),
+        default=DEFAULT_WRITERS,
+        show_default=True,
+        metavar="N",
+        help=help_text,
+    )
 
 
 def _folder_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -14,7 +14,6 @@ from typing import Any
 import click
 
 from . import tree
-from .backfill import DEFAULT_WRITERS
 from .cli_support import (
     batch_size_option,
     connection,
@@ -23,6 +22,7 @@ from .cli_support import (
     errors_as_exit,
     max_json_bytes_option,
     target_for,
+    writers_option,
 )
 from .errors import EXIT_OK
 from .logformat import TEXT_FORMAT, JsonFormatter
@@ -95,16 +95,9 @@ from .sync import Daemon, SyncOptions
 )
 @max_json_bytes_option
 @batch_size_option
-@click.option(
-    "-j",
-    "--jobs",
-    "writers",
-    type=click.IntRange(1, 64),
-    default=DEFAULT_WRITERS,
-    show_default=True,
-    metavar="N",
-    help="Writer connections of the catch-up scan and the rescans (see backfill --jobs); "
-    "jobs synced as they change are written on one.",
+@writers_option(
+    "Writer connections of the catch-up scan and the rescans (see backfill --jobs); "
+    "jobs synced as they change are written on one."
 )
 @dashboard_options
 def sync_command(
