@@ -33,9 +33,9 @@ from pathlib import Path
 
 import orjson
 
-from comsa_migrate import tree
-from comsa_migrate.backfill import BackfillOptions, Summary, prepared_batches
-from comsa_migrate.db import redact
+from comsa_migrate.core import tree
+from comsa_migrate.core.backfill import BackfillOptions, Summary, prepared_batches
+from comsa_migrate.db.target import redact
 
 from .generate import TreeShape, generate
 from .servers import DEFAULT_DSN, database
@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _round(admin_dsn: str, data_dir: Path) -> dict[str, float]:
     times: dict[str, float] = {}
-    cli = ["-m", "comsa_migrate.cli"]
+    cli = ["-m", "comsa_migrate"]
     with database(admin_dsn) as backfilled, database(admin_dsn) as untouched:
         backfill = [*cli, "backfill", str(data_dir), "--dsn", backfilled, "-q"]
         report = [*cli, "report", str(data_dir), "--format", "json", "-o", os.devnull, "-q"]

@@ -34,8 +34,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from comsa_migrate.db import redact
-from comsa_migrate.schema import create_input_files_table
+from comsa_migrate.db.migrations import create_input_files_table
+from comsa_migrate.db.target import redact
 
 from .generate import TreeShape, generate
 from .servers import DEFAULT_DSN, database, server
@@ -168,7 +168,7 @@ def _round(
 def _backfill_args(
     args: argparse.Namespace, data_dir: Path, dsn: str, writers: int | None = None
 ) -> list[str]:
-    backfill = ["comsa_migrate.cli", "backfill", str(data_dir), "--dsn", dsn, "-q"]
+    backfill = ["comsa_migrate", "backfill", str(data_dir), "--dsn", dsn, "-q"]
     if args.batch_size:
         backfill += ["--batch-size", str(args.batch_size)]
     if writers or args.writers:

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from comsa_migrate.schema import migrate
+from comsa_migrate.db.migrations import migrate
 
 #: the machine's PostgreSQL service; $COMSA_BENCH_DSN names another (a role that may
 #: CREATE DATABASE)

@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from comsa_migrate.backfill import BackfillOptions, backfill
+from comsa_migrate.core.backfill import BackfillOptions, backfill
 
 from .baselines import copy_rows
 from .generate import TreeShape

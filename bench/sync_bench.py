@@ -35,7 +35,7 @@ from typing import Any
 
 import psycopg
 
-from comsa_migrate.db import redact
+from comsa_migrate.db.target import redact
 
 from .servers import DEFAULT_DSN, database, server
 
@@ -290,7 +290,7 @@ class Daemon:
         self.command = [
             sys.executable,
             "-m",
-            "comsa_migrate.cli",
+            "comsa_migrate",
             "sync",
             str(data_dir),
             "--dsn",
@@ -454,7 +454,7 @@ def _digest(dsn: str) -> str:
 
 
 def _run_cli(*args: str) -> str:
-    command = [sys.executable, "-m", "comsa_migrate.cli", *args]
+    command = [sys.executable, "-m", "comsa_migrate", *args]
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout
 
 

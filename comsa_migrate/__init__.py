@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .backfill import BackfillOptions, JobResult, Summary, backfill
-from .errors import (
+from comsa_migrate.core.backfill import BackfillOptions, JobResult, Summary, backfill
+from comsa_migrate.errors import (
     ComsaMigrateError,
     ConfigurationError,
     DatabaseUnavailable,
     DataDirError,
     SchemaError,
 )
-from .problems import CODES, Problem, Severity
+from comsa_migrate.problems import CODES, Problem, Severity
 
 try:
     __version__ = version("comsa-migrate")  # from the package's metadata: pyproject.toml

@@ -1,5 +1,5 @@
 """`python -m comsa_migrate`: the comsa-migrate command."""
 
-from .cli import main
+from comsa_migrate.cli import main
 
 main(prog_name="comsa-migrate")

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from comsa_migrate.cli import main
-from comsa_migrate.schema import migrate
+from comsa_migrate.db.migrations import migrate
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

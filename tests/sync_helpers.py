@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from comsa_migrate.db import Target
-from comsa_migrate.sync import Daemon, SyncOptions
+from comsa_migrate.db.target import Target
+from comsa_migrate.sync.daemon import Daemon, SyncOptions
 
 T = TypeVar("T")
 

@@ -14,7 +14,14 @@ import orjson
 import psycopg
 import pytest
 
-from .helpers import age_tree, make_tree, row_digest, stored_contents, table_counts, write_job
+from .helpers import (
+    age_tree,
+    make_tree,
+    row_digest,
+    stored_contents,
+    table_counts,
+    write_job,
+)
 
 FAILED_JOB = "a817efa9-c5e7-4731-a6ee-ff6d9228f310"  # openva, failed, 2 log lines, no files
 COMPLETED_JOB = "653475d0-3a75-4bb6-b1cb-a3c466a6c02e"  # pipeline, 11 log lines, 2 outputs
@@ -278,7 +285,7 @@ def _spawn_backfill(data_dir: Path, dsn: str, *extra: str) -> subprocess.Popen[b
         [
             sys.executable,
             "-m",
-            "comsa_migrate.cli",
+            "comsa_migrate",
             "backfill",
             str(data_dir),
             "--dsn",

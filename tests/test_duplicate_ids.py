@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from comsa_migrate.core.tree import JobSource, scan, scan_job
 from comsa_migrate.problems import Problem
-from comsa_migrate.tree import JobSource, scan, scan_job
 
 from .helpers import age_tree, job_counts, table_counts, write_job
 from .sync_helpers import job_row, make_tree, running_daemon, wait_until

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from comsa_migrate.core.tree import JobSource, job_source, scan
 from comsa_migrate.problems import Problem
-from comsa_migrate.tree import JobSource, job_source, scan
 
 from .helpers import age_tree, write_job
 from .sync_helpers import job_row, make_tree, running_daemon, wait_until

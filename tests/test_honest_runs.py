@@ -17,14 +17,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from comsa_migrate.backfill import BackfillOptions, JobResult, backfill
+from comsa_migrate.core.backfill import BackfillOptions, JobResult, backfill
 from comsa_migrate.errors import EXIT_BUG, EXIT_STOPPED
 
 from .conftest import dsn_for
 from .helpers import make_tree, stored_contents, table_counts, write_job
 
 #: the module, not the function of the same name that the package exports
-backfill_module = importlib.import_module("comsa_migrate.backfill")
+backfill_module = importlib.import_module("comsa_migrate.core.backfill")
 
 
 def last_run(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
@@ -104,7 +104,7 @@ def test_an_unexpected_error_at_the_top_exits_70_with_its_traceback(
     def broken_backfill(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("a bug at the top")
 
-    monkeypatch.setattr("comsa_migrate.cli.backfill", broken_backfill)
+    monkeypatch.setattr("comsa_migrate.cli.group.backfill", broken_backfill)
     result = cli("backfill", data, "--dsn", dsn)
 
     assert result.exit_code == EXIT_BUG == 70
@@ -115,7 +115,7 @@ def test_an_unexpected_error_at_the_top_exits_70_with_its_traceback(
 
 def spawn_backfill(data: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "comsa_migrate.cli", "backfill", str(data), "--quiet", *extra],
+        [sys.executable, "-m", "comsa_migrate", "backfill", str(data), "--quiet", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -14,7 +14,7 @@ import orjson
 import psycopg
 import pytest
 
-from comsa_migrate.logformat import TEXT_FORMAT, JsonFormatter
+from comsa_migrate.cli.logs import TEXT_FORMAT, JsonFormatter
 from comsa_migrate.problems import Problem, printable
 
 from .helpers import age_tree, write_job

@@ -12,9 +12,16 @@ import orjson
 import psycopg
 import pytest
 
-from comsa_migrate.legacy import COLUMN_LIMITS, MAX_DEPTH, JobRecord, LogEntry, Parsed, parse_job
+from comsa_migrate.core.normalise import (
+    COLUMN_LIMITS,
+    MAX_DEPTH,
+    JobRecord,
+    LogEntry,
+    Parsed,
+    parse_job,
+)
+from comsa_migrate.core.tree import JobSource
 from comsa_migrate.problems import Severity
-from comsa_migrate.tree import JobSource
 
 JOB_ID = "0a1b2c3d-0000-4000-8000-00000000abcd"
 OTHER_ID = "0a1b2c3d-0000-4000-8000-00000000ffff"

@@ -13,11 +13,17 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from comsa_migrate import grants, schema
-from comsa_migrate.schema import migrations
+from comsa_migrate.db import grants, migrations
 
 from .helpers import table_counts
-from .sync_helpers import job_row, make_tree, new_job_id, running_daemon, wait_until, write_job
+from .sync_helpers import (
+    job_row,
+    make_tree,
+    new_job_id,
+    running_daemon,
+    wait_until,
+    write_job,
+)
 
 
 class Roles:
@@ -198,10 +204,10 @@ def test_a_writer_facing_a_pending_migration_says_an_owner_must_run_init_db(
 ) -> None:
     writer = roles.create("writer")
     lock_down(empty_dsn)
-    every, latest = migrations(), migrations()[-1]
+    every, latest = migrations.migrations(), migrations.migrations()[-1]
     with monkeypatch.context() as patch, psycopg.connect(empty_dsn, autocommit=True) as conn:
-        patch.setattr(schema, "migrations", lambda: every[:-1])  # the previous release
-        schema.migrate(conn)
+        patch.setattr(migrations, "migrations", lambda: every[:-1])  # the previous release
+        migrations.migrate(conn)
         grants.grant(conn, writer, "writer")
 
     refused = cli("backfill", sample_tree, "--dsn", as_user(empty_dsn, writer))

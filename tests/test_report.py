@@ -14,10 +14,10 @@ import jsonschema
 import psycopg
 import pytest
 
-from comsa_migrate.backfill import BackfillOptions
+from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.problems import CODES
-from comsa_migrate.report import REPORT_ACTIONS, build_report
-from comsa_migrate.report_render import render_text
+from comsa_migrate.render.report import render_text
+from comsa_migrate.report.plan import REPORT_ACTIONS, build_report
 
 from .helpers import write_job
 

@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from comsa_migrate import store
-from comsa_migrate.backfill import BackfillOptions, JobResult, backfill
-from comsa_migrate.report import Report, build_report
-from comsa_migrate.schema import migrations
+from comsa_migrate.core import store
+from comsa_migrate.core.backfill import BackfillOptions, JobResult, backfill
+from comsa_migrate.db.migrations import migrations
+from comsa_migrate.report.plan import Report, build_report
 
 from .helpers import age_tree, row_digest, table_counts, write_job
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from comsa_migrate.schema import migrations
+from comsa_migrate.db.migrations import migrations
 
 SPEC_INDEXES = {
     "jobs_pkey",

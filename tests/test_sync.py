@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from comsa_migrate.watch import JobEventHandler
+from comsa_migrate.sync.watch import JobEventHandler
 
 from .sync_helpers import (
     daemon_problems,
@@ -271,7 +271,7 @@ def test_an_error_in_the_event_handler_restarts_the_observer_and_rescans(
     job_id = new_job_id()
     with running_daemon(dsn, data) as daemon:
         first_observer = daemon.observer
-        monkeypatch.setattr("comsa_migrate.watch.classify", _fail_once(monkeypatch))
+        monkeypatch.setattr("comsa_migrate.sync.watch.classify", _fail_once(monkeypatch))
         write_job(data, job_id)
 
         wait_until(lambda: daemon.observer is not first_observer, what="a new observer")
@@ -280,7 +280,7 @@ def test_an_error_in_the_event_handler_restarts_the_observer_and_rescans(
 
 
 def _fail_once(monkeypatch: pytest.MonkeyPatch) -> Any:
-    from comsa_migrate import watch
+    from comsa_migrate.sync import watch
 
     original = watch.classify
 
@@ -414,7 +414,7 @@ def test_a_folder_created_when_no_inotify_watch_is_left_names_the_limit(
     dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Simulated: the probe that tries to add one more watch finds the limit reached."""
-    monkeypatch.setattr("comsa_migrate.watch.watches_left", lambda: False)
+    monkeypatch.setattr("comsa_migrate.sync.watch.watches_left", lambda: False)
     with running_daemon(dsn, data):
         (data / "outputs" / new_job_id()).mkdir()
 

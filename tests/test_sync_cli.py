@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from comsa_migrate.lock import default_name, lock_held_by_anyone, lock_key
+from comsa_migrate.sync.lock import default_name, lock_held_by_anyone, lock_key
 
 from .sync_helpers import (
     job_row,
@@ -32,7 +32,7 @@ class DaemonProcess:
     """`comsa-migrate sync` in a subprocess, its stderr read line by line as it comes."""
 
     def __init__(self, data: Path, dsn: str, *args: str) -> None:
-        command = [sys.executable, "-m", "comsa_migrate.cli", "sync", str(data), "--dsn", dsn]
+        command = [sys.executable, "-m", "comsa_migrate", "sync", str(data), "--dsn", dsn]
         env = {k: v for k, v in os.environ.items() if k not in ("COMSA_DSN", "DATABASE_URL")}
         self.process = subprocess.Popen(
             [*command, "--debounce", "0.05", *args],

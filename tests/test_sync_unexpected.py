@@ -10,9 +10,18 @@ from typing import Any
 
 import pytest
 
-from comsa_migrate import daemon_store, sync_jobs, tree
+from comsa_migrate.core import tree
+from comsa_migrate.sync import bookkeeping
+from comsa_migrate.sync import writer as sync_writer
 
-from .sync_helpers import job_row, make_tree, new_job_id, running_daemon, wait_until, write_job
+from .sync_helpers import (
+    job_row,
+    make_tree,
+    new_job_id,
+    running_daemon,
+    wait_until,
+    write_job,
+)
 
 # watchdog warns, from its own thread, when it adds again the watch of a folder made with
 # its parents (mkdir -p) in one go; harmless, and the daemon's CLI silences it too
@@ -48,7 +57,7 @@ def test_an_error_in_the_loop_is_logged_counted_and_the_daemon_goes_on(
         calls.append(1)
         return len(calls) == 2
 
-    monkeypatch.setattr(daemon_store, "heartbeat", failing(daemon_store.heartbeat, once))
+    monkeypatch.setattr(bookkeeping, "heartbeat", failing(bookkeeping.heartbeat, once))
     job_id = new_job_id()
     with running_daemon(dsn, data) as daemon:
         wait_until(lambda: tracebacks(caplog, "unexpected error in the sync loop"))
@@ -96,14 +105,14 @@ def test_a_bug_while_writing_a_batch_is_narrowed_to_its_job(
     dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = [new_job_id() for _ in range(3)]
-    real = sync_jobs.migrate_jobs
+    real = sync_writer.migrate_jobs
 
     def migrate_jobs(conn: Any, options: Any, items: list[Any], *args: Any, **kw: Any) -> None:
         if any(getattr(item, "job_id", None) == ids[1] for item in items):
             raise RuntimeError("a bug, for the test")
         real(conn, options, items, *args, **kw)
 
-    monkeypatch.setattr(sync_jobs, "migrate_jobs", migrate_jobs)
+    monkeypatch.setattr(sync_writer, "migrate_jobs", migrate_jobs)
     with running_daemon(dsn, data, debounce=0.3):
         for job_id in ids:
             write_job(data, job_id)

@@ -6,9 +6,9 @@ import errno
 
 import pytest
 
-from comsa_migrate.debounce import Debouncer
-from comsa_migrate.metrics import Metrics
-from comsa_migrate.watch import classify, explain_os_error
+from comsa_migrate.sync.debounce import Debouncer
+from comsa_migrate.sync.metrics import Metrics
+from comsa_migrate.sync.watch import classify, explain_os_error
 
 JOB = "0a1b2c3d-0000-4000-8000-000000000001"
 

@@ -12,9 +12,7 @@ import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 from pyfakefs.fake_filesystem_unittest import Patcher
 
-from comsa_migrate.errors import DataDirError
-from comsa_migrate.problems import Problem
-from comsa_migrate.tree import (
+from comsa_migrate.core.tree import (
     FileStat,
     JobSource,
     ScanItem,
@@ -24,6 +22,8 @@ from comsa_migrate.tree import (
     scan,
     utc_from_ns,
 )
+from comsa_migrate.errors import DataDirError
+from comsa_migrate.problems import Problem
 
 JOB = "0a1b2c3d-0000-4000-8000-000000000001"
 JOB2 = "0a1b2c3d-0000-4000-8000-000000000002"

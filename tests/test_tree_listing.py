@@ -12,9 +12,9 @@ import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 from pyfakefs.fake_filesystem_unittest import Patcher
 
+from comsa_migrate.core.tree import JobSource, check_data_dir, scan
 from comsa_migrate.errors import DataDirError
 from comsa_migrate.problems import Problem
-from comsa_migrate.tree import JobSource, check_data_dir, scan
 
 from .helpers import write_job
 

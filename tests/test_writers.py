@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from bench.generate import TreeShape, generate
-from comsa_migrate.backfill import BackfillOptions, JobResult, backfill
+from comsa_migrate.core.backfill import BackfillOptions, JobResult, backfill
 
 from .conftest import copy_fixture
 from .helpers import stored_contents, table_counts

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from . import tree
-from .cli_support import (
+from comsa_migrate.cli.logs import TEXT_FORMAT, JsonFormatter
+from comsa_migrate.cli.options import (
     batch_size_option,
     connection,
     dashboard_options,
@@ -24,10 +24,10 @@ from .cli_support import (
     target_for,
     writers_option,
 )
-from .errors import EXIT_OK
-from .logformat import TEXT_FORMAT, JsonFormatter
-from .status import read_status, render_status
-from .sync import Daemon, SyncOptions
+from comsa_migrate.core import tree
+from comsa_migrate.errors import EXIT_OK
+from comsa_migrate.sync.daemon import Daemon, SyncOptions
+from comsa_migrate.sync.status import read_status, render_status
 
 
 @click.command("sync")

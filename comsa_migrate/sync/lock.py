@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from .errors import EXIT_LOCKED, ComsaMigrateError
+from comsa_migrate.errors import EXIT_LOCKED, ComsaMigrateError
 
 __all__ = [
     "LockHeld",

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import store, tree
+from comsa_migrate.core import store, tree
 
 if TYPE_CHECKING:
-    from .backfill import BackfillOptions, JobResult, Summary, _Batch, _Held
+    from comsa_migrate.core.backfill import BackfillOptions, JobResult, Summary, _Batch, _Held
 
 __all__ = ["Connect", "migrate_in_parallel"]
 
@@ -60,7 +60,14 @@ def migrate_in_parallel(
     scanned while its fingerprints are read. A stop ends the scan; the batches in flight
     on every connection are finished and told.
     """
-    from .backfill import _apply, _batches, _Held, _known_fingerprints, _prepare, _record_outcomes
+    from comsa_migrate.core.backfill import (
+        _apply,
+        _batches,
+        _Held,
+        _known_fingerprints,
+        _prepare,
+        _record_outcomes,
+    )
 
     local = threading.local()
     opened: list[psycopg.Connection[Any]] = []

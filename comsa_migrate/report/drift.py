@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .problems import Problem
-from .tree import JobSource
+from comsa_migrate.core.tree import JobSource
+from comsa_migrate.problems import Problem
 
 __all__ = ["DriftInput", "check_drift"]
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from .problems import printable
+from comsa_migrate.problems import printable
 
 __all__ = ["JsonFormatter", "TEXT_FORMAT"]
 

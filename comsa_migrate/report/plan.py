@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from . import store, tree
-from .backfill import (
+from comsa_migrate.core import store, tree
+from comsa_migrate.core.backfill import (
     ACTIONS,
     BackfillOptions,
     JobResult,
@@ -23,11 +23,11 @@ from .backfill import (
     prepared_batches,
     record_outcome,
 )
-from .errors import DatabaseUnavailable
-from .legacy import parse_job
-from .problems import Problem, Severity, printable
-from .report_drift import DriftInput, check_drift
-from .schema import APP_TABLES, pending_migrations
+from comsa_migrate.core.normalise import parse_job
+from comsa_migrate.db.migrations import APP_TABLES, pending_migrations
+from comsa_migrate.errors import DatabaseUnavailable
+from comsa_migrate.problems import Problem, Severity, printable
+from comsa_migrate.report.drift import DriftInput, check_drift
 
 __all__ = [
     "REPORT_ACTIONS",

@@ -15,7 +15,7 @@ import psycopg
 from dotenv import dotenv_values
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .errors import ConfigurationError, DatabaseUnavailable
+from comsa_migrate.errors import ConfigurationError, DatabaseUnavailable
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",

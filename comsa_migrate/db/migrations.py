@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 
-from . import grants
-from .errors import SchemaError
+from comsa_migrate.db import grants
+from comsa_migrate.errors import SchemaError
 
 __all__ = ["Migration", "MigrationResult", "migrate", "migrations", "pending_migrations"]
 
@@ -63,7 +63,7 @@ class MigrationResult:
 def migrations() -> list[Migration]:
     """The migrations shipped with this version, in order."""
     found = []
-    for item in resources.files("comsa_migrate.sql").iterdir():
+    for item in resources.files("comsa_migrate.db.sql").iterdir():
         match = _FILE_NAME.match(item.name)
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), item.read_text("utf-8")))
@@ -74,7 +74,7 @@ def create_input_files_table(conn: psycopg.Connection[Any]) -> bool:
     """Create the dashboard's job_input_files as the dashboard would; False if it existed."""
     if conn.execute("SELECT to_regclass('public.job_input_files')").fetchone() != (None,):
         return False
-    sql = resources.files("comsa_migrate.sql").joinpath("dashboard_job_input_files.sql")
+    sql = resources.files("comsa_migrate.db.sql").joinpath("dashboard_job_input_files.sql")
     with conn.transaction():
         conn.execute(sql.read_text("utf-8").encode())
     return True

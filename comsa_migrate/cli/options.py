@@ -15,20 +15,20 @@ from typing import Any
 import click
 import psycopg
 
-from . import db
-from .backfill import (
+from comsa_migrate.core.backfill import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_JSON_BYTES,
     DEFAULT_PATH_PREFIX,
     DEFAULT_WRITERS,
     JobResult,
 )
-from .errors import (
+from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
+from comsa_migrate.db.target import Target, connect, embedded_home, resolve_target, start_embedded
+from comsa_migrate.errors import (
     EXIT_USAGE,
     ComsaMigrateError,
     first_line,
 )
-from .uploads import DEFAULT_MAX_INPUT_BYTES
 
 dsn_option = click.option(
     "--dsn",
@@ -134,12 +134,12 @@ def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return decorated
 
 
-def target_for(dsn: str | None) -> db.Target:
+def target_for(dsn: str | None) -> Target:
     """The database to use; with none configured, the embedded one, said on stderr."""
-    target = db.resolve_target(dsn)
+    target = resolve_target(dsn)
     if target is None:
-        home = db.embedded_home()
-        target = db.start_embedded(home)
+        home = embedded_home()
+        target = start_embedded(home)
         click.echo(
             f"comsa-migrate: no database configured; using the embedded PostgreSQL in "
             f"{display_path(home)} "
@@ -158,9 +158,9 @@ def display_path(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def connection(dsn: str | None) -> Iterator[tuple[psycopg.Connection[Any], db.Target]]:
+def connection(dsn: str | None) -> Iterator[tuple[psycopg.Connection[Any], Target]]:
     target = target_for(dsn)
-    with db.connect(target) as conn:
+    with connect(target) as conn:
         yield conn, target
 
 

@@ -28,8 +28,8 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
-from .errors import ComsaMigrateError
-from .tree import JOBS, OUTPUTS, UPLOADS, is_ignored_name, is_job_id
+from comsa_migrate.core.tree import JOBS, OUTPUTS, UPLOADS, is_ignored_name, is_job_id
+from comsa_migrate.errors import ComsaMigrateError
 
 __all__ = [
     "JobEvents",

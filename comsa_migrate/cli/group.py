@@ -14,9 +14,8 @@ from typing import Any
 
 import click
 
-from . import __version__, db, grants, tree
-from .backfill import BackfillOptions, backfill
-from .cli_support import (
+from comsa_migrate import __version__
+from comsa_migrate.cli.options import (
     batch_size_option,
     connection,
     dashboard_options,
@@ -29,7 +28,12 @@ from .cli_support import (
     target_for,
     writers_option,
 )
-from .errors import (
+from comsa_migrate.core import tree
+from comsa_migrate.core.backfill import BackfillOptions, backfill
+from comsa_migrate.db import grants
+from comsa_migrate.db.migrations import create_input_files_table, migrate
+from comsa_migrate.db.target import connect, psql_path, resolve_target
+from comsa_migrate.errors import (
     EXIT_BUG,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -37,15 +41,14 @@ from .errors import (
     ComsaMigrateError,
     RunStopped,
 )
-from .problems import Severity
-from .render import REPORT_FORMATS, backfill_summary
-from .schema import create_input_files_table, migrate
+from comsa_migrate.problems import Severity
+from comsa_migrate.render.summary import REPORT_FORMATS, backfill_summary
 
 #: commands whose modules are imported only when they run (or --help lists them): the
 #: daemon's pull in watchdog, which a backfill does not need
 _LAZY_COMMANDS = {
-    "sync": ("comsa_migrate.cli_sync", "sync_command"),
-    "status": ("comsa_migrate.cli_sync", "status_command"),
+    "sync": ("comsa_migrate.cli.sync", "sync_command"),
+    "status": ("comsa_migrate.cli.sync", "status_command"),
 }
 
 
@@ -165,7 +168,7 @@ def backfill_command(
         try:
             with progress(show_progress, tree.count_job_files(data_dir)) as on_job:
                 summary = backfill(
-                    conn, options, stop=stop, on_job=on_job, connect=lambda: db.connect(target)
+                    conn, options, stop=stop, on_job=on_job, connect=lambda: connect(target)
                 )
         except RunStopped as exc:
             click.echo(f"comsa-migrate: error: {exc}", err=True)
@@ -264,12 +267,12 @@ def _report(
     options: BackfillOptions, dsn: str | None, *, offline: bool, out: _ReportOutput, quiet: bool
 ) -> None:
     """Build the report (read only, or offline), write it out, exit with its verdict."""
-    from .report import build_report  # only the report needs these
-    from .report_render import render
+    from comsa_migrate.render.report import render
+    from comsa_migrate.report.plan import build_report  # only the report needs these
 
     with errors_as_exit(), stop_on_signals() as stop:
         tree.check_data_dir(options.data_dir)  # before a database is connected to
-        target = None if offline else db.resolve_target(dsn)
+        target = None if offline else resolve_target(dsn)
         show_progress = not quiet and sys.stderr.isatty()
         total = tree.count_job_files(options.data_dir) if show_progress else 0
         with progress(show_progress, total) as on_job:
@@ -279,7 +282,7 @@ def _report(
                     None, options, offline_reason=reason, on_job=on_job, stop=stop
                 )
             else:
-                with db.connect(target) as conn:
+                with connect(target) as conn:
                     report = build_report(
                         conn, options, target=str(target), on_job=on_job, stop=stop
                     )
@@ -391,10 +394,6 @@ def psql_command(dsn: str | None, psql_args: tuple[str, ...]) -> None:
     """
     with errors_as_exit():
         target = target_for(dsn)
-        psql = db.psql_path(target)
+        psql = psql_path(target)
         completed = subprocess.run([psql, "--dbname", target.dsn, *psql_args], check=False)
         sys.exit(completed.returncode)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main(prog_name=os.path.basename(sys.argv[0]))

@@ -13,15 +13,15 @@ from typing import Any
 
 import psycopg
 
-from . import store, tree
-from .backfill import BackfillOptions, JobResult, Summary, migrate_jobs
-from .metrics import Metrics
-from .problems import Problem, Severity
-from .writers import Connect
+from comsa_migrate.core import store, tree
+from comsa_migrate.core.backfill import BackfillOptions, JobResult, Summary, migrate_jobs
+from comsa_migrate.core.writers import Connect
+from comsa_migrate.problems import Problem, Severity
+from comsa_migrate.sync.metrics import Metrics
 
 __all__ = ["JobSyncer", "LastSync"]
 
-log = logging.getLogger("comsa_migrate.sync")
+log = logging.getLogger(__name__)
 
 #: first retry of a JSON that does not parse; doubled each time, capped at SETTLE_RETRY_MAX
 SETTLE_RETRY_MIN = 0.05

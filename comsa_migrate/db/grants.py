@@ -10,7 +10,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from .errors import ConfigurationError, SchemaError
+from comsa_migrate.errors import ConfigurationError, SchemaError
 
 __all__ = [
     "KINDS",

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import orjson
 
-from . import __version__
-from .problems import CODES, Problem, Severity
-from .render import REPORT_FORMATS
-from .report import CHANGES, REPORT_VERSION, Report
+from comsa_migrate import __version__
+from comsa_migrate.problems import CODES, Problem, Severity
+from comsa_migrate.render.summary import REPORT_FORMATS
+from comsa_migrate.report.plan import CHANGES, REPORT_VERSION, Report
 
 __all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
 

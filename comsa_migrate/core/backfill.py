@@ -15,13 +15,13 @@ from typing import Any, Protocol
 
 import psycopg
 
-from . import store, tree
-from .errors import RunStopped, first_line
-from .legacy import parse_job
-from .problems import Problem, Severity
-from .schema import MigrationResult, migrate
-from .uploads import DEFAULT_MAX_INPUT_BYTES, input_contents
-from .writers import Connect, migrate_in_parallel
+from comsa_migrate.core import store, tree
+from comsa_migrate.core.normalise import parse_job
+from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES, input_contents
+from comsa_migrate.core.writers import Connect, migrate_in_parallel
+from comsa_migrate.db.migrations import MigrationResult, migrate
+from comsa_migrate.errors import RunStopped, first_line
+from comsa_migrate.problems import Problem, Severity
 
 __all__ = [
     "ACTIONS",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import textwrap
 from collections import Counter
 
-from .backfill import Summary
-from .problems import CODES, Severity, printable
+from comsa_migrate.core.backfill import Summary
+from comsa_migrate.problems import CODES, Severity, printable
 
 __all__ = ["REPORT_FORMATS", "backfill_summary"]
 
-#: the formats of `comsa-migrate report` (report_render.py writes them)
+#: the formats of `comsa-migrate report` (render/report.py writes them)
 REPORT_FORMATS = ("text", "json", "markdown")
 
 _ACTION_WORDS = (

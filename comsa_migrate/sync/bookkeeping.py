@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .problems import Problem
-from .sync_jobs import LastSync
+from comsa_migrate.problems import Problem
+from comsa_migrate.sync.writer import LastSync
 
 __all__ = ["Heartbeat", "finish", "heartbeat", "record_problems", "register"]
 

@@ -14,24 +14,24 @@ from pathlib import Path
 import psycopg
 from watchdog.observers.api import BaseObserver
 
-from . import daemon_store, tree
-from .backfill import (
+from comsa_migrate.core import tree
+from comsa_migrate.core.backfill import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_JSON_BYTES,
     DEFAULT_PATH_PREFIX,
     DEFAULT_WRITERS,
     BackfillOptions,
 )
-from .db import Target
-from .debounce import Debouncer
-from .errors import ComsaMigrateError, DataDirError
-from .lock import default_name
-from .metrics import Metrics, MetricsServer
-from .sync_jobs import JobSyncer
-from .sync_session import SyncSession
-from .sync_tree import TreeGuard
-from .uploads import DEFAULT_MAX_INPUT_BYTES
-from .watch import (
+from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
+from comsa_migrate.db.target import Target
+from comsa_migrate.errors import ComsaMigrateError, DataDirError
+from comsa_migrate.sync import bookkeeping
+from comsa_migrate.sync.debounce import Debouncer
+from comsa_migrate.sync.lock import default_name
+from comsa_migrate.sync.metrics import Metrics, MetricsServer
+from comsa_migrate.sync.session import SyncSession
+from comsa_migrate.sync.tree_guard import TreeGuard
+from comsa_migrate.sync.watch import (
     JobEventHandler,
     WatchBudget,
     WatchError,
@@ -39,10 +39,11 @@ from .watch import (
     start_observer,
     stop_observer,
 )
+from comsa_migrate.sync.writer import JobSyncer
 
 __all__ = ["Daemon", "SyncOptions"]
 
-log = logging.getLogger("comsa_migrate.sync")
+log = logging.getLogger(__name__)
 
 #: how soon a rescan that failed on an unexpected error is tried again
 RESCAN_RETRY_S = 60.0
@@ -393,7 +394,7 @@ class Daemon:
     def _record_problems(self) -> None:
         problems = self._syncer.take_problems()
         if problems and self._session.conn is not None and self._session.daemon_id is not None:
-            daemon_store.record_problems(self._session.conn, self._session.daemon_id, problems)
+            bookkeeping.record_problems(self._session.conn, self._session.daemon_id, problems)
             self._syncer.problems_recorded(len(problems))
 
     def _set_state(self, state: str) -> None:
@@ -401,10 +402,10 @@ class Daemon:
             self.state = state
             self._next_beat = 0.0
 
-    def _heartbeat(self) -> daemon_store.Heartbeat:
+    def _heartbeat(self) -> bookkeeping.Heartbeat:
         waiting = [self._debouncer.oldest_first_seen(), *self._pending.values()]
         oldest = min((t for t in waiting if t is not None), default=None)
-        return daemon_store.Heartbeat(
+        return bookkeeping.Heartbeat(
             state=self.state,
             queue_depth=self.queue_depth,
             oldest_pending_at=None
@@ -425,7 +426,7 @@ class Daemon:
             self._next_rescan = min(self._next_rescan, now + 60)  # new folders go unwatched
         self._session.check_lock()
         if self._session.conn is not None and self._session.daemon_id is not None:
-            daemon_store.heartbeat(self._session.conn, self._session.daemon_id, self._heartbeat())
+            bookkeeping.heartbeat(self._session.conn, self._session.daemon_id, self._heartbeat())
         self._last_beat = time.monotonic()
         self._next_beat = self._last_beat + self.options.heartbeat_interval
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from .errors import DataDirError
-from .problems import Problem
+from comsa_migrate.errors import DataDirError
+from comsa_migrate.problems import Problem
 
 __all__ = [
     "FileStat",

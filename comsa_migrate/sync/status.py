@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .backfill import ACTIONS
-from .lock import lock_held_by_anyone, lock_key
+from comsa_migrate.core.backfill import ACTIONS
+from comsa_migrate.sync.lock import lock_held_by_anyone, lock_key
 
 __all__ = ["DaemonStatus", "ProblemRow", "Status", "read_status", "render_status"]
 

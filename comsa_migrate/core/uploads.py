@@ -6,8 +6,8 @@ import base64
 import os
 from pathlib import Path
 
-from .problems import Problem
-from .tree import JobSource
+from comsa_migrate.core.tree import JobSource
+from comsa_migrate.problems import Problem
 
 __all__ = ["DEFAULT_MAX_INPUT_BYTES", "input_contents"]
 

@@ -12,9 +12,9 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .errors import ConfigurationError
-from .legacy import JobRecord
-from .tree import utc_from_ns
+from comsa_migrate.core.normalise import JobRecord
+from comsa_migrate.core.tree import utc_from_ns
+from comsa_migrate.errors import ConfigurationError
 
 __all__ = [
     "Outcome",

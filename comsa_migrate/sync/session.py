@@ -12,16 +12,18 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from . import __version__, daemon_store, store
-from .backfill import BackfillOptions
-from .db import Target, has_connect_timeout
-from .errors import SchemaError
-from .lock import LockHeld, describe_holder, lock_key, try_lock, unlock
-from .schema import migrate
+from comsa_migrate import __version__
+from comsa_migrate.core import store
+from comsa_migrate.core.backfill import BackfillOptions
+from comsa_migrate.db.migrations import migrate
+from comsa_migrate.db.target import Target, has_connect_timeout
+from comsa_migrate.errors import SchemaError
+from comsa_migrate.sync import bookkeeping
+from comsa_migrate.sync.lock import LockHeld, describe_holder, lock_key, try_lock, unlock
 
 __all__ = ["DB_ERRORS", "SyncSession"]
 
-log = logging.getLogger("comsa_migrate.sync")
+log = logging.getLogger(__name__)
 
 #: what a lost or refused connection raises; everything else is a bug or a data error
 DB_ERRORS = (psycopg.OperationalError,)
@@ -152,12 +154,12 @@ class SyncSession:
             raise psycopg.OperationalError("the lock connection is closed")
         self._lock_conn.execute("SELECT 1")
 
-    def close(self, final: daemon_store.Heartbeat | None, totals: dict[str, Any]) -> None:
+    def close(self, final: bookkeeping.Heartbeat | None, totals: dict[str, Any]) -> None:
         """Record the stop, let the lock go and close; quietly if the database is down."""
         if self.conn is not None:
             try:
                 if final is not None and self.daemon_id is not None:
-                    daemon_store.finish(self.conn, self.daemon_id, final)
+                    bookkeeping.finish(self.conn, self.daemon_id, final)
                 if self.run_id is not None:
                     store.finish_run(self.conn, self.run_id, "stopped", totals)
                 if self._lock_conn is not None:
@@ -206,7 +208,7 @@ class SyncSession:
             if settings.owner_id is not None:
                 store.give_owner(conn, settings.owner_id)
             self.run_id = store.start_run(conn, "sync", self.data_dir)
-            self.daemon_id = daemon_store.register(
+            self.daemon_id = bookkeeping.register(
                 conn, self.run_id, self.name, self.data_dir, __version__, "starting"
             )
         store.prepare_session(conn)

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from math import inf
 from pathlib import Path
 
-from . import tree
+from comsa_migrate.core import tree
 
 __all__ = ["TreeGuard"]
 
-log = logging.getLogger("comsa_migrate.sync")
+log = logging.getLogger(__name__)
 
 #: how often a tree that is still missing is logged again
 LOG_EVERY_S = 60.0

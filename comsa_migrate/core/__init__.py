@@ -1,0 +1,1 @@
+"""The one path of data: the legacy layout, normalisation, the per-job store, the pipeline."""

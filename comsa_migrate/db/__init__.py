@@ -1,0 +1,1 @@
+"""Which database: DSN and the embedded server, migrations and their SQL, roles' rights."""

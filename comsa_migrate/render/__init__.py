@@ -1,0 +1,1 @@
+"""All text for people: words, summaries, the report's formats, the daemons' status."""

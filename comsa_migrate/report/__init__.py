@@ -1,0 +1,1 @@
+"""The dry-run report: planning without writing, and the drift check."""

@@ -1,0 +1,1 @@
+"""The sync daemon: session and lock, watcher, debouncer, writer, tree guard, bookkeeping."""
