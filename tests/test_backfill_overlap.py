@@ -22,6 +22,7 @@ from comsa_migrate.core.backfill import (
     prepared_batches,
     record_outcome,
 )
+from comsa_migrate.core.layout import ScanItem
 from comsa_migrate.errors import DataDirError
 
 from .conftest import copy_fixture
@@ -33,7 +34,7 @@ Migrate = Callable[..., None]
 def plain_loop(
     conn: psycopg.Connection[Any],
     options: BackfillOptions,
-    items: Iterable[tree.ScanItem],
+    items: Iterable[ScanItem],
     summary: Summary,
     run_id: int | None,
     stop: threading.Event | None = None,
@@ -80,7 +81,7 @@ def _run(
     migrate: Migrate,
     conn: psycopg.Connection[Any],
     options: BackfillOptions,
-    items: Iterable[tree.ScanItem],
+    items: Iterable[ScanItem],
     stop_after: int | None = None,
 ) -> Heard:
     heard = Heard()
@@ -139,7 +140,7 @@ def test_a_stop_asked_while_jobs_are_told_ends_the_run_where_a_plain_loop_ends_i
     assert heard[plain_loop].interrupted
 
 
-def _failing_after(items: Iterable[tree.ScanItem], n: int) -> Iterator[tree.ScanItem]:
+def _failing_after(items: Iterable[ScanItem], n: int) -> Iterator[ScanItem]:
     for i, item in enumerate(items):
         if i == n:
             raise DataDirError("the tree went away")

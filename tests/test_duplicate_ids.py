@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from comsa_migrate.core.tree import JobSource, scan, scan_job
+from comsa_migrate.core.layout import JobSource
+from comsa_migrate.core.tree import scan, scan_job
 from comsa_migrate.problems import Problem
 
 from .helpers import age_tree, job_counts, table_counts, write_job

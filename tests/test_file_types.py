@@ -14,7 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from comsa_migrate.core.tree import JobSource, job_source, scan
+from comsa_migrate.core.layout import JobSource
+from comsa_migrate.core.tree import job_source, scan
 from comsa_migrate.problems import Problem
 
 from .helpers import age_tree, write_job

@@ -12,6 +12,7 @@ import orjson
 import psycopg
 import pytest
 
+from comsa_migrate.core.layout import JobSource
 from comsa_migrate.core.normalise import (
     COLUMN_LIMITS,
     MAX_DEPTH,
@@ -20,7 +21,6 @@ from comsa_migrate.core.normalise import (
     Parsed,
     parse_job,
 )
-from comsa_migrate.core.tree import JobSource
 from comsa_migrate.problems import Severity
 
 JOB_ID = "0a1b2c3d-0000-4000-8000-00000000abcd"

@@ -12,7 +12,8 @@ import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 from pyfakefs.fake_filesystem_unittest import Patcher
 
-from comsa_migrate.core.tree import JobSource, check_data_dir, scan
+from comsa_migrate.core.layout import JobSource
+from comsa_migrate.core.tree import check_data_dir, scan
 from comsa_migrate.errors import DataDirError
 from comsa_migrate.problems import Problem
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import psycopg
 
 from comsa_migrate.core import store, tree
+from comsa_migrate.core.layout import JobSource, ScanItem, read_job_json
 from comsa_migrate.core.normalise import parse_job
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES, input_contents
 from comsa_migrate.core.writers import Connect, migrate_in_parallel
@@ -182,7 +183,7 @@ def backfill(
 def migrate_jobs(
     conn: psycopg.Connection[Any],
     options: BackfillOptions,
-    items: Iterable[tree.ScanItem],
+    items: Iterable[ScanItem],
     summary: Summary,
     run_id: int | None,
     stop: threading.Event | None = None,
@@ -211,11 +212,11 @@ def migrate_jobs(
 def prepared_batches(
     conn: psycopg.Connection[Any] | None,
     options: BackfillOptions,
-    items: Iterable[tree.ScanItem],
+    items: Iterable[ScanItem],
     summary: Summary,
     stop: threading.Event | None = None,
     on_job: Callable[[JobResult], None] | None = None,
-) -> Iterator[tuple[list[tree.JobSource], list[bytes]]]:
+) -> Iterator[tuple[list[JobSource], list[bytes]]]:
     """Batches of jobs that need the database's decision, as (sources, payloads).
 
     Everything decided without the database is recorded in ``summary`` on the way:
@@ -288,12 +289,12 @@ class _Held:
 class _Batch:
     """Jobs read and normalised, waiting for the database's decision."""
 
-    sources: list[tree.JobSource]
+    sources: list[JobSource]
     payloads: list[bytes]
 
 
 def _known_fingerprints(
-    conn: psycopg.Connection[Any], options: BackfillOptions, batch: list[tree.JobSource]
+    conn: psycopg.Connection[Any], options: BackfillOptions, batch: list[JobSource]
 ) -> dict[str, str]:
     if options.force:
         return {}
@@ -303,12 +304,12 @@ def _known_fingerprints(
 def _prepare(
     options: BackfillOptions,
     settings: store.WriteSettings,
-    batch: list[tree.JobSource],
+    batch: list[JobSource],
     known: dict[str, str],
     sink: _Sink,
 ) -> _Batch | None:
     """Settle the jobs unchanged by stat; read and normalise the others."""
-    sources: list[tree.JobSource] = []
+    sources: list[JobSource] = []
     payloads: list[bytes] = []
     for source in batch:
         if not source.racy and known.get(source.job_id) == settings.fingerprint(source.fingerprint):
@@ -329,7 +330,7 @@ class _Migration:
         conn: psycopg.Connection[Any],
         options: BackfillOptions,
         settings: store.WriteSettings,
-        items: Iterable[tree.ScanItem],
+        items: Iterable[ScanItem],
         summary: Summary,
         run_id: int | None,
         on_job: Callable[[JobResult], None] | None,
@@ -414,10 +415,8 @@ def _record_outcomes(
         record_outcome(summary, on_job, source, outcome)
 
 
-def _batches(
-    items: Iterable[tree.ScanItem], size: int, sink: _Sink
-) -> Iterator[list[tree.JobSource]]:
-    batch: list[tree.JobSource] = []
+def _batches(items: Iterable[ScanItem], size: int, sink: _Sink) -> Iterator[list[JobSource]]:
+    batch: list[JobSource] = []
     skipped: str | None = None  # the scan gives the errors of one job in a row
     for item in items:
         if isinstance(item, Problem):
@@ -435,7 +434,7 @@ def _batches(
 
 
 def _read_and_normalise(
-    options: BackfillOptions, settings: store.WriteSettings, source: tree.JobSource, sink: _Sink
+    options: BackfillOptions, settings: store.WriteSettings, source: JobSource, sink: _Sink
 ) -> bytes | None:
     try:
         problems, payload, action = _normalised(options, settings, source)
@@ -450,10 +449,10 @@ def _read_and_normalise(
 
 
 def _normalised(
-    options: BackfillOptions, settings: store.WriteSettings, source: tree.JobSource
+    options: BackfillOptions, settings: store.WriteSettings, source: JobSource
 ) -> tuple[list[Problem], bytes | None, str]:
     """(problems, the payload or None, the job's action when there is no payload)."""
-    raw = tree.read_job_json(options.data_dir, source, options.max_json_bytes)
+    raw = read_job_json(options.data_dir, source, options.max_json_bytes)
     if isinstance(raw, Problem):
         return [raw], None, "skip"
     parsed = parse_job(raw, source, options.data_dir)
@@ -469,7 +468,7 @@ def _normalised(
     return problems, store.job_payload(parsed.record, settings, inputs), ""
 
 
-def _internal_error(source: tree.JobSource, exc: Exception) -> Problem:
+def _internal_error(source: JobSource, exc: Exception) -> Problem:
     return Problem(
         "internal_error",
         f"{type(exc).__name__}: {exc} (a bug in comsa-migrate: please report it)",
@@ -481,7 +480,7 @@ def _internal_error(source: tree.JobSource, exc: Exception) -> Problem:
 def record_outcome(
     summary: Summary,
     on_job: Callable[[JobResult], None] | None,
-    source: tree.JobSource,
+    source: JobSource,
     outcome: store.Outcome,
 ) -> None:
     """Count what the database did (or would do) with one job; conflicts and errors are problems."""

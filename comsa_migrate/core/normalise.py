@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from comsa_migrate.core.tree import JobSource, is_job_id, utc_from_ns
+from comsa_migrate.core.layout import JobSource, is_job_id, utc_from_ns
 from comsa_migrate.problems import Problem
 
 __all__ = ["COLUMN_LIMITS", "MAX_DEPTH", "JobRecord", "LogEntry", "Parsed", "parse_job"]

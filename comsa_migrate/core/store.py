@@ -12,8 +12,8 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
+from comsa_migrate.core.layout import utc_from_ns
 from comsa_migrate.core.normalise import JobRecord
-from comsa_migrate.core.tree import utc_from_ns
 from comsa_migrate.errors import ConfigurationError
 
 __all__ = [

@@ -1,115 +1,33 @@
-"""The legacy layout: which jobs exist, their JSON and files, and stat-only fingerprints."""
+"""The scan of the legacy tree: which jobs exist, with their JSON and files, and every oddity."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import stat
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 
+from comsa_migrate.core.layout import (
+    FILE_TYPE_OF_FOLDER,
+    JOBS,
+    OUTPUTS,
+    UPLOADS,
+    FileStat,
+    JobSource,
+    ScanItem,
+    is_ignored_name,
+    is_job_id,
+    is_job_json,
+    is_real_dir,
+    is_utf8,
+    job_id_of_json,
+    kind_of_file,
+    os_reason,
+)
 from comsa_migrate.errors import DataDirError
 from comsa_migrate.problems import Problem
 
-__all__ = [
-    "FileStat",
-    "check_data_dir",
-    "count_job_files",
-    "JobSource",
-    "ScanItem",
-    "is_ignored_name",
-    "job_source",
-    "is_job_id",
-    "read_job_json",
-    "scan",
-    "scan_job",
-    "utc_from_ns",
-]
-
-#: bump when normalisation changes, so that every fingerprint changes and jobs are re-read
-NORMALISER_VERSION = "3"
-
-#: modifications this close to a scan are not trusted to show in mtime (see JobSource)
-RACY_WINDOW_NS = 2_000_000_000
-
-JOBS, UPLOADS, OUTPUTS = "jobs", "uploads", "outputs"
-FILE_TYPE_OF_FOLDER = {UPLOADS: "input", OUTPUTS: "output"}
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
-_TEMP_SUFFIXES = ("~", ".swp", ".tmp", ".part")
-_EPOCH = datetime(1970, 1, 1)
-
-
-def utc_from_ns(ns: int) -> datetime:
-    """A stat time (ns since the epoch) as a naive UTC timestamp, exact to the microsecond."""
-    return _EPOCH + timedelta(microseconds=ns // 1000)
-
-
-def is_job_id(name: str) -> bool:
-    return _UUID.match(name) is not None
-
-
-def is_ignored_name(name: str) -> bool:
-    """Hidden files and editor or temporary files are never part of the job store."""
-    return name.startswith(".") or name.endswith(_TEMP_SUFFIXES)
-
-
-@dataclass(frozen=True, slots=True)
-class FileStat:
-    """One regular file under uploads/<id>/ or outputs/<id>/, as stat saw it."""
-
-    file_type: str  # "input" or "output"
-    file_name: str
-    file_path: str  # relative to DATA_DIR, "/"-separated
-    size: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class JobSource:
-    """A job JSON on disk and the files that belong to it: everything known before reading."""
-
-    job_id: str  # lower-case UUID taken from the file name
-    json_path: str  # relative to DATA_DIR
-    json_size: int
-    json_mtime_ns: int
-    json_ino: int
-    files: tuple[FileStat, ...]
-    problems: tuple[Problem, ...] = ()
-    scanned_ns: int = field(default_factory=time.time_ns)
-    fingerprint: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "fingerprint", self._fingerprint())
-
-    @property
-    def racy(self) -> bool:
-        return self.fingerprint.startswith("racy-")
-
-    def _fingerprint(self) -> str:
-        """A digest of what stat saw; "racy-" marks one that must not be trusted later.
-
-        A file written again within the file system's timestamp granularity of being
-        stat'ed can keep its mtime and size; like git's racy-clean check, a fingerprint
-        taken that close to a modification is recorded so that it never matches, and the
-        job is re-read (and found unchanged) on the next run.
-        """
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(
-            f"{NORMALISER_VERSION}|{self.json_path}|{self.json_size}|"
-            f"{self.json_mtime_ns}|{self.json_ino}".encode()
-        )
-        for f in self.files:
-            digest.update(f"\n{f.file_type}|{f.file_path}|{f.size}|{f.mtime_ns}".encode())
-        newest = max([self.json_mtime_ns, *(f.mtime_ns for f in self.files)])
-        racy = self.scanned_ns - newest < RACY_WINDOW_NS
-        return ("racy-" if racy else "") + digest.hexdigest()
-
-
-ScanItem = JobSource | Problem
+__all__ = ["check_data_dir", "count_job_files", "job_source", "scan", "scan_job"]
 
 
 def scan(data_dir: Path) -> Iterator[ScanItem]:
@@ -122,11 +40,11 @@ def scan(data_dir: Path) -> Iterator[ScanItem]:
     check_data_dir(data_dir)
     yield from _scan_top_level(data_dir)
     jobs_dir = data_dir / JOBS
-    others = _JsonNames(jobs_dir if _is_real_dir(jobs_dir) else None)
+    others = _JsonNames(jobs_dir if is_real_dir(jobs_dir) else None)
     if others.jobs_dir is not None:
         yield from _scan_jobs(data_dir, others)
     for folder in (UPLOADS, OUTPUTS):
-        if _is_real_dir(data_dir / folder):
+        if is_real_dir(data_dir / folder):
             yield from _scan_orphans(data_dir, folder, others)
 
 
@@ -147,7 +65,7 @@ def check_data_dir(data_dir: Path) -> None:
             f"{data_dir}: not a legacy data folder (it has no jobs/, uploads/ or outputs/)"
         )
     for name in (JOBS, UPLOADS, OUTPUTS):
-        if _is_real_dir(data_dir / name):
+        if is_real_dir(data_dir / name):
             _check_listable(data_dir / name)
 
 
@@ -158,7 +76,7 @@ def _check_listable(folder: Path) -> None:
         with os.scandir(folder) as it:
             next(it, None)
     except OSError as exc:
-        raise DataDirError(f"{folder}: {_os_reason(exc)}") from None
+        raise DataDirError(f"{folder}: {os_reason(exc)}") from None
 
 
 def job_source(data_dir: Path, job_id: str) -> ScanItem | None:
@@ -184,7 +102,7 @@ def scan_job(data_dir: Path, job_id: str, *, any_case: bool = False) -> list[Sca
         except FileNotFoundError:
             return []
         except OSError as exc:
-            return [Problem("unreadable", _os_reason(exc), job_id, JOBS)]
+            return [Problem("unreadable", os_reason(exc), job_id, JOBS)]
         if len(names) > 1:
             return list(_duplicates(job_id, names))
         if not names:
@@ -196,40 +114,10 @@ def scan_job(data_dir: Path, job_id: str, *, any_case: bool = False) -> list[Sca
     except FileNotFoundError:
         return []
     except OSError as exc:
-        return [Problem("unreadable", _os_reason(exc), job_id, rel)]
+        return [Problem("unreadable", os_reason(exc), job_id, rel)]
     if stat.S_ISLNK(st.st_mode):
         return [Problem("symlink_skipped", "symbolic link not followed", path=rel)]
     return [_job_of_json(data_dir, _file_folders(data_dir), rel, st)]
-
-
-def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | Problem:
-    """The bytes of a job JSON, or the problem that stops them from being read."""
-    path = data_dir / source.json_path
-    try:
-        # never follow a symlink, nor wait on a FIFO, put there since the scan
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                return Problem("unreadable", "not a regular file", source.job_id, source.json_path)
-            data = b""
-            if st.st_size <= max_bytes:
-                # read(n) allocates n bytes first: ask for the size stat gave, plus one
-                # byte to notice a file still growing, and only then for the rest
-                data = fh.read(st.st_size + 1)
-                if len(data) > st.st_size:
-                    data += fh.read(max_bytes + 1 - len(data))
-            size = max(st.st_size, len(data))
-            if size > max_bytes:
-                return Problem(
-                    "file_too_large",
-                    f"{size} bytes is over the limit of {max_bytes} (--max-json-bytes)",
-                    source.job_id,
-                    source.json_path,
-                )
-            return data
-    except OSError as exc:
-        return Problem("unreadable", _os_reason(exc), source.job_id, source.json_path)
 
 
 def _scan_top_level(data_dir: Path) -> Iterator[Problem]:
@@ -252,7 +140,7 @@ def _scan_jobs(data_dir: Path, others: _JsonNames) -> Iterator[ScanItem]:
             yield entry
             continue
         rel = f"{JOBS}/{entry.name}"
-        job_id = _job_id_of_json(entry.name)
+        job_id = job_id_of_json(entry.name)
         if job_id is not None and (names := others.of_job(job_id, entry.name)) is not None:
             if job_id not in reported:  # all of them at once: the job is skipped once
                 reported.add(job_id)
@@ -271,7 +159,7 @@ def _scan_jobs(data_dir: Path, others: _JsonNames) -> Iterator[ScanItem]:
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as exc:
-            yield Problem("unreadable", _os_reason(exc), job_id, rel)
+            yield Problem("unreadable", os_reason(exc), job_id, rel)
             continue
         yield _job_of_json(data_dir, folders, rel, st)
 
@@ -280,7 +168,7 @@ def _job_of_json(data_dir: Path, folders: dict[str, str], rel: str, st: os.stat_
     """The JobSource of the one JSON of a job, or not_a_file for anything but a file."""
     stem = rel[len(JOBS) + 1 :].rpartition(".")[0]
     if not stat.S_ISREG(st.st_mode):
-        what = _kind_of_file(st.st_mode)
+        what = kind_of_file(st.st_mode)
         return Problem("not_a_file", f"{what} where the job JSON belongs", stem.lower(), rel)
     return _job_source(data_dir, folders, stem, rel, st)
 
@@ -296,14 +184,6 @@ def _duplicates(job_id: str, names: list[str]) -> Iterator[Problem]:
             job_id,
             path,
         )
-
-
-def _job_id_of_json(name: str) -> str | None:
-    """The job id a name in jobs/ stands for (``<uuid>.json`` in any case), or None."""
-    stem, dot, suffix = name.rpartition(".")
-    if dot and suffix.lower() == "json" and is_job_id(stem):
-        return stem.lower()
-    return None
 
 
 class _JsonNames:
@@ -324,7 +204,7 @@ class _JsonNames:
                 for entry in it:
                     if entry.name.islower():
                         continue  # "<id>.json" itself, or no job's name at all
-                    job_id = _job_id_of_json(entry.name)
+                    job_id = job_id_of_json(entry.name)
                     if job_id is not None:
                         self.names.setdefault(job_id, []).append(entry.name)
         except OSError:
@@ -345,7 +225,7 @@ class _JsonNames:
         if self.jobs_dir is None:
             return []
         names = [*self.names.get(job_id, ()), f"{job_id}.json"]
-        return [name for name in names if _is_job_json(f"{self._root}/{name}")]
+        return [name for name in names if is_job_json(f"{self._root}/{name}")]
 
     def has_json_named(self, stem: str) -> bool:
         """Whether ``<stem>.<json in any case>`` is a JSON the scan takes: its folder's."""
@@ -353,19 +233,19 @@ class _JsonNames:
         if self.jobs_dir is None:
             return False
         if job_id not in self.names:  # the common case: one lstat, as for a plain name
-            return stem == job_id and _is_job_json(f"{self._root}/{job_id}.json")
+            return stem == job_id and is_job_json(f"{self._root}/{job_id}.json")
         return any(n.rpartition(".")[0] == stem for n in self.jsons_of(job_id))
 
 
 def _names_of_job(jobs_dir: Path, job_id: str) -> list[str]:
     """Every name in jobs/ that maps to ``job_id``: one listing of the folder."""
     with os.scandir(jobs_dir) as it:
-        return [e.name for e in it if _job_id_of_json(e.name) == job_id]
+        return [e.name for e in it if job_id_of_json(e.name) == job_id]
 
 
 def _file_folders(data_dir: Path) -> dict[str, str]:
     """uploads/ and outputs/, with their file types, where they are real folders (not links)."""
-    return {f: t for f, t in FILE_TYPE_OF_FOLDER.items() if _is_real_dir(data_dir / f)}
+    return {f: t for f, t in FILE_TYPE_OF_FOLDER.items() if is_real_dir(data_dir / f)}
 
 
 def _job_source(
@@ -382,7 +262,7 @@ def _job_source(
             if _is_job_folder(job_dir, job_rel, job_id, problems):
                 _walk_job_files(job_dir, job_rel, file_type, job_id, files, problems)
         except OSError as exc:
-            return Problem("unreadable", _os_reason(exc), job_id, job_rel)
+            return Problem("unreadable", os_reason(exc), job_id, job_rel)
     files.sort(key=lambda f: (f.file_type, f.file_path))
     return JobSource(
         job_id=job_id,
@@ -423,7 +303,7 @@ def _walk_job_files(
         if is_ignored_name(name):
             continue
         entry_rel = f"{rel}/{name}"
-        if not _is_utf8(name):
+        if not is_utf8(name):
             what = "folder" if entry.is_dir(follow_symlinks=False) else "file"
             problems.append(
                 Problem(
@@ -447,7 +327,7 @@ def _walk_job_files(
             if stat.S_ISREG(st.st_mode):
                 files.append(FileStat(file_type, name, entry_rel, st.st_size, st.st_mtime_ns))
             else:
-                what = _kind_of_file(st.st_mode)
+                what = kind_of_file(st.st_mode)
                 problems.append(
                     Problem(
                         "special_file_skipped", f"{what}, not a file; skipped", job_id, entry_rel
@@ -483,25 +363,6 @@ def _scan_orphans(data_dir: Path, folder: str, others: _JsonNames) -> Iterator[P
             yield Problem(code, "no job JSON for this folder", entry.name.lower(), rel)
 
 
-def _is_real_dir(path: Path) -> bool:
-    """A folder, not a symbolic link to one."""
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _is_job_json(path: str | Path) -> bool:
-    """Whether the scan takes this path as a job: anything but a symbolic link.
-
-    A folder or a FIFO there is the job's problem (not_a_file), which covers its folders.
-    """
-    try:
-        return not stat.S_ISLNK(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
 def _entries(
     folder: Path, rel: str, *, ordered: bool = True
 ) -> Iterator[os.DirEntry[str] | Problem]:
@@ -519,36 +380,7 @@ def _entries(
             else:
                 yield from entries
     except OSError as exc:
-        yield Problem("unreadable", f"the folder cannot be listed: {_os_reason(exc)}", path=rel)
-
-
-def _is_utf8(name: str) -> bool:
-    """False for a name with bytes that are not UTF-8 (os.fsdecode made them surrogates)."""
-    if name.isascii():
-        return True
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _kind_of_file(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    return "not a regular file"
-
-
-def _os_reason(exc: OSError) -> str:
-    return exc.strerror.lower() if exc.strerror else str(exc)
+        yield Problem("unreadable", f"the folder cannot be listed: {os_reason(exc)}", path=rel)
 
 
 def count_job_files(data_dir: Path) -> int:

@@ -6,7 +6,7 @@ import base64
 import os
 from pathlib import Path
 
-from comsa_migrate.core.tree import JobSource
+from comsa_migrate.core.layout import JobSource
 from comsa_migrate.problems import Problem
 
 __all__ = ["DEFAULT_MAX_INPUT_BYTES", "input_contents"]

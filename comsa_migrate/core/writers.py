@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from comsa_migrate.core import store, tree
+from comsa_migrate.core import store
+from comsa_migrate.core.layout import JobSource, ScanItem
 
 if TYPE_CHECKING:
     from comsa_migrate.core.backfill import BackfillOptions, JobResult, Summary, _Batch, _Held
@@ -30,7 +31,7 @@ Connect = Callable[[], psycopg.Connection[Any]]
 
 
 #: a batch scanned: its jobs, what scanning it told, and its fingerprints on their way
-_Scanned = tuple[list[tree.JobSource], "_Held", Future[dict[str, str]]]
+_Scanned = tuple[list[JobSource], "_Held", Future[dict[str, str]]]
 
 
 @dataclass
@@ -48,7 +49,7 @@ def migrate_in_parallel(
     writers: int,
     options: BackfillOptions,
     settings: store.WriteSettings,
-    items: Iterable[tree.ScanItem],
+    items: Iterable[ScanItem],
     summary: Summary,
     run_id: int | None,
     stop: threading.Event | None,
@@ -82,7 +83,7 @@ def migrate_in_parallel(
             store.prepare_session(writer)
         return _apply(writer, options, batch, run_id)
 
-    def fingerprints(batch: list[tree.JobSource]) -> dict[str, str]:
+    def fingerprints(batch: list[JobSource]) -> dict[str, str]:
         return _known_fingerprints(conn, options, batch)
 
     def tell(turn: _Turn) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from comsa_migrate.core.tree import JobSource
+from comsa_migrate.core.layout import JobSource
 from comsa_migrate.problems import Problem
 
 __all__ = ["DriftInput", "check_drift"]

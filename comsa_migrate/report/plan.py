@@ -23,6 +23,7 @@ from comsa_migrate.core.backfill import (
     prepared_batches,
     record_outcome,
 )
+from comsa_migrate.core.layout import JobSource, ScanItem, read_job_json
 from comsa_migrate.core.normalise import parse_job
 from comsa_migrate.db.migrations import APP_TABLES, pending_migrations
 from comsa_migrate.errors import DatabaseUnavailable
@@ -224,7 +225,7 @@ class _Run:
         self.collector = _Collector()
         self.row_changes: dict[str, Counter[str]] = {t: Counter() for t in TABLES}
         self.actions: dict[str, str] = {}
-        self.sources: dict[str, tree.JobSource] = {}
+        self.sources: dict[str, JobSource] = {}
         self.json_on_disk: set[str] = set()
         self.seen = Counter[str]()
         self._on_job = on_job
@@ -289,10 +290,10 @@ class _Run:
             self._validate(self.sources[result.job_id])
         self._record(result)
 
-    def _validate(self, source: tree.JobSource) -> None:
+    def _validate(self, source: JobSource) -> None:
         """The problems of a job the backfill would not read: the data as it is now."""
         options = self.options
-        raw = tree.read_job_json(options.data_dir, source, options.max_json_bytes)
+        raw = read_job_json(options.data_dir, source, options.max_json_bytes)
         if isinstance(raw, Problem):
             self.collector.add(raw)
             return
@@ -304,10 +305,10 @@ class _Run:
         if self._on_job is not None:
             self._on_job(result)
 
-    def _watch(self, items: Iterable[tree.ScanItem]) -> Iterator[tree.ScanItem]:
+    def _watch(self, items: Iterable[ScanItem]) -> Iterator[ScanItem]:
         """Pass the scan through, remembering what the drift check and the totals need."""
         for item in items:
-            if isinstance(item, tree.JobSource):
+            if isinstance(item, JobSource):
                 self.json_on_disk.add(item.job_id)
                 self.sources[item.job_id] = item
                 self.seen["job_jsons"] += 1
@@ -323,7 +324,7 @@ def _problem_order(problem: Problem) -> tuple[int, str, str, str]:
     return (-problem.severity, problem.code, problem.job_id or "", problem.path or "")
 
 
-_Decider = Callable[[list[tree.JobSource], list[bytes]], list[store.Plan]]
+_Decider = Callable[[list[JobSource], list[bytes]], list[store.Plan]]
 
 
 class _Planner:
@@ -337,7 +338,7 @@ class _Planner:
     def __init__(self, conn: psycopg.Connection[Any], force: bool) -> None:
         self.conn, self.force = conn, force
 
-    def __call__(self, sources: list[tree.JobSource], payloads: list[bytes]) -> list[store.Plan]:
+    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[store.Plan]:
         existing = _existing(self.conn, sources)
         stored = [p for s, p in zip(sources, payloads, strict=True) if s.job_id in existing]
         planned = iter(store.plan_batch(self.conn, stored, force=self.force) if stored else [])
@@ -350,14 +351,14 @@ class _Planner:
 class _Undecided:
     """No database to ask: the job is valid, what happens to it is not known."""
 
-    def __call__(self, sources: list[tree.JobSource], payloads: list[bytes]) -> list[store.Plan]:
+    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[store.Plan]:
         return [store.Plan("undecided", {}) for _ in payloads]
 
 
 class _AllInsert:
     """An empty database: the backfill creates the tables and inserts every job."""
 
-    def __call__(self, sources: list[tree.JobSource], payloads: list[bytes]) -> list[store.Plan]:
+    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[store.Plan]:
         return [_insert_plan(payload) for payload in payloads]
 
 
@@ -371,7 +372,7 @@ class _Conservative:
     def __init__(self, conn: psycopg.Connection[Any], force: bool) -> None:
         self.conn, self.force = conn, force
 
-    def __call__(self, sources: list[tree.JobSource], payloads: list[bytes]) -> list[store.Plan]:
+    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[store.Plan]:
         existing = _existing(self.conn, sources)
         return [
             _insert_plan(payload)
@@ -381,7 +382,7 @@ class _Conservative:
         ]
 
 
-def _existing(conn: psycopg.Connection[Any], sources: list[tree.JobSource]) -> set[str]:
+def _existing(conn: psycopg.Connection[Any], sources: list[JobSource]) -> set[str]:
     """The ids of these jobs that have a `jobs` row."""
     rows = conn.execute(
         "SELECT id::text FROM public.jobs WHERE id = ANY(%s::uuid[])",

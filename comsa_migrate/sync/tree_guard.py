@@ -9,6 +9,7 @@ from math import inf
 from pathlib import Path
 
 from comsa_migrate.core import tree
+from comsa_migrate.core.layout import JOBS
 
 __all__ = ["TreeGuard"]
 
@@ -68,7 +69,7 @@ class TreeGuard:
         if not due and self.missing_since is None:
             return "whole"
         self._last_check = now
-        present = tree.count_job_files(self.root) if (self.root / tree.JOBS).is_dir() else -1
+        present = tree.count_job_files(self.root) if (self.root / JOBS).is_dir() else -1
         if present >= 0 and (self.jobs < self.min_jobs or present >= self.jobs * self.fraction):
             self.jobs = present
             if self.missing_since is None:

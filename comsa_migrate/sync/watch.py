@@ -28,7 +28,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
-from comsa_migrate.core.tree import JOBS, OUTPUTS, UPLOADS, is_ignored_name, is_job_id
+from comsa_migrate.core.layout import JOBS, OUTPUTS, UPLOADS, is_ignored_name, is_job_id
 from comsa_migrate.errors import ComsaMigrateError
 
 __all__ = [

@@ -15,6 +15,7 @@ import psycopg
 
 from comsa_migrate.core import store, tree
 from comsa_migrate.core.backfill import BackfillOptions, JobResult, Summary, migrate_jobs
+from comsa_migrate.core.layout import JOBS, JobSource, ScanItem
 from comsa_migrate.core.writers import Connect
 from comsa_migrate.problems import Problem, Severity
 from comsa_migrate.sync.metrics import Metrics
@@ -74,7 +75,7 @@ class JobSyncer:
     ) -> None:
         """Sync these (job id, first event) now; raises psycopg.Error if the connection is lost."""
         first_seen = dict(jobs)
-        sources: list[tree.ScanItem] = []
+        sources: list[ScanItem] = []
         for job_id in first_seen:
             any_case = job_id in self._named_in_other_case
             try:
@@ -141,15 +142,15 @@ class JobSyncer:
         """
         self._named_in_other_case.add(job_id)
 
-    def _noting_names(self, items: Iterable[tree.ScanItem]) -> Iterator[tree.ScanItem]:
+    def _noting_names(self, items: Iterable[ScanItem]) -> Iterator[ScanItem]:
         """The scan, passed through, noting the jobs with a JSON named in another case."""
         for item in items:
-            path = item.json_path if isinstance(item, tree.JobSource) else item.path
+            path = item.json_path if isinstance(item, JobSource) else item.path
             if (
                 item.job_id is not None
                 and path is not None
-                and path.startswith(f"{tree.JOBS}/")
-                and path != f"{tree.JOBS}/{item.job_id}.json"
+                and path.startswith(f"{JOBS}/")
+                and path != f"{JOBS}/{item.job_id}.json"
             ):
                 self._named_in_other_case.add(item.job_id)
             yield item
@@ -158,7 +159,7 @@ class JobSyncer:
         self,
         conn: psycopg.Connection[Any],
         run_id: int | None,
-        items: list[tree.ScanItem],
+        items: list[ScanItem],
         run: _Pass,
     ) -> None:
         """migrate_jobs(), narrowing a batch the database refuses down to the job refused.
@@ -259,8 +260,8 @@ class JobSyncer:
         )
 
 
-def _where(item: tree.ScanItem) -> str:
-    if isinstance(item, tree.JobSource):
+def _where(item: ScanItem) -> str:
+    if isinstance(item, JobSource):
         return item.job_id
     return item.job_id or item.path or "-"
 

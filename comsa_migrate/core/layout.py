@@ -1,0 +1,202 @@
+"""The legacy layout: its folders and names, what stat tells of a job, and reading a job JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from comsa_migrate.problems import Problem
+
+__all__ = [
+    "FILE_TYPE_OF_FOLDER",
+    "JOBS",
+    "NORMALISER_VERSION",
+    "OUTPUTS",
+    "UPLOADS",
+    "FileStat",
+    "JobSource",
+    "ScanItem",
+    "is_ignored_name",
+    "is_job_id",
+    "is_job_json",
+    "is_real_dir",
+    "job_id_of_json",
+    "is_utf8",
+    "kind_of_file",
+    "os_reason",
+    "read_job_json",
+    "utc_from_ns",
+]
+
+#: bump when normalisation changes, so that every fingerprint changes and jobs are re-read
+NORMALISER_VERSION = "3"
+
+#: modifications this close to a scan are not trusted to show in mtime (see JobSource)
+RACY_WINDOW_NS = 2_000_000_000
+
+JOBS, UPLOADS, OUTPUTS = "jobs", "uploads", "outputs"
+FILE_TYPE_OF_FOLDER = {UPLOADS: "input", OUTPUTS: "output"}
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_TEMP_SUFFIXES = ("~", ".swp", ".tmp", ".part")
+_EPOCH = datetime(1970, 1, 1)
+
+
+def utc_from_ns(ns: int) -> datetime:
+    """A stat time (ns since the epoch) as a naive UTC timestamp, exact to the microsecond."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def is_job_id(name: str) -> bool:
+    return _UUID.match(name) is not None
+
+
+def is_ignored_name(name: str) -> bool:
+    """Hidden files and editor or temporary files are never part of the job store."""
+    return name.startswith(".") or name.endswith(_TEMP_SUFFIXES)
+
+
+def is_utf8(name: str) -> bool:
+    """False for a name with bytes that are not UTF-8 (os.fsdecode made them surrogates)."""
+    if name.isascii():
+        return True
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def job_id_of_json(name: str) -> str | None:
+    """The job id a name in jobs/ stands for (``<uuid>.json`` in any case), or None."""
+    stem, dot, suffix = name.rpartition(".")
+    if dot and suffix.lower() == "json" and is_job_id(stem):
+        return stem.lower()
+    return None
+
+
+def is_real_dir(path: Path) -> bool:
+    """A folder, not a symbolic link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def is_job_json(path: str | Path) -> bool:
+    """Whether the scan takes this path as a job: anything but a symbolic link.
+
+    A folder or a FIFO there is the job's problem (not_a_file), which covers its folders.
+    """
+    try:
+        return not stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """One regular file under uploads/<id>/ or outputs/<id>/, as stat saw it."""
+
+    file_type: str  # "input" or "output"
+    file_name: str
+    file_path: str  # relative to DATA_DIR, "/"-separated
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobSource:
+    """A job JSON on disk and the files that belong to it: everything known before reading."""
+
+    job_id: str  # lower-case UUID taken from the file name
+    json_path: str  # relative to DATA_DIR
+    json_size: int
+    json_mtime_ns: int
+    json_ino: int
+    files: tuple[FileStat, ...]
+    problems: tuple[Problem, ...] = ()
+    scanned_ns: int = field(default_factory=time.time_ns)
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", self._fingerprint())
+
+    @property
+    def racy(self) -> bool:
+        return self.fingerprint.startswith("racy-")
+
+    def _fingerprint(self) -> str:
+        """A digest of what stat saw; "racy-" marks one that must not be trusted later.
+
+        A file written again within the file system's timestamp granularity of being
+        stat'ed can keep its mtime and size; like git's racy-clean check, a fingerprint
+        taken that close to a modification is recorded so that it never matches, and the
+        job is re-read (and found unchanged) on the next run.
+        """
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(
+            f"{NORMALISER_VERSION}|{self.json_path}|{self.json_size}|"
+            f"{self.json_mtime_ns}|{self.json_ino}".encode()
+        )
+        for f in self.files:
+            digest.update(f"\n{f.file_type}|{f.file_path}|{f.size}|{f.mtime_ns}".encode())
+        newest = max([self.json_mtime_ns, *(f.mtime_ns for f in self.files)])
+        racy = self.scanned_ns - newest < RACY_WINDOW_NS
+        return ("racy-" if racy else "") + digest.hexdigest()
+
+
+ScanItem = JobSource | Problem
+
+
+def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | Problem:
+    """The bytes of a job JSON, or the problem that stops them from being read."""
+    path = data_dir / source.json_path
+    try:
+        # never follow a symlink, nor wait on a FIFO, put there since the scan
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return Problem("unreadable", "not a regular file", source.job_id, source.json_path)
+            data = b""
+            if st.st_size <= max_bytes:
+                # read(n) allocates n bytes first: ask for the size stat gave, plus one
+                # byte to notice a file still growing, and only then for the rest
+                data = fh.read(st.st_size + 1)
+                if len(data) > st.st_size:
+                    data += fh.read(max_bytes + 1 - len(data))
+            size = max(st.st_size, len(data))
+            if size > max_bytes:
+                return Problem(
+                    "file_too_large",
+                    f"{size} bytes is over the limit of {max_bytes} (--max-json-bytes)",
+                    source.job_id,
+                    source.json_path,
+                )
+            return data
+    except OSError as exc:
+        return Problem("unreadable", os_reason(exc), source.job_id, source.json_path)
+
+
+def kind_of_file(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a regular file"
+
+
+def os_reason(exc: OSError) -> str:
+    return exc.strerror.lower() if exc.strerror else str(exc)
