@@ -11,7 +11,7 @@ Measures, each the wall-clock time of one child process (the CLI, as a user runs
     (w)  report with a database after the backfill (every job unchanged, full drift pass)
     (o)  report --offline                                        target: o <= c + p
     (p)  what parsing adds to the backfill's pass: its own preparation of every job
-         (prepared_batches() without a database: read, normalise, serialise) minus
+         (PreparedBatches without a database: read, normalise, serialise) minus
          the bare scan, which (c) already counts; timed inside one process
 
 The tree comes from bench.generate (the same generator as bench.run) and is read once
@@ -34,7 +34,9 @@ from pathlib import Path
 import orjson
 
 from comsa_migrate.core import tree
-from comsa_migrate.core.backfill import BackfillOptions, Summary, prepared_batches
+from comsa_migrate.core.backfill import BackfillOptions
+from comsa_migrate.core.pipeline import PreparedBatches
+from comsa_migrate.core.summary import Summary
 from comsa_migrate.db.target import redact
 
 from .generate import TreeShape, generate
@@ -126,9 +128,9 @@ def _timed(args: list[str]) -> float:
 
 
 def _parse_all(data_dir: Path) -> float:
-    """What parsing adds to the backfill's own pass: prepared_batches() minus the scan.
+    """What parsing adds to the backfill's own pass: PreparedBatches minus the scan.
 
-    prepared_batches() without a database reads, normalises and serialises every job
+    PreparedBatches without a database reads, normalises and serialises every job
     in the scan's batches, exactly as a cold backfill prepares them; the scan alone is
     timed too and taken off, since the rerun (c) already pays for it. Best of two.
     """
@@ -139,7 +141,7 @@ def _parse_all(data_dir: Path) -> float:
             pass
         scans.append(time.perf_counter() - started)
         started = time.perf_counter()
-        for _batch in prepared_batches(
+        for _batch in PreparedBatches(
             None, BackfillOptions(data_dir), tree.scan(data_dir), Summary()
         ):
             pass

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from comsa_migrate.core.backfill import BackfillOptions, JobResult, Summary, backfill
+from comsa_migrate.core.backfill import BackfillOptions, backfill
+from comsa_migrate.core.summary import JobResult, Summary
 from comsa_migrate.errors import (
     ComsaMigrateError,
     ConfigurationError,

@@ -14,37 +14,34 @@ import pytest
 
 from bench.generate import TreeShape, generate
 from comsa_migrate.core import store, tree
-from comsa_migrate.core.backfill import (
-    BackfillOptions,
-    JobResult,
-    Summary,
-    migrate_jobs,
-    prepared_batches,
-    record_outcome,
-)
+from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.core.layout import ScanItem
+from comsa_migrate.core.pipeline import PreparedBatches, migrate_jobs, tell_outcome
+from comsa_migrate.core.summary import JobResult, Observer, Summary
 from comsa_migrate.errors import DataDirError
+from comsa_migrate.problems import Problem
 
 from .conftest import copy_fixture
 from .helpers import age_tree, table_counts
 
-Migrate = Callable[..., None]
+Migrate = Callable[..., bool]
 
 
 def plain_loop(
     conn: psycopg.Connection[Any],
     options: BackfillOptions,
     items: Iterable[ScanItem],
-    summary: Summary,
+    observer: Observer,
     run_id: int | None,
     stop: threading.Event | None = None,
-    on_job: Callable[[JobResult], None] | None = None,
-) -> None:
+) -> bool:
     """The reference: one batch at a time, nothing overlapped."""
-    for sources, payloads in prepared_batches(conn, options, items, summary, stop, on_job):
+    batches = PreparedBatches(conn, options, items, observer, stop)
+    for sources, payloads in batches:
         outcomes = store.apply_batch(conn, payloads, force=options.force, run_id=run_id)
         for source, outcome in zip(sources, outcomes, strict=True):
-            record_outcome(summary, on_job, source, outcome)
+            tell_outcome(observer, source, outcome)
+    return batches.interrupted
 
 
 @dataclass
@@ -58,14 +55,23 @@ class Heard:
     rows: dict[str, int] = field(default_factory=dict)
 
 
-class _Listening(Summary):
-    def __init__(self, heard: Heard) -> None:
-        super().__init__()
-        self.heard = heard
+class _Listening:
+    """Hears what a run tells, into a summary too, and asks a stop after some jobs."""
 
-    def add(self, problem: Any) -> None:
+    def __init__(self, heard: Heard, stop: threading.Event, stop_after: int | None) -> None:
+        self.heard, self.stop, self.stop_after = heard, stop, stop_after
+        self.summary = Summary()
+
+    def on_problem(self, problem: Problem) -> None:
         self.heard.told.append(("problem", problem.code, problem.job_id, problem.path))
-        super().add(problem)
+        self.summary.on_problem(problem)
+
+    def on_job(self, result: JobResult) -> None:
+        self.heard.results.append(result)
+        self.heard.told.append(("job", result.job_id, result.action, result.rows))
+        self.summary.on_job(result)
+        if self.stop_after is not None and len(self.heard.results) >= self.stop_after:
+            self.stop.set()
 
 
 @pytest.fixture
@@ -85,20 +91,12 @@ def _run(
     stop_after: int | None = None,
 ) -> Heard:
     heard = Heard()
-    summary = _Listening(heard)
     stop = threading.Event()
-
-    def on_job(result: JobResult) -> None:
-        heard.results.append(result)
-        heard.told.append(("job", result.job_id, result.action, result.rows))
-        if stop_after is not None and len(heard.results) >= stop_after:
-            stop.set()
-
+    listening = _Listening(heard, stop, stop_after)
     try:
-        migrate(conn, options, items, summary, None, stop, on_job)
+        heard.interrupted = migrate(conn, options, items, listening, None, stop)
     finally:
-        heard.actions = dict(summary.actions)
-        heard.interrupted = summary.interrupted
+        heard.actions = dict(listening.summary.actions)
         heard.rows = table_counts(conn)
     return heard
 

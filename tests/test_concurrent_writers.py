@@ -15,8 +15,9 @@ import pytest
 
 from bench.generate import TreeShape, generate
 from comsa_migrate.core import store, tree
-from comsa_migrate.core.backfill import BackfillOptions, prepared_batches
-from comsa_migrate.core.backfill import Summary as BackfillSummary
+from comsa_migrate.core.backfill import BackfillOptions
+from comsa_migrate.core.pipeline import PreparedBatches
+from comsa_migrate.core.summary import Summary
 
 from .helpers import stored_contents, table_counts
 from .sync_helpers import job_row, new_job_id, running_daemon, wait_until, write_job
@@ -63,7 +64,7 @@ def clean_run(generated_tree: Path, admin_dsn: str, template_db: str) -> Any:
 def one_payload(data_dir: Path) -> bytes:
     """The payload the backfill sends for the one job under ``data_dir``."""
     items = tree.scan(data_dir)
-    batches = list(prepared_batches(None, BackfillOptions(data_dir), items, BackfillSummary()))
+    batches = list(PreparedBatches(None, BackfillOptions(data_dir), items, Summary()))
     [(_, [payload])] = batches
     return payload
 

@@ -17,14 +17,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from comsa_migrate.core.backfill import BackfillOptions, JobResult, backfill
+from comsa_migrate.core.backfill import BackfillOptions, backfill
+from comsa_migrate.core.summary import JobResult
 from comsa_migrate.errors import EXIT_BUG, EXIT_STOPPED
 
 from .conftest import dsn_for
 from .helpers import make_tree, stored_contents, table_counts, write_job
 
 #: the module, not the function of the same name that the package exports
-backfill_module = importlib.import_module("comsa_migrate.core.backfill")
+pipeline_module = importlib.import_module("comsa_migrate.core.pipeline")
 
 
 def last_run(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
@@ -49,11 +50,15 @@ def test_a_run_ended_by_an_unexpected_error_is_recorded_as_failed(
     data = tmp_path / "data"
     make_tree(data, 3)
 
-    def broken_observer(result: JobResult) -> None:
-        raise RuntimeError("an observer that fails")
+    class BrokenObserver:
+        def on_problem(self, problem: Any) -> None:
+            pass
+
+        def on_job(self, result: JobResult) -> None:
+            raise RuntimeError("an observer that fails")
 
     with pytest.raises(RuntimeError):
-        backfill(conn, BackfillOptions(data), on_job=broken_observer)
+        backfill(conn, BackfillOptions(data), observers=[BrokenObserver()])
 
     assert last_run(conn) == ("failed", True)
 
@@ -77,14 +82,14 @@ def test_an_unexpected_error_in_one_job_is_that_jobs_problem_and_the_run_goes_on
 ) -> None:
     data = tmp_path / "data"
     ids = make_tree(data, 3)
-    real_parse = backfill_module.parse_job
+    real_parse = pipeline_module.parse_job
 
     def parse_with_a_bug(raw: bytes, source: Any, data_dir: Path) -> Any:
         if source.job_id == ids[1]:
             raise KeyError("a bug")
         return real_parse(raw, source, data_dir)
 
-    monkeypatch.setattr(backfill_module, "parse_job", parse_with_a_bug)
+    monkeypatch.setattr(pipeline_module, "parse_job", parse_with_a_bug)
     summary = backfill(conn, BackfillOptions(data))
 
     assert summary.actions["insert"] == 2
@@ -104,7 +109,7 @@ def test_an_unexpected_error_at_the_top_exits_70_with_its_traceback(
     def broken_backfill(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("a bug at the top")
 
-    monkeypatch.setattr("comsa_migrate.cli.group.backfill", broken_backfill)
+    monkeypatch.setattr("comsa_migrate.cli.migrate.backfill", broken_backfill)
     result = cli("backfill", data, "--dsn", dsn)
 
     assert result.exit_code == EXIT_BUG == 70

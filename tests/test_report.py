@@ -17,7 +17,8 @@ import pytest
 from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.problems import CODES
 from comsa_migrate.render.report import render_text
-from comsa_migrate.report.plan import REPORT_ACTIONS, build_report
+from comsa_migrate.report.plan import build_report
+from comsa_migrate.report.result import REPORT_ACTIONS
 
 from .helpers import write_job
 

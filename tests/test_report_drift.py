@@ -15,9 +15,11 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from comsa_migrate.core import store
-from comsa_migrate.core.backfill import BackfillOptions, JobResult, backfill
+from comsa_migrate.core.backfill import BackfillOptions, backfill
+from comsa_migrate.core.summary import JobResult
 from comsa_migrate.db.migrations import migrations
-from comsa_migrate.report.plan import Report, build_report
+from comsa_migrate.report.plan import build_report
+from comsa_migrate.report.result import Report
 
 from .helpers import age_tree, row_digest, table_counts, write_job
 
@@ -48,10 +50,14 @@ def _actions(report: Report) -> dict[str, str]:
 def _backfill(conn: psycopg.Connection[Any], data_dir: Path, force: bool = False) -> Any:
     results: dict[str, str] = {}
 
-    def on_job(result: JobResult) -> None:
-        results[result.job_id] = result.action
+    class Actions:
+        def on_problem(self, problem: Any) -> None:
+            pass
 
-    summary = backfill(conn, BackfillOptions(data_dir, force=force), on_job=on_job)
+        def on_job(self, result: JobResult) -> None:
+            results[result.job_id] = result.action
+
+    summary = backfill(conn, BackfillOptions(data_dir, force=force), observers=[Actions()])
     return results, summary
 
 

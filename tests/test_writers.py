@@ -13,7 +13,9 @@ import psycopg
 import pytest
 
 from bench.generate import TreeShape, generate
-from comsa_migrate.core.backfill import BackfillOptions, JobResult, backfill
+from comsa_migrate.core.backfill import BackfillOptions, backfill
+from comsa_migrate.core.summary import JobResult
+from comsa_migrate.problems import Problem
 
 from .conftest import copy_fixture
 from .helpers import stored_contents, table_counts
@@ -27,17 +29,23 @@ def quirky_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(dsn: str, data: Path, writers: int) -> tuple[Any, list[tuple[str, str]]]:
-    told: list[tuple[str, str]] = []
+    told: list[tuple[str, ...]] = []
 
-    def on_job(result: JobResult) -> None:
-        told.append((result.job_id, result.action))
+    class Told:
+        """Every problem and every job, in the order told."""
+
+        def on_problem(self, problem: Problem) -> None:
+            told.append((problem.code, problem.job_id or "", problem.path or ""))
+
+        def on_job(self, result: JobResult) -> None:
+            told.append((result.job_id, result.action))
 
     options = BackfillOptions(data, batch_size=7, writers=writers)
     with psycopg.connect(dsn, autocommit=True) as conn:
         summary = backfill(
             conn,
             options,
-            on_job=on_job,
+            observers=[Told()],
             connect=lambda: psycopg.connect(dsn, autocommit=True),
         )
     return summary, told

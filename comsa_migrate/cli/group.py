@@ -166,9 +166,9 @@ def backfill_command(
     with errors_as_exit(), connection(dsn) as (conn, target), stop_on_signals() as stop:
         show_progress = not quiet and sys.stderr.isatty()
         try:
-            with progress(show_progress, tree.count_job_files(data_dir)) as on_job:
+            with progress(show_progress, tree.count_job_files(data_dir)) as observers:
                 summary = backfill(
-                    conn, options, stop=stop, on_job=on_job, connect=lambda: connect(target)
+                    conn, options, stop=stop, observers=observers, connect=lambda: connect(target)
                 )
         except RunStopped as exc:
             click.echo(f"comsa-migrate: error: {exc}", err=True)
@@ -275,16 +275,16 @@ def _report(
         target = None if offline else resolve_target(dsn)
         show_progress = not quiet and sys.stderr.isatty()
         total = tree.count_job_files(options.data_dir) if show_progress else 0
-        with progress(show_progress, total) as on_job:
+        with progress(show_progress, total) as observers:
             if target is None:
                 reason = "--offline" if offline else "no database configured"
                 report = build_report(
-                    None, options, offline_reason=reason, on_job=on_job, stop=stop
+                    None, options, offline_reason=reason, observers=observers, stop=stop
                 )
             else:
                 with connect(target) as conn:
                     report = build_report(
-                        conn, options, target=str(target), on_job=on_job, stop=stop
+                        conn, options, target=str(target), observers=observers, stop=stop
                     )
         output = out.output
         color = output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")

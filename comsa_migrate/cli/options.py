@@ -20,8 +20,8 @@ from comsa_migrate.core.backfill import (
     DEFAULT_MAX_JSON_BYTES,
     DEFAULT_PATH_PREFIX,
     DEFAULT_WRITERS,
-    JobResult,
 )
+from comsa_migrate.core.summary import JobResult, Observer
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.db.target import Target, connect, embedded_home, resolve_target, start_embedded
 from comsa_migrate.errors import (
@@ -29,6 +29,7 @@ from comsa_migrate.errors import (
     ComsaMigrateError,
     first_line,
 )
+from comsa_migrate.problems import Problem
 
 dsn_option = click.option(
     "--dsn",
@@ -206,15 +207,25 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 
 @contextlib.contextmanager
-def progress(enabled: bool, total: int) -> Iterator[Any]:
+def progress(enabled: bool, total: int) -> Iterator[tuple[Observer, ...]]:
+    """The observers of a run that shows a progress bar on stderr: none when disabled."""
     if not enabled:
-        yield None
+        yield ()
         return
     from tqdm import tqdm
 
     with tqdm(total=total or None, unit="job", file=sys.stderr, leave=False) as bar:
+        yield (_ProgressBar(bar),)
 
-        def on_job(result: JobResult) -> None:
-            bar.update(1)
 
-        yield on_job
+class _ProgressBar:
+    """One step of the bar per job."""
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+
+    def on_problem(self, problem: Problem) -> None:
+        pass
+
+    def on_job(self, result: JobResult) -> None:
+        self._bar.update(1)

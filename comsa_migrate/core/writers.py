@@ -2,7 +2,7 @@
 
 One connection uses one server backend, so one core of the database server. With
 ``--jobs N`` the batches go to N connections; this thread keeps scanning, reading and
-normalising, and tells the summary what happened in the order one writer would have
+normalising, and tells the observer what happened in the order one writer would have
 told it: each batch's scan and preparation, then its outcomes, batch after batch.
 """
 
@@ -20,9 +20,19 @@ import psycopg
 
 from comsa_migrate.core import store
 from comsa_migrate.core.layout import JobSource, ScanItem
+from comsa_migrate.core.pipeline import (
+    Batch,
+    Held,
+    apply,
+    batches,
+    known_fingerprints,
+    prepare,
+    tell_outcomes,
+)
+from comsa_migrate.core.summary import Observer
 
 if TYPE_CHECKING:
-    from comsa_migrate.core.backfill import BackfillOptions, JobResult, Summary, _Batch, _Held
+    from comsa_migrate.core.backfill import BackfillOptions
 
 __all__ = ["Connect", "migrate_in_parallel"]
 
@@ -31,15 +41,15 @@ Connect = Callable[[], psycopg.Connection[Any]]
 
 
 #: a batch scanned: its jobs, what scanning it told, and its fingerprints on their way
-_Scanned = tuple[list[JobSource], "_Held", Future[dict[str, str]]]
+_Scanned = tuple[list[JobSource], Held, Future[dict[str, str]]]
 
 
 @dataclass
 class _Turn:
     """One batch in the order of the telling: what finding it told, then its outcomes."""
 
-    told: _Held
-    batch: _Batch | None
+    told: Held
+    batch: Batch | None
     writing: Future[list[store.Outcome]] | None
 
 
@@ -50,58 +60,52 @@ def migrate_in_parallel(
     options: BackfillOptions,
     settings: store.WriteSettings,
     items: Iterable[ScanItem],
-    summary: Summary,
+    observer: Observer,
     run_id: int | None,
     stop: threading.Event | None,
-    on_job: Callable[[JobResult], None] | None,
-) -> None:
+) -> bool:
     """migrate_jobs() with ``writers`` connections of its own; ``conn`` reads fingerprints.
+
+    True when ``stop`` ended it before the last batch.
 
     At most ``writers`` batches are in flight; the next is prepared, and the one after it
     scanned while its fingerprints are read. A stop ends the scan; the batches in flight
     on every connection are finished and told.
     """
-    from comsa_migrate.core.backfill import (
-        _apply,
-        _batches,
-        _Held,
-        _known_fingerprints,
-        _prepare,
-        _record_outcomes,
-    )
-
     local = threading.local()
     opened: list[psycopg.Connection[Any]] = []
     opened_lock = threading.Lock()
 
-    def write(batch: _Batch) -> list[store.Outcome]:
+    def write(batch: Batch) -> list[store.Outcome]:
         writer = getattr(local, "conn", None)
         if writer is None:
             writer = local.conn = connect()
             with opened_lock:
                 opened.append(writer)
             store.prepare_session(writer)
-        return _apply(writer, options, batch, run_id)
+        return apply(writer, options, batch, run_id)
 
     def fingerprints(batch: list[JobSource]) -> dict[str, str]:
-        return _known_fingerprints(conn, options, batch)
+        return known_fingerprints(conn, options, batch)
 
     def tell(turn: _Turn) -> None:
-        turn.told.replay(summary, on_job)
+        turn.told.replay(observer)
         if turn.batch is not None and turn.writing is not None:
-            _record_outcomes(summary, on_job, turn.batch, turn.writing.result())
+            tell_outcomes(observer, turn.batch, turn.writing.result())
 
-    held = _Held()
+    held = Held()
+    interrupted = False
     turns: deque[_Turn] = deque()
 
     def prepare_and_send(scanned: _Scanned) -> bool:
         """Prepare a scanned batch and hand it to a writer; False once a stop is asked."""
+        nonlocal interrupted
         batch, told, known = scanned
         if stop is not None and stop.is_set():  # scanned, not yet prepared
-            summary.interrupted = True
+            interrupted = True
             turns.append(_Turn(told, None, None))
             return False
-        prepared = _prepare(options, settings, batch, known.result(), told)
+        prepared = prepare(options, settings, batch, known.result(), told)
         writing = None if prepared is None else pool.submit(write, prepared)
         turns.append(_Turn(told, prepared, writing))
         while len(turns) > writers:
@@ -115,7 +119,7 @@ def migrate_in_parallel(
         ):
             try:
                 waiting: _Scanned | None = None  # scanned; its fingerprints on their way
-                for batch in _batches(items, options.batch_size, held):
+                for batch in batches(items, options.batch_size, held):
                     # this batch's fingerprints are read while the next one is scanned
                     scanned = (batch, held.take(), lookup.submit(fingerprints, batch))
                     if waiting is not None and not prepare_and_send(waiting):
@@ -130,11 +134,12 @@ def migrate_in_parallel(
                 for turn in turns:
                     with contextlib.suppress(Exception):
                         tell(turn)
-                held.replay(summary, on_job)
+                held.replay(observer)
                 raise
             while turns:
                 tell(turns.popleft())
-            held.replay(summary, on_job)
+            held.replay(observer)
     finally:
         for writer in opened:
             writer.close()
+    return interrupted

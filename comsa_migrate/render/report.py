@@ -11,7 +11,7 @@ import orjson
 from comsa_migrate import __version__
 from comsa_migrate.problems import CODES, Problem, Severity
 from comsa_migrate.render.summary import REPORT_FORMATS
-from comsa_migrate.report.plan import CHANGES, REPORT_VERSION, Report
+from comsa_migrate.report.result import CHANGES, REPORT_VERSION, Report
 
 __all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
 

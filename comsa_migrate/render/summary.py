@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections import Counter
 
-from comsa_migrate.core.backfill import Summary
+from comsa_migrate.core.summary import Summary
 from comsa_migrate.problems import CODES, Severity, printable
 
 __all__ = ["REPORT_FORMATS", "backfill_summary"]

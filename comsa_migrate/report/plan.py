@@ -7,7 +7,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,112 +14,29 @@ import orjson
 import psycopg
 
 from comsa_migrate.core import store, tree
-from comsa_migrate.core.backfill import (
-    ACTIONS,
-    BackfillOptions,
-    JobResult,
-    Summary,
-    prepared_batches,
-    record_outcome,
-)
+from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.core.layout import JobSource, ScanItem, read_job_json
 from comsa_migrate.core.normalise import parse_job
+from comsa_migrate.core.pipeline import PreparedBatches, tell_outcome
+from comsa_migrate.core.summary import JobResult, Observer, Observers, Summary
 from comsa_migrate.db.migrations import APP_TABLES, pending_migrations
-from comsa_migrate.errors import DatabaseUnavailable
+from comsa_migrate.errors import DatabaseUnavailable, first_line
 from comsa_migrate.problems import Problem, Severity, printable
 from comsa_migrate.report.drift import DriftInput, check_drift
+from comsa_migrate.report.result import (
+    CHANGES,
+    REPORT_ACTIONS,
+    Database,
+    FilesSeen,
+    JobLine,
+    Report,
+)
 
-__all__ = [
-    "REPORT_ACTIONS",
-    "REPORT_VERSION",
-    "Database",
-    "FilesSeen",
-    "JobLine",
-    "Report",
-    "build_report",
-]
+__all__ = ["build_report"]
 
 log = logging.getLogger(__name__)
 
-#: the version of the report's JSON shape (docs/report-schema.json)
-REPORT_VERSION = 1
-#: a job's action in the report: the backfill's, plus "undecided" when no database answers
-REPORT_ACTIONS = (*ACTIONS, "undecided")
 TABLES = store.TABLES
-CHANGES = ("insert", "update", "delete")
-
-
-@dataclass(frozen=True, slots=True)
-class Database:
-    """Where the actions came from: a database (read only) or none."""
-
-    mode: str  # "database" or "offline"
-    target: str | None  # the redacted DSN
-    notes: tuple[str, ...] = ()  # why offline, what is missing, what the backfill applies first
-    pending_migrations: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class JobLine:
-    """One job JSON on disk: what the next backfill would do with it, and its problem codes."""
-
-    id: str
-    action: str
-    problems: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class FilesSeen:
-    job_jsons: int = 0
-    json_bytes: int = 0
-    job_files: int = 0
-    file_bytes: int = 0
-
-    @property
-    def files(self) -> int:
-        return self.job_jsons + self.job_files
-
-    @property
-    def bytes(self) -> int:
-        return self.json_bytes + self.file_bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """The whole answer: totals, one line per job, and every problem (most severe first)."""
-
-    data_dir: str
-    database: Database
-    actions: dict[str, int]
-    rows: dict[str, dict[str, int]]  # table -> insert / update / delete
-    problems: tuple[Problem, ...]
-    jobs: tuple[JobLine, ...]
-    files: FilesSeen
-    generated_at: datetime
-    elapsed: float = 0.0
-    interrupted: bool = False
-
-    @property
-    def offline(self) -> bool:
-        return self.database.mode == "offline"
-
-    @property
-    def problem_counts(self) -> Counter[str]:
-        return Counter(p.code for p in self.problems)
-
-    @property
-    def severity_counts(self) -> dict[Severity, int]:
-        counts = Counter(p.severity for p in self.problems)
-        return {severity: counts[severity] for severity in sorted(Severity, reverse=True)}
-
-    @property
-    def rows_written(self) -> dict[str, int]:
-        """Rows per table the backfill would write, counted as its summary counts them."""
-        return {t: self.rows[t]["insert"] + self.rows[t]["update"] for t in self.rows}
-
-    def fails(self, fail_on: Severity = Severity.ERROR) -> bool:
-        """True when some problem is at least as severe as ``fail_on``."""
-        return any(p.severity >= fail_on for p in self.problems)
 
 
 def build_report(
@@ -129,7 +45,7 @@ def build_report(
     *,
     target: str | None = None,
     offline_reason: str = "no database configured",
-    on_job: Callable[[JobResult], None] | None = None,
+    observers: Iterable[Observer] = (),
     stop: threading.Event | None = None,
 ) -> Report:
     """Plan the next backfill of ``options.data_dir`` without writing anything.
@@ -140,7 +56,7 @@ def build_report(
     validated and the jobs the database would decide are "undecided".
     """
     started = time.monotonic()
-    run = _Run(options, on_job)
+    run = _Run(options, Observers(observers))
     if conn is None:
         database = Database("offline", None, (offline_reason,))
         run.plan(None, _Undecided(), stop)
@@ -150,7 +66,7 @@ def build_report(
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 database = _plan_with_database(conn, run, target, stop)
         except psycopg.errors.InsufficientPrivilege as exc:
-            reason = str(exc).strip().splitlines()[0]
+            reason = first_line(exc)
             raise DatabaseUnavailable(
                 f"{target or 'the database'}: {reason} (the report reads the dashboard's "
                 "tables and the schema comsa_migrate)"
@@ -174,7 +90,7 @@ def _plan_with_database(
         if present or not any(name.startswith("001_") for name in pending):
             message = f"the database lacks {missing}: the backfill cannot use a partial schema"
             notes.append("jobs are undecided: the schema is incomplete")
-            run.collector.add(Problem("schema_missing", message))
+            run.on_problem(Problem("schema_missing", message))
             decide: _Decider = _Undecided()
         else:
             # A new, empty database is the normal state before a first migration: not an
@@ -192,11 +108,11 @@ def _plan_with_database(
             "count as conflicts (the backfill may find some unchanged)"
         )
         run.plan(None, _Conservative(conn, run.options.force), stop)
-        if not run.collector.interrupted:
+        if not run.interrupted:
             check_drift(conn, run.drift_input(), with_state=False)
         return Database("database", target, tuple(notes), pending)
     run.plan(conn, _Planner(conn, run.options.force), stop)
-    if not run.collector.interrupted:
+    if not run.interrupted:
         check_drift(conn, run.drift_input(), with_state=True)
     return Database("database", target, tuple(notes), pending)
 
@@ -206,45 +122,52 @@ def _exists(conn: psycopg.Connection[Any], query: str, name: str) -> bool:
     return row is not None and row[0] is not None
 
 
-@dataclass
-class _Collector(Summary):
-    """The backfill's Summary, keeping every problem (the report lists them all)."""
-
-    problems: list[Problem] = field(default_factory=list)
-
-    def add(self, problem: Problem) -> None:
-        super().add(problem)
-        self.problems.append(problem)
-
-
 class _Run:
-    """One report in the making: the scan, the plan and the per-job bookkeeping."""
+    """One report in the making: the scan, the plan and the per-job bookkeeping.
 
-    def __init__(self, options: BackfillOptions, on_job: Callable[[JobResult], None] | None):
+    It observes the backfill's path: the summary's totals, every problem (the report
+    lists them all), each job's action, and the observers of the caller.
+    """
+
+    def __init__(self, options: BackfillOptions, observer: Observer):
         self.options = options
-        self.collector = _Collector()
+        self.summary = Summary()
+        self.problems: list[Problem] = []
+        self.interrupted = False
         self.row_changes: dict[str, Counter[str]] = {t: Counter() for t in TABLES}
         self.actions: dict[str, str] = {}
         self.sources: dict[str, JobSource] = {}
         self.json_on_disk: set[str] = set()
         self.seen = Counter[str]()
-        self._on_job = on_job
+        self._observer = observer
+
+    def on_problem(self, problem: Problem) -> None:
+        self.summary.on_problem(problem)
+        self.problems.append(problem)
+        self._observer.on_problem(problem)
+
+    def on_job(self, result: JobResult) -> None:
+        self.summary.on_job(result)
+        self.actions[result.job_id] = result.action
+        self._observer.on_job(result)
 
     def plan(
         self, fingerprints: psycopg.Connection[Any] | None, decide: _Decider, stop: Any
     ) -> None:
         """The backfill's own path up to the write, with ``decide`` in place of the write."""
         items = self._watch(tree.scan(self.options.data_dir))
-        batches = prepared_batches(
-            fingerprints, self.options, items, self.collector, stop, self._decided
+        batches = PreparedBatches(
+            fingerprints, self.options, items, _ValidatingUnchanged(self), stop
         )
+        self.summary.inputs_stored = batches.settings.store_inputs
         for sources, payloads in batches:
             for source, plan in zip(sources, decide(sources, payloads), strict=True):
                 for table, (inserted, updated, deleted) in plan.changes.items():
                     self.row_changes[table].update(
                         {"insert": inserted, "update": updated, "delete": deleted}
                     )
-                record_outcome(self.collector, self._record, source, plan.outcome)
+                tell_outcome(self, source, plan.outcome)
+        self.interrupted = batches.interrupted
 
     def drift_input(self) -> DriftInput:
         return DriftInput(
@@ -252,12 +175,12 @@ class _Run:
             self.sources,
             self.json_on_disk,
             self.actions,
-            self.collector.add,
+            self.on_problem,
             self.options.path_prefix,
         )
 
     def report(self, database: Database, elapsed: float) -> Report:
-        problems = sorted(self.collector.problems, key=_problem_order)
+        problems = sorted(self.problems, key=_problem_order)
         codes: dict[str, list[str]] = {}
         for problem in problems:
             if problem.job_id in self.actions and problem.code not in codes.get(problem.job_id, []):
@@ -269,8 +192,8 @@ class _Run:
         return Report(
             data_dir=printable(str(self.options.data_dir)),
             database=database,
-            actions={a: self.collector.actions[a] for a in REPORT_ACTIONS},
-            rows={t: {c: self.row_changes[t][c] for c in CHANGES} for t in self.collector.tables},
+            actions={a: self.summary.actions[a] for a in REPORT_ACTIONS},
+            rows={t: {c: self.row_changes[t][c] for c in CHANGES} for t in self.summary.tables},
             problems=tuple(problems),
             jobs=jobs,
             files=FilesSeen(
@@ -281,29 +204,18 @@ class _Run:
             ),
             generated_at=datetime.now(UTC).replace(microsecond=0),
             elapsed=elapsed,
-            interrupted=self.collector.interrupted,
+            interrupted=self.interrupted,
         )
 
-    def _decided(self, result: JobResult) -> None:
-        """A job decided without the database; one unchanged by stat is still validated."""
-        if result.action == "unchanged":
-            self._validate(self.sources[result.job_id])
-        self._record(result)
-
-    def _validate(self, source: JobSource) -> None:
+    def validate(self, source: JobSource) -> None:
         """The problems of a job the backfill would not read: the data as it is now."""
         options = self.options
         raw = read_job_json(options.data_dir, source, options.max_json_bytes)
         if isinstance(raw, Problem):
-            self.collector.add(raw)
+            self.on_problem(raw)
             return
         for problem in parse_job(raw, source, options.data_dir).problems:
-            self.collector.add(problem)
-
-    def _record(self, result: JobResult) -> None:
-        self.actions[result.job_id] = result.action
-        if self._on_job is not None:
-            self._on_job(result)
+            self.on_problem(problem)
 
     def _watch(self, items: Iterable[ScanItem]) -> Iterator[ScanItem]:
         """Pass the scan through, remembering what the drift check and the totals need."""
@@ -325,6 +237,25 @@ def _problem_order(problem: Problem) -> tuple[int, str, str, str]:
 
 
 _Decider = Callable[[list[JobSource], list[bytes]], list[store.Plan]]
+
+
+class _ValidatingUnchanged:
+    """The run's observer for what is decided without the database.
+
+    A job unchanged by stat is not read by the backfill; the report still validates it,
+    so that its problems are those of the data as it is now.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+
+    def on_problem(self, problem: Problem) -> None:
+        self._run.on_problem(problem)
+
+    def on_job(self, result: JobResult) -> None:
+        if result.action == "unchanged":
+            self._run.validate(self._run.sources[result.job_id])
+        self._run.on_job(result)
 
 
 class _Planner:

@@ -26,6 +26,7 @@ from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.db.target import Target
 from comsa_migrate.errors import ComsaMigrateError, DataDirError
 from comsa_migrate.sync import bookkeeping
+from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.debounce import Debouncer
 from comsa_migrate.sync.lock import default_name
 from comsa_migrate.sync.metrics import Metrics, MetricsServer
@@ -133,7 +134,8 @@ class Daemon:
         self._next_observer_check = 0.0
         self._watch_budget = WatchBudget(options.polling)
         self._next_rescan = time.monotonic() + options.rescan_interval
-        self._error_delay = 0.0  # the pause after an unexpected error, doubled while it recurs
+        #: the pause after an unexpected error, doubled while it recurs
+        self._error_backoff = Backoff(options.retry_min, options.retry_max)
         self._add_gauges()
 
     # -- control, from any thread (signal handlers included) -----------------------------
@@ -221,7 +223,7 @@ class Daemon:
                 except Exception:
                     self._unexpected_error()
                 else:
-                    self._error_delay = 0.0
+                    self._error_backoff.reset()
         finally:
             self._shut_down(server)
 
@@ -256,10 +258,9 @@ class Daemon:
         """A bug met by the worker: logged with its traceback and counted, then a pause
         (doubling while it recurs) and on; it never ends the daemon."""
         self.metrics.error()
-        delay = min(2 * self._error_delay, self.options.retry_max) or self.options.retry_min
-        self._error_delay = delay
+        delay = self._error_backoff.failed()
         log.exception("unexpected error in the sync loop; going on in %.1f s", delay)
-        self._debouncer.wait(time.monotonic() + delay)
+        self._debouncer.wait(self._error_backoff.next_at)
 
     def _take_due(self) -> None:
         for job_id, first_seen in self._debouncer.pop_due(100_000):

@@ -19,6 +19,7 @@ from comsa_migrate.db.migrations import migrate
 from comsa_migrate.db.target import Target, has_connect_timeout
 from comsa_migrate.errors import SchemaError
 from comsa_migrate.sync import bookkeeping
+from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.lock import LockHeld, describe_holder, lock_key, try_lock, unlock
 
 __all__ = ["DB_ERRORS", "SyncSession"]
@@ -71,17 +72,14 @@ class SyncSession:
         self.writing = writing
         self.key = lock_key(name)
         self.wait = wait
-        self.retry_min = retry_min
-        self.retry_max = retry_max
         self._clock = clock
+        self._backoff = Backoff(retry_min, retry_max, clock)
         self.conn: psycopg.Connection[Any] | None = None
         self._lock_conn: psycopg.Connection[Any] | None = None
         self.run_id: int | None = None
         self.daemon_id: int | None = None
         self.down_since: float | None = None
         self.outages = 0
-        self.next_attempt = 0.0
-        self._delay = retry_min
         self._waiting_for: str | None = None
         ident = f"pid={os.getpid()} host={socket.gethostname()}"
         self._names = (
@@ -93,6 +91,11 @@ class SyncSession:
     def up(self) -> bool:
         return self.conn is not None
 
+    @property
+    def next_attempt(self) -> float:
+        """When ``connect()`` tries again, on the session's clock."""
+        return self._backoff.next_at
+
     def connect(self, pending: int) -> bool:
         """One attempt, if the backoff allows it: True once connected and holding the lock.
 
@@ -100,13 +103,12 @@ class SyncSession:
         """
         if self.up:
             return True
-        if self._clock() < self.next_attempt:
+        if not self._backoff.due():
             return False
         try:
             self._open()
         except _WaitingForLock:
-            self._delay = min(self._delay * 2, self.retry_max)
-            self.next_attempt = self._clock() + self._delay
+            self._backoff.failed()
             return False
         except DB_ERRORS as exc:
             self.lost(exc, pending)
@@ -118,7 +120,7 @@ class SyncSession:
                 pending,
             )
         self.down_since = None
-        self._delay = self.retry_min
+        self._backoff.reset()
         return True
 
     def healthy(self) -> bool:
@@ -140,13 +142,12 @@ class SyncSession:
                 "every %g s at most",
                 self._reason(exc),
                 pending,
-                self.retry_max,
+                self._backoff.cap,
             )
-            self._delay = self.retry_min
+            self._backoff.reset()
         else:
             log.debug("still no database: %s", self._reason(exc))
-            self._delay = min(self._delay * 2, self.retry_max)
-        self.next_attempt = now + self._delay
+        self._backoff.failed()
 
     def check_lock(self) -> None:
         """Raises if the lock's connection is gone (with it, the lock)."""

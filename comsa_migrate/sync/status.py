@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from comsa_migrate.core.backfill import ACTIONS
+from comsa_migrate.core.summary import ACTIONS
 from comsa_migrate.sync.lock import lock_held_by_anyone, lock_key
 
 __all__ = ["DaemonStatus", "ProblemRow", "Status", "read_status", "render_status"]

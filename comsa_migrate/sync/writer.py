@@ -18,6 +18,7 @@ from comsa_migrate.core.backfill import BackfillOptions, JobResult, Summary, mig
 from comsa_migrate.core.layout import JOBS, JobSource, ScanItem
 from comsa_migrate.core.writers import Connect
 from comsa_migrate.problems import Problem, Severity
+from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.metrics import Metrics
 
 __all__ = ["JobSyncer", "LastSync"]
@@ -62,7 +63,8 @@ class JobSyncer:
         self.actions: Counter[str] = Counter()
         self.last: LastSync | None = None
         self.held_back = 0  # retries of JSON that did not parse yet
-        self._unsettled: dict[str, tuple[float, int]] = {}  # job -> (first failure, retries)
+        #: job -> (its first failure, the backoff of its retries)
+        self._unsettled: dict[str, tuple[float, Backoff]] = {}
         self._reported: set[int] = set()
         self._problems: list[Problem] = []
         self._named_in_other_case: set[str] = set()  # job ids; see json_named_in_other_case
@@ -204,14 +206,15 @@ class JobSyncer:
     def hold_back(self, job_id: str) -> bool:
         """True (and a retry planned) while a JSON that does not parse may still be settling."""
         now = self.clock()
-        first, retries = self._unsettled.get(job_id, (now, 0))
+        if job_id not in self._unsettled:
+            self._unsettled[job_id] = (now, Backoff(SETTLE_RETRY_MIN, SETTLE_RETRY_MAX, self.clock))
+        first, backoff = self._unsettled[job_id]
         remaining = first + self.settle - now
         if remaining <= 0:
             self._unsettled.pop(job_id, None)
             return False
-        self._unsettled[job_id] = (first, retries + 1)
         self.held_back += 1
-        delay = min(SETTLE_RETRY_MIN * 2**retries, SETTLE_RETRY_MAX, remaining)
+        delay = min(backoff.failed(), remaining)
         log.debug("%s: the job JSON does not parse yet; retrying in %.2f s", job_id, delay)
         self.retry(job_id, delay)
         return True

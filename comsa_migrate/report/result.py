@@ -1,0 +1,99 @@
+"""The report as data: what the next backfill would do, and what is wrong with the data."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from comsa_migrate.core.summary import ACTIONS
+from comsa_migrate.problems import Problem, Severity
+
+__all__ = [
+    "CHANGES",
+    "REPORT_ACTIONS",
+    "REPORT_VERSION",
+    "Database",
+    "FilesSeen",
+    "JobLine",
+    "Report",
+]
+
+#: the version of the report's JSON shape (docs/report-schema.json)
+REPORT_VERSION = 1
+#: a job's action in the report: the backfill's, plus "undecided" when no database answers
+REPORT_ACTIONS = (*ACTIONS, "undecided")
+CHANGES = ("insert", "update", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """Where the actions came from: a database (read only) or none."""
+
+    mode: str  # "database" or "offline"
+    target: str | None  # the redacted DSN
+    notes: tuple[str, ...] = ()  # why offline, what is missing, what the backfill applies first
+    pending_migrations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobLine:
+    """One job JSON on disk: what the next backfill would do with it, and its problem codes."""
+
+    id: str
+    action: str
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FilesSeen:
+    job_jsons: int = 0
+    json_bytes: int = 0
+    job_files: int = 0
+    file_bytes: int = 0
+
+    @property
+    def files(self) -> int:
+        return self.job_jsons + self.job_files
+
+    @property
+    def bytes(self) -> int:
+        return self.json_bytes + self.file_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The whole answer: totals, one line per job, and every problem (most severe first)."""
+
+    data_dir: str
+    database: Database
+    actions: dict[str, int]
+    rows: dict[str, dict[str, int]]  # table -> insert / update / delete
+    problems: tuple[Problem, ...]
+    jobs: tuple[JobLine, ...]
+    files: FilesSeen
+    generated_at: datetime
+    elapsed: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def offline(self) -> bool:
+        return self.database.mode == "offline"
+
+    @property
+    def problem_counts(self) -> Counter[str]:
+        return Counter(p.code for p in self.problems)
+
+    @property
+    def severity_counts(self) -> dict[Severity, int]:
+        counts = Counter(p.severity for p in self.problems)
+        return {severity: counts[severity] for severity in sorted(Severity, reverse=True)}
+
+    @property
+    def rows_written(self) -> dict[str, int]:
+        """Rows per table the backfill would write, counted as its summary counts them."""
+        return {t: self.rows[t]["insert"] + self.rows[t]["update"] for t in self.rows}
+
+    def fails(self, fail_on: Severity = Severity.ERROR) -> bool:
+        """True when some problem is at least as severe as ``fail_on``."""
+        return any(p.severity >= fail_on for p in self.problems)
