@@ -1,19 +1,42 @@
-"""comsa-migrate: migrate the COMSA dashboard's legacy job store into PostgreSQL."""
+"""comsa-migrate: migrate the COMSA dashboard's legacy job store into PostgreSQL.
+
+The public API, for use as a library::
+
+    import psycopg
+    from pathlib import Path
+    from comsa_migrate import BackfillOptions, backfill
+
+    with psycopg.connect("postgresql:///comsa", autocommit=True) as conn:
+        summary = backfill(conn, BackfillOptions(Path("backend/data")))
+
+``build_report`` plans a backfill without writing, and ``Daemon`` keeps a database in
+step with the tree. What a migration finds is told to each ``Observer`` given: one
+``on_problem`` per Problem and one ``on_job`` per job. ``build_report`` and ``Daemon``
+are imported on first use, so that importing the package stays light.
+"""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from comsa_migrate.core.backfill import BackfillOptions, backfill
-from comsa_migrate.core.summary import JobResult, Summary
+from comsa_migrate.core.summary import JobResult, Observer, Summary
 from comsa_migrate.errors import (
     ComsaMigrateError,
     ConfigurationError,
     DatabaseUnavailable,
     DataDirError,
+    LockHeld,
+    RunStopped,
     SchemaError,
 )
 from comsa_migrate.problems import CODES, Problem, Severity
+
+if TYPE_CHECKING:
+    from comsa_migrate.report.plan import build_report
+    from comsa_migrate.report.result import Report
+    from comsa_migrate.sync.daemon import Daemon, SyncOptions
 
 try:
     __version__ = version("comsa-migrate")  # from the package's metadata: pyproject.toml
@@ -25,13 +48,39 @@ __all__ = [
     "BackfillOptions",
     "ComsaMigrateError",
     "ConfigurationError",
+    "Daemon",
     "DataDirError",
     "DatabaseUnavailable",
     "JobResult",
+    "LockHeld",
+    "Observer",
     "Problem",
+    "Report",
+    "RunStopped",
     "SchemaError",
     "Severity",
     "Summary",
+    "SyncOptions",
     "__version__",
     "backfill",
+    "build_report",
 ]
+
+#: names imported on first use: the report's planning, and the daemon with watchdog
+_LAZY = {
+    "build_report": "comsa_migrate.report.plan",
+    "Report": "comsa_migrate.report.result",
+    "Daemon": "comsa_migrate.sync.daemon",
+    "SyncOptions": "comsa_migrate.sync.daemon",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'comsa_migrate' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
