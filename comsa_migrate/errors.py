@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.errors import ProgrammingError
+
 __all__ = [
     "ComsaMigrateError",
     "ConfigurationError",
@@ -16,6 +19,7 @@ __all__ = [
     "EXIT_SKIPPED",
     "EXIT_STOPPED",
     "EXIT_USAGE",
+    "LockHeld",
     "RunStopped",
     "SchemaError",
     "first_line",
@@ -53,6 +57,12 @@ class SchemaError(ComsaMigrateError):
     """The database schema cannot be brought to the expected version."""
 
 
+class LockHeld(ComsaMigrateError):
+    """Another sync daemon of the same name holds the lock on this database."""
+
+    exit_code = EXIT_LOCKED
+
+
 class RunStopped(ComsaMigrateError):
     """A run that had started writing could not go on (the database went away).
 
@@ -66,7 +76,21 @@ class RunStopped(ComsaMigrateError):
         self.summary = summary
 
 
-def first_line(exc: BaseException) -> str:
-    """An error's first line: a server's message without the statement and context it quotes."""
+def first_line(exc: BaseException, *, dsn: str | None = None) -> str:
+    """An error's first line: a server's message without the statement and context it quotes.
+
+    With ``dsn``, its password reads *** wherever the message quotes it (libpq's
+    connection errors may quote the connection string).
+    """
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    password = _password(dsn) if dsn else None
+    return line.replace(password, "***") if password else line
+
+
+def _password(dsn: str) -> str | None:
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except ProgrammingError:  # an unparsable DSN: psycopg names that problem itself
+        return None
+    return str(password) if password else None

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from comsa_migrate.core.layout import utc_from_ns
 from comsa_migrate.core.normalise import JobRecord
-from comsa_migrate.errors import ConfigurationError
+from comsa_migrate.errors import ConfigurationError, first_line
 
 __all__ = [
     "Outcome",
@@ -272,7 +272,7 @@ def plan_batch(
             with conn.transaction():
                 plans.extend(_plan_rows(conn, [payload], force))
         except psycopg.DataError as exc:
-            plans.append(Plan("error", {}, str(exc).strip().splitlines()[0]))
+            plans.append(Plan("error", {}, first_line(exc)))
     return plans
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from comsa_migrate.errors import ConfigurationError, SchemaError
+from comsa_migrate.errors import ConfigurationError, SchemaError, first_line
 
 __all__ = [
     "KINDS",
@@ -188,7 +188,7 @@ def reapply(conn: psycopg.Connection[Any]) -> list[tuple[str, Kind]]:
                     conn.execute(statement)
                 done.append((role, kind))
     except psycopg.errors.InsufficientPrivilege as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "permission denied"
+        reason = first_line(exc)
         log.warning(
             "could not grant the roles set up with init-db their rights on the new "
             "objects (%s): run init-db --grant-writer/--grant-reader again as the owner",

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from comsa_migrate.db import grants
-from comsa_migrate.errors import SchemaError
+from comsa_migrate.errors import SchemaError, first_line
 
 __all__ = ["Migration", "MigrationResult", "migrate", "migrations", "pending_migrations"]
 
@@ -108,7 +108,7 @@ def migrate(conn: psycopg.Connection[Any]) -> MigrationResult:
             regranted = grants.reapply(conn) if applied or adopted else []
     except psycopg.errors.InsufficientPrivilege as exc:
         names = ", ".join(m.file_name for m in pending)
-        reason = str(exc).strip().splitlines()[0]
+        reason = first_line(exc)
         raise SchemaError(
             f"migrations are pending ({names}) and role {conn.info.user} cannot apply them "
             f"({reason}): an owner of the database must run `comsa-migrate init-db`"

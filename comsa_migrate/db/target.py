@@ -15,7 +15,7 @@ import psycopg
 from dotenv import dotenv_values
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from comsa_migrate.errors import ConfigurationError, DatabaseUnavailable
+from comsa_migrate.errors import ConfigurationError, DatabaseUnavailable, first_line
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -109,7 +109,7 @@ def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[An
     try:
         return psycopg.connect(target.dsn, autocommit=autocommit, **extra)
     except psycopg.Error as exc:
-        reason = _first_line(str(exc)).replace(_password(target.dsn) or "\0", "***")
+        reason = first_line(exc, dsn=target.dsn)
         raise DatabaseUnavailable(f"cannot connect to {target}: {reason}") from None
 
 
@@ -150,7 +150,7 @@ def start_embedded(home: Path | None = None) -> Target:
             server = get_server(home / "pgdata", cleanup_mode="stop")
     except Exception as exc:  # the package raises bare subprocess and OS errors
         raise DatabaseUnavailable(
-            f"cannot start the embedded PostgreSQL in {home}: {_first_line(str(exc))} "
+            f"cannot start the embedded PostgreSQL in {home}: {first_line(exc)} "
             f"(its log is {home / 'pgdata' / 'log'})"
         ) from None
     admin = Target(server.get_uri("postgres"), "embedded")
@@ -200,15 +200,3 @@ def has_connect_timeout(dsn: str) -> bool:
         return bool(conninfo_to_dict(dsn).get("connect_timeout"))
     except psycopg.ProgrammingError:
         return False  # psycopg.connect() names the problem
-
-
-def _password(dsn: str) -> str | None:
-    try:
-        password = conninfo_to_dict(dsn).get("password")
-        return str(password) if password else None
-    except psycopg.ProgrammingError:
-        return None
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else "unknown error"

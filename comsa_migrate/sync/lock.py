@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from comsa_migrate.errors import EXIT_LOCKED, ComsaMigrateError
+from comsa_migrate.errors import LockHeld
 
 __all__ = [
     "LockHeld",
@@ -28,12 +28,6 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid
 """
-
-
-class LockHeld(ComsaMigrateError):
-    """Another sync daemon holds the lock for this database and data folder."""
-
-    exit_code = EXIT_LOCKED
 
 
 def default_name(data_dir: str | os.PathLike[str]) -> str:

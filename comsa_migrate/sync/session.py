@@ -10,14 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from comsa_migrate import __version__
 from comsa_migrate.core import store
 from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.db.target import Target, has_connect_timeout
-from comsa_migrate.errors import SchemaError
+from comsa_migrate.errors import SchemaError, first_line
 from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.lock import LockHeld, describe_holder, lock_key, try_lock, unlock
@@ -234,10 +233,4 @@ class SyncSession:
         self.conn = self._lock_conn = None
 
     def _reason(self, exc: BaseException) -> str:
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        try:
-            password = conninfo_to_dict(self.target.dsn).get("password")
-        except psycopg.ProgrammingError:
-            password = None
-        return first.replace(str(password), "***") if password else first
+        return first_line(exc, dsn=self.target.dsn)
