@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import textwrap
 from collections.abc import Iterator
 
 import orjson
@@ -11,23 +10,16 @@ import orjson
 from comsa_migrate import __version__
 from comsa_migrate.problems import CODES, Problem, Severity
 from comsa_migrate.render.summary import REPORT_FORMATS
+from comsa_migrate.render.words import counted, field, human_bytes, planned, wrap
 from comsa_migrate.report.result import CHANGES, REPORT_VERSION, Report
 
 __all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
 
 FORMATS = REPORT_FORMATS
 EXAMPLES = 10
-WIDTH = 80
 
-_ACTION_WORDS = (
-    ("insert", "insert"),
-    ("update", "update"),
-    ("unchanged", "unchanged"),
-    ("conflict", "conflict"),
-    ("skip", "skip"),
-    ("metadata_only", "metadata only"),
-    ("undecided", "undecided"),
-)
+#: the actions in the order the report counts them; the last two only when some job has them
+_SHOWN_ACTIONS = ("insert", "update", "unchanged", "conflict", "skip", "metadata_only", "undecided")
 _SEVERITY_TITLES = {Severity.ERROR: "Errors", Severity.WARNING: "Warnings", Severity.INFO: "Info"}
 _COLOURS = {Severity.ERROR: "31;1", Severity.WARNING: "33", Severity.INFO: "36"}
 
@@ -51,26 +43,24 @@ def render_text(report: Report, *, color: bool = False, show_all: bool = False) 
         return f"\x1b[{code}m{text}\x1b[0m" if color else text
 
     lines = [_first_line(report)]
-    lines.append(_field("data", report.data_dir))
+    lines.append(field("data", report.data_dir))
     if not report.offline:
-        lines.append(_field("database", f"{report.database.target} (read only)"))
-    lines += [_field("note", note) for note in report.database.notes[1 if report.offline else 0 :]]
+        lines.append(field("database", f"{report.database.target} (read only)"))
+    lines += [field("note", note) for note in report.database.notes[1 if report.offline else 0 :]]
     verdict = _verdict(report)
-    lines.append(
-        _field("result", verdict).replace(verdict, paint(verdict, _verdict_colour(report)))
-    )
+    lines.append(field("result", verdict).replace(verdict, paint(verdict, _verdict_colour(report))))
     if report.interrupted:
-        lines.append(_field("interrupted", "the report covers the jobs read before Ctrl-C"))
+        lines.append(field("interrupted", "the report covers the jobs read before Ctrl-C"))
     lines += ["", "Summary"]
-    lines.append(_field("jobs", _actions_text(report)))
+    lines.append(field("jobs", _actions_text(report)))
     lines += _rows_text(report)
-    lines.append(_field("problems", _severities_text(report)))
-    lines.append(_field("files", _files_text(report)))
+    lines.append(field("problems", _severities_text(report)))
+    lines.append(field("files", _files_text(report)))
     for severity, group in _groups(report.problems):
         count = sum(len(problems) for _, problems in group)
         lines += ["", paint(f"{_SEVERITY_TITLES[severity]} ({count})", _COLOURS[severity])]
         for code, problems in group:
-            title = _wrap(f"{code} ({len(problems)}): {CODES[code][1]}", "  ", "      ")
+            title = wrap(f"{code} ({len(problems)}): {CODES[code][1]}", "  ", "      ")
             title[0] = title[0].replace(code, paint(code, _COLOURS[severity]), 1)
             lines += title
             shown = problems if show_all else problems[:EXAMPLES]
@@ -98,18 +88,14 @@ def _verdict_colour(report: Report) -> str:
 def _verdict(report: Report) -> str:
     counts = report.severity_counts
     errors = counts[Severity.ERROR]
-    rest = f"{_plural(counts[Severity.WARNING], 'warning')}, {counts[Severity.INFO]} info"
+    rest = f"{counted(counts[Severity.WARNING], 'warning')}, {counts[Severity.INFO]} info"
     if errors:
-        return f"FAIL: {_plural(errors, 'error')}, {rest}"
+        return f"FAIL: {counted(errors, 'error')}, {rest}"
     return f"OK: no errors; {rest}"
 
 
 def _actions_text(report: Report) -> str:
-    shown = [
-        f"{report.actions[action]} {word}"
-        for action, word in _ACTION_WORDS
-        if report.actions[action] or action not in ("metadata_only", "undecided")
-    ]
+    shown = [f"{report.actions[action]} {planned(action)}" for action in _shown_actions(report)]
     if report.offline:
         shown = [f"{report.actions['undecided']} valid (a database decides their action)"]
         shown.append(f"{report.actions['skip']} skip")
@@ -120,8 +106,8 @@ def _actions_text(report: Report) -> str:
 
 def _rows_text(report: Report) -> list[str]:
     if report.offline:
-        return [_field("rows", "need a database")]
-    lines = [_field("rows", f"{'':<10}{'insert':>9}{'update':>9}{'delete':>9}")]
+        return [field("rows", "need a database")]
+    lines = [field("rows", f"{'':<10}{'insert':>9}{'update':>9}{'delete':>9}")]
     for table in report.rows:
         counts = "".join(f"{report.rows[table][c]:>9,}" for c in CHANGES)
         lines.append(f"{'':14}{table:<10}{counts}")
@@ -131,39 +117,25 @@ def _rows_text(report: Report) -> list[str]:
 def _severities_text(report: Report) -> str:
     counts = report.severity_counts
     return (
-        f"{_plural(counts[Severity.ERROR], 'error')}, "
-        f"{_plural(counts[Severity.WARNING], 'warning')}, {counts[Severity.INFO]} info"
+        f"{counted(counts[Severity.ERROR], 'error')}, "
+        f"{counted(counts[Severity.WARNING], 'warning')}, {counts[Severity.INFO]} info"
     )
 
 
 def _files_text(report: Report) -> str:
     seen = report.files
     return (
-        f"{_plural(seen.job_jsons, 'job JSON')} and {_plural(seen.job_files, 'job file')}: "
-        f"{seen.bytes:,} bytes ({_human(seen.bytes)})"
+        f"{counted(seen.job_jsons, 'job JSON')} and {counted(seen.job_files, 'job file')}: "
+        f"{seen.bytes:,} bytes ({human_bytes(seen.bytes)})"
     )
 
 
 def _problem_text(problem: Problem) -> list[str]:
     where = problem.path or problem.job_id or "-"
-    lines = _wrap(where, "    - ", "      ")
+    lines = wrap(where, "    - ", "      ")
     if problem.job_id and problem.job_id not in where:
         lines.append(f"      job {problem.job_id}")
-    return lines + _wrap(problem.message, "      ", "      ")
-
-
-def _field(label: str, text: str) -> str:
-    return "\n".join(_wrap(text, f"  {label:<11} ", " " * 14))
-
-
-def _wrap(text: str, first: str, rest: str) -> list[str]:
-    return textwrap.wrap(
-        text,
-        WIDTH,
-        initial_indent=first,
-        subsequent_indent=rest,
-        break_on_hyphens=False,
-    ) or [first.rstrip()]
+    return lines + wrap(problem.message, "      ", "      ")
 
 
 # -- markdown -----------------------------------------------------------------------------
@@ -184,9 +156,7 @@ def render_markdown(report: Report, *, show_all: bool = False) -> str:
         lines += [f"- {_md(note)}" for note in notes]
     lines += ["", "| jobs | count |", "|---|---:|"]
     lines += [
-        f"| {word} | {report.actions[action]:,} |"
-        for action, word in _ACTION_WORDS
-        if report.actions[action] or action not in ("metadata_only", "undecided")
+        f"| {planned(action)} | {report.actions[action]:,} |" for action in _shown_actions(report)
     ]
     if not report.offline:
         lines += ["", "| rows | insert | update | delete |", "|---|---:|---:|---:|"]
@@ -308,14 +278,9 @@ def _groups(
             yield severity, sorted(group, key=lambda item: (-len(item[1]), item[0]))
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+def _shown_actions(report: Report) -> list[str]:
+    return [
+        action
+        for action in _SHOWN_ACTIONS
+        if report.actions[action] or action not in ("metadata_only", "undecided")
+    ]

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections import Counter
 
 from comsa_migrate.core.summary import Summary
 from comsa_migrate.problems import CODES, Severity, printable
+from comsa_migrate.render.words import actions_done, field, plural, wrap
 
 __all__ = ["REPORT_FORMATS", "backfill_summary"]
 
 #: the formats of `comsa-migrate report` (render/report.py writes them)
 REPORT_FORMATS = ("text", "json", "markdown")
-
-_ACTION_WORDS = (
-    ("insert", "inserted"),
-    ("update", "updated"),
-    ("unchanged", "unchanged"),
-    ("skip", "skipped"),
-    ("conflict", "conflicts"),
-)
 
 
 def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
@@ -28,20 +20,20 @@ def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
     if summary.migrations and (summary.migrations.applied or summary.migrations.adopted):
         done = [*summary.migrations.applied]
         done += [f"{name} (adopted existing tables)" for name in summary.migrations.adopted]
-        lines.append(_row("migrations", "applied " + ", ".join(done)))
-    jobs = ", ".join(f"{summary.actions[a]} {word}" for a, word in _ACTION_WORDS)
+        lines.append(field("migrations", "applied " + ", ".join(done)))
+    jobs = actions_done(summary.actions)
     if summary.actions["metadata_only"]:
         jobs += f"; {summary.actions['metadata_only']} metadata only"
-    lines.append(_row("jobs", jobs))
-    lines.append(_row("rows", ", ".join(f"{t} {summary.rows[t]}" for t in summary.tables)))
+    lines.append(field("jobs", jobs))
+    lines.append(field("rows", ", ".join(f"{t} {summary.rows[t]}" for t in summary.tables)))
     if summary.owner:
         given = summary.rows["owned"]
-        lines.append(_row("owner", f"{given} job{'' if given == 1 else 's'} given {summary.owner}"))
+        lines.append(field("owner", f"{given} {plural(given, 'job')} given {summary.owner}"))
     for severity, label in ((Severity.WARNING, "warnings"), (Severity.INFO, "info")):
         counts = _by_severity(summary.problem_counts, severity)
-        lines.append(_row(label, ", ".join(f"{c} {n}" for c, n in counts) or "none"))
+        lines.append(field(label, ", ".join(f"{c} {n}" for c, n in counts) or "none"))
     rate = summary.jobs / summary.elapsed if summary.elapsed > 0 else 0.0
-    lines.append(_row("elapsed", f"{summary.elapsed:.2f} s ({rate:,.0f} jobs/s)"))
+    lines.append(field("elapsed", f"{summary.elapsed:.2f} s ({rate:,.0f} jobs/s)"))
     if summary.stopped:
         lines.append(
             "Stopped part-way: the jobs above were written (the batch in flight may have "
@@ -55,23 +47,8 @@ def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
         for problem in sorted(summary.errors, key=lambda p: (p.code, p.job_id or "", p.path or "")):
             lines.append(f"  {problem.code}  {problem.job_id or '-'}")
             lines.append(f"      {problem.path or '-'}")
-            lines.append(
-                textwrap.fill(
-                    problem.message, 80, initial_indent=" " * 6, subsequent_indent=" " * 6
-                )
-            )
+            lines += wrap(problem.message, " " * 6, " " * 6, break_on_hyphens=True)
     return "\n".join(lines)
-
-
-def _row(label: str, text: str) -> str:
-    """A labelled line, wrapped at 80 columns under its own indent."""
-    return textwrap.fill(
-        text,
-        width=80,
-        initial_indent=f"  {label:<11} ",
-        subsequent_indent=" " * 14,
-        break_on_hyphens=False,
-    )
 
 
 def _by_severity(counts: Counter[str], severity: Severity) -> list[tuple[str, int]]:
