@@ -26,8 +26,9 @@ from comsa_migrate.cli.options import (
 )
 from comsa_migrate.core import tree
 from comsa_migrate.errors import EXIT_OK
+from comsa_migrate.render.status import render_status
 from comsa_migrate.sync.daemon import Daemon, SyncOptions
-from comsa_migrate.sync.status import read_status, render_status
+from comsa_migrate.sync.status import read_status
 
 
 @click.command("sync")

@@ -1,18 +1,18 @@
-"""`comsa-migrate status`: what the sync daemons last recorded, read without writing anything."""
+"""What the sync daemons last recorded, read without writing anything (render/status.py
+writes it out for `comsa-migrate status`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
-from comsa_migrate.core.summary import ACTIONS
 from comsa_migrate.sync.lock import lock_held_by_anyone, lock_key
 
-__all__ = ["DaemonStatus", "ProblemRow", "Status", "read_status", "render_status"]
+__all__ = ["DaemonStatus", "ProblemRow", "Status", "read_status"]
 
 _DAEMONS = """
 SELECT id, COALESCE(to_jsonb(d)->>'name', hostname || ':' || data_dir) AS name,
@@ -86,81 +86,3 @@ def read_status(conn: psycopg.Connection[Any], *, daemons: int = 5, problems: in
         del row["heartbeat_at"]
         found.append(DaemonStatus(running=running, **row))
     return Status(True, tuple(found), tuple(ProblemRow(**row) for row in problem_rows))
-
-
-def render_status(status: Status, target: str) -> str:
-    if not status.installed or not status.daemons:
-        return f"No sync daemon has run against {target}.\n"
-    lines = [f"Sync daemons on {target}, newest first"]
-    for daemon in status.daemons:
-        lines.extend(_daemon_lines(daemon))
-    lines.append("")
-    if status.problems:
-        lines.append("Last problems")
-        for p in status.problems:
-            where = " ".join(part for part in (p.job_id, p.path) if part) or "-"
-            lines.append(f"  {_time(p.seen_at)}  {p.severity:<7} {p.code:<18} {where}: {p.message}")
-    else:
-        lines.append("No problems recorded.")
-    return "\n".join(lines) + "\n"
-
-
-def _daemon_lines(d: DaemonStatus) -> list[str]:
-    if d.running:
-        how = f"running, {d.state.replace('_', ' ')}"
-    elif d.stopped_at is None:
-        how = "not running (no lock held: killed or disconnected)"
-    else:
-        how = f"{'stopped' if d.state == 'stopped' else d.state} at {_time(d.stopped_at)}"
-    lines = [
-        "",
-        f"  daemon {d.id}   {d.data_dir}",
-        f"    name        {d.name}",
-        f"    state       {how}",
-        f"    process     pid {d.pid} on {d.hostname}, comsa-migrate {d.version}, "
-        f"started {_time(d.started_at)}",
-        f"    heartbeat   {_age(d.heartbeat_age_s)} ago",
-    ]
-    if d.last_sync_at is not None and d.last_sync_age_s is not None:
-        lag = "" if d.last_lag_ms is None else f", {d.last_lag_ms} ms after its first event"
-        lines.append(
-            f"    last sync   {_time(d.last_sync_at)} ({_age(d.last_sync_age_s)} ago): "
-            f"{d.last_job_id} {d.last_action}{lag}"
-        )
-    else:
-        lines.append("    last sync   none yet")
-    if d.queue_depth and d.oldest_pending_s is not None:
-        waiting = f"{d.queue_depth} jobs waiting, the oldest for {_age(d.oldest_pending_s)}"
-    else:
-        waiting = "nothing waiting"
-    lines.append(f"    lag         {waiting}")
-    counts = ", ".join(f"{d.actions.get(a, 0)} {_past(a)}" for a in ACTIONS if a != "metadata_only")
-    lines.append(f"    jobs        {counts}")
-    if d.counters:
-        counters = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(d.counters.items()))
-        lines.append(f"    counters    {counters}")
-    return lines
-
-
-def _past(action: str) -> str:
-    return {
-        "insert": "inserted",
-        "update": "updated",
-        "skip": "skipped",
-        "conflict": "conflicts",
-    }.get(action, action)
-
-
-def _time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _age(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 86400:.0f} days"
