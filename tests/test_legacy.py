@@ -12,10 +12,10 @@ import orjson
 import psycopg
 import pytest
 
+from comsa_migrate.core.jsonread import MAX_DEPTH
 from comsa_migrate.core.layout import JobSource
 from comsa_migrate.core.normalise import (
     COLUMN_LIMITS,
-    MAX_DEPTH,
     JobRecord,
     LogEntry,
     Parsed,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -11,12 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from comsa_migrate.core.layout import JobSource, is_job_id, utc_from_ns
+from comsa_migrate.core.jsonread import Invalid, has_unstorable_escape, load_json
+from comsa_migrate.core.layout import JobSource, is_job_id, is_utf8, utc_from_ns
 from comsa_migrate.problems import Problem
 
-__all__ = ["COLUMN_LIMITS", "MAX_DEPTH", "JobRecord", "LogEntry", "Parsed", "parse_job"]
+__all__ = ["COLUMN_LIMITS", "JobRecord", "LogEntry", "Parsed", "parse_job"]
 
 STATUSES = ("pending", "running", "completed", "failed")
 #: VARCHAR limits of the `jobs` table (see schema/001_initial_schema.sql)
@@ -50,14 +47,6 @@ MAPPED_KEYS = frozenset(
 _LOG_PREFIX = re.compile(r"\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})\]")
 #: what separates two log lines stamped with one second, in file order
 LOG_STEP = timedelta(microseconds=1)
-_UTF8_BOM = b"\xef\xbb\xbf"
-#: a run of digits that may be an integer beyond 64 bits, which orjson reads as a float
-_LONG_DIGITS = re.compile(rb"\d{19}")
-#: a UTF-16 surrogate written as a JSON escape: orjson refuses one that is not paired
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-#: deeper documents are refused: no job nests beyond a few levels, and the payload
-#: written to PostgreSQL must stay within orjson's encoder limit (254)
-MAX_DEPTH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +86,6 @@ class Parsed:
     metadata_only: bool = False
 
 
-class _Invalid(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def parse_job(raw: bytes, source: JobSource, data_dir: Path) -> Parsed:
     """Normalise the bytes of ``source``'s JSON; never raises for bad data."""
     notes: list[Problem] = list(source.problems)
@@ -111,16 +94,16 @@ def parse_job(raw: bytes, source: JobSource, data_dir: Path) -> Parsed:
         notes.append(Problem(code, message, source.job_id, source.json_path))
 
     try:
-        doc = _load(raw)
+        doc = load_json(raw)
         if not isinstance(doc, dict):
-            raise _Invalid("not_an_object", f"top-level JSON is {_kind(doc)}, not an object")
+            raise Invalid("not_an_object", f"top-level JSON is {_kind(doc)}, not an object")
         if _absent(doc.get("type")) and _absent(doc.get("status")):
             note("metadata_only", "no `type` and no `status`: a metadata sidecar, not a job")
             return Parsed(None, tuple(notes), metadata_only=True)
-        if b"\\u0000" in raw or _SURROGATE_ESCAPE.search(raw):  # only escapes bring them
+        if has_unstorable_escape(raw):
             _reject_unstorable(doc)
         record = _normalise(doc, source, data_dir, note)
-    except _Invalid as exc:
+    except Invalid as exc:
         note(exc.code, str(exc))
         return Parsed(None, tuple(notes))
     return Parsed(record, tuple(notes))
@@ -131,7 +114,7 @@ def _normalise(doc: dict[str, Any], source: JobSource, data_dir: Path, note: Any
     job_type = _limited("type", _required_text(doc, "type"))
     status = _required_text(doc, "status").lower()
     if status not in STATUSES:
-        raise _Invalid("invalid_status", f"status {doc['status']!r} is not one of {STATUSES}")
+        raise Invalid("invalid_status", f"status {doc['status']!r} is not one of {STATUSES}")
     algorithms = _algorithms(doc.get("algorithm"))
     algorithm = _limited("algorithm", algorithms[0]) if algorithms else ""
     if len(algorithms) > 1:
@@ -164,74 +147,6 @@ def _normalise(doc: dict[str, Any], source: JobSource, data_dir: Path, note: Any
     )
 
 
-def _load(raw: bytes) -> Any:
-    if raw.startswith(_UTF8_BOM):
-        raw = raw[len(_UTF8_BOM) :]
-    if not raw.strip():
-        raise _Invalid("invalid_json", "the file is empty")
-    exact = _LONG_DIGITS.search(raw) is not None
-    if exact:
-        doc = _load_exact(raw)
-    else:
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            if _SURROGATE_ESCAPE.search(raw) is None:
-                raise _Invalid("invalid_json", f"not valid JSON: {exc}") from None
-            # maybe a lone surrogate: valid JSON, refused later only where it is stored
-            exact = True
-            doc = _load_exact(raw)
-    if exact or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
-        _check_depth(doc)
-    return doc
-
-
-def _load_exact(raw: bytes) -> Any:
-    """The stdlib reader keeps integers beyond 64 bits exact; orjson would round them."""
-
-    def refuse(constant: str) -> Any:
-        raise ValueError(f"{constant} is not JSON")
-
-    def finite(text: str) -> float:
-        number = float(text)
-        if math.isinf(number):
-            raise ValueError(f"the number {text} is out of range")
-        return number
-
-    try:
-        return json.loads(raw.decode("utf-8"), parse_constant=refuse, parse_float=finite)
-    except UnicodeDecodeError as exc:
-        raise _Invalid("invalid_json", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
-    except RecursionError:
-        raise _Invalid("invalid_json", f"nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError as exc:
-        raise _Invalid("invalid_json", f"not valid JSON: {exc}") from None
-
-
-def _check_depth(doc: Any) -> None:
-    """Refuse nesting beyond MAX_DEPTH (which orjson refuses too)."""
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children: Any = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth > MAX_DEPTH:
-            raise _Invalid("invalid_json", f"nested deeper than {MAX_DEPTH} levels")
-        stack.extend((child, depth + 1) for child in children)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _reject_unstorable(doc: dict[str, Any]) -> None:
     """PostgreSQL text and jsonb cannot hold U+0000 nor a lone UTF-16 surrogate (no UTF-8
     has it); fields that are not stored may hold either."""
@@ -241,11 +156,11 @@ def _reject_unstorable(doc: dict[str, Any]) -> None:
             value = stack.pop()
             if isinstance(value, str):
                 if "\x00" in value:
-                    raise _Invalid(
+                    raise Invalid(
                         "invalid_field", f"`{key}` holds U+0000, which PostgreSQL cannot store"
                     )
-                if not _encodable(value):
-                    raise _Invalid(
+                if not is_utf8(value):
+                    raise Invalid(
                         "invalid_field",
                         f"`{key}` holds a lone UTF-16 surrogate, which PostgreSQL cannot store",
                     )
@@ -272,18 +187,18 @@ def _job_id(value: Any, source: JobSource, note: Any) -> str:
         note("missing_id", f"no id; used the file name {source.job_id}")
         return source.job_id
     if not isinstance(value, str) or not is_job_id(value):
-        raise _Invalid("invalid_job_id", f"id {value!r} is not a UUID")
+        raise Invalid("invalid_job_id", f"id {value!r} is not a UUID")
     if value.lower() != source.job_id:
-        raise _Invalid("id_mismatch", f"id {value!r} differs from the file name")
+        raise Invalid("id_mismatch", f"id {value!r} differs from the file name")
     return source.job_id
 
 
 def _required_text(doc: dict[str, Any], key: str) -> str:
     value = doc.get(key)
     if _absent(value):
-        raise _Invalid("missing_field", f"required field `{key}` is missing")
+        raise Invalid("missing_field", f"required field `{key}` is missing")
     if not isinstance(value, str):
-        raise _Invalid("invalid_field", f"`{key}` is {_kind(value)}, not a string")
+        raise Invalid("invalid_field", f"`{key}` is {_kind(value)}, not a string")
     return value
 
 
@@ -292,14 +207,14 @@ def _optional_text(doc: dict[str, Any], key: str) -> str | None:
     if _absent(value):
         return None
     if not isinstance(value, str):
-        raise _Invalid("invalid_field", f"`{key}` is {_kind(value)}, not a string")
+        raise Invalid("invalid_field", f"`{key}` is {_kind(value)}, not a string")
     return _limited(key, value)
 
 
 def _limited(key: str, value: str) -> str:
     limit = COLUMN_LIMITS[key]
     if len(value) > limit:
-        raise _Invalid(
+        raise Invalid(
             "invalid_field", f"`{key}` has {len(value)} characters; the column allows {limit}"
         )
     return value
@@ -310,7 +225,7 @@ def _algorithms(value: Any) -> list[str]:
         return []
     items = value if isinstance(value, list) else [value]
     if not all(isinstance(item, str) for item in items):
-        raise _Invalid("invalid_field", f"`algorithm` must be text or a list of text: {value!r}")
+        raise Invalid("invalid_field", f"`algorithm` must be text or a list of text: {value!r}")
     return items
 
 
@@ -323,7 +238,7 @@ def _ensemble(value: Any, n_algorithms: int) -> bool:
         return value
     if isinstance(value, str) and value.upper() in ("TRUE", "FALSE"):
         return value.upper() == "TRUE"
-    raise _Invalid("invalid_field", f"`ensemble` must be a boolean, TRUE or FALSE: {value!r}")
+    raise Invalid("invalid_field", f"`ensemble` must be a boolean, TRUE or FALSE: {value!r}")
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -339,11 +254,11 @@ def _timestamp(doc: dict[str, Any], key: str) -> datetime | None:
     if _absent(value) or value == "NA":
         return None
     if not isinstance(value, str):
-        raise _Invalid("invalid_timestamp", f"`{key}` is {_kind(value)}, not a timestamp")
+        raise Invalid("invalid_timestamp", f"`{key}` is {_kind(value)}, not a timestamp")
     try:
         return parse_timestamp(value)
     except (ValueError, OverflowError):
-        raise _Invalid("invalid_timestamp", f"`{key}` {value!r} is not a timestamp") from None
+        raise Invalid("invalid_timestamp", f"`{key}` {value!r} is not a timestamp") from None
 
 
 def _error(value: Any) -> dict[str, Any]:
@@ -355,7 +270,7 @@ def _error(value: Any) -> dict[str, Any]:
         return {"message": "\n".join(value)}
     if isinstance(value, dict):
         return value
-    raise _Invalid("invalid_field", f"`error` is {_kind(value)}; expected a string or an object")
+    raise Invalid("invalid_field", f"`error` is {_kind(value)}; expected a string or an object")
 
 
 def _result(value: Any) -> dict[str, Any]:
@@ -364,7 +279,7 @@ def _result(value: Any) -> dict[str, Any]:
         return {}
     if isinstance(value, dict):
         return value
-    raise _Invalid("invalid_field", f"`result` is {_kind(value)}, not an object")
+    raise Invalid("invalid_field", f"`result` is {_kind(value)}, not an object")
 
 
 def _logs(value: Any, first_default: datetime) -> tuple[LogEntry, ...]:
@@ -382,7 +297,7 @@ def _logs(value: Any, first_default: datetime) -> tuple[LogEntry, ...]:
     previous: datetime | None = None
     for line in lines:
         if not isinstance(line, str):
-            raise _Invalid("invalid_field", f"log line {line!r} is not a string")
+            raise Invalid("invalid_field", f"log line {line!r} is not a string")
         stamped = _log_time(line)
         if previous is None:
             moment = stamped or first_default
@@ -403,7 +318,7 @@ def _log_time(line: str) -> datetime | None:
         return datetime.fromisoformat(match.group(1))  # the regex fixed its shape
     except ValueError:
         reason = f"log line prefix [{match.group(1)}] is not a date"
-        raise _Invalid("invalid_timestamp", reason) from None
+        raise Invalid("invalid_timestamp", reason) from None
 
 
 def _input_file_path(value: Any, data_dir: Path, note: Any) -> str | None:
@@ -411,7 +326,7 @@ def _input_file_path(value: Any, data_dir: Path, note: Any) -> str | None:
     if _absent(value):
         return None
     if not isinstance(value, str):
-        raise _Invalid("invalid_field", f"`input_file` is {_kind(value)}, not a path")
+        raise Invalid("invalid_field", f"`input_file` is {_kind(value)}, not a path")
     root = os.path.abspath(data_dir)
     candidates = [os.path.join(os.path.dirname(root), value)]
     first, _, rest = value.replace("\\", "/").partition("/")
