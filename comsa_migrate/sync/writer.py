@@ -14,8 +14,10 @@ from typing import Any
 import psycopg
 
 from comsa_migrate.core import store, tree
-from comsa_migrate.core.backfill import BackfillOptions, JobResult, Summary, migrate_jobs
+from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.core.layout import JOBS, JobSource, ScanItem
+from comsa_migrate.core.pipeline import migrate_jobs
+from comsa_migrate.core.summary import JobResult, Summary
 from comsa_migrate.core.writers import Connect
 from comsa_migrate.problems import Problem, Severity
 from comsa_migrate.sync.backoff import Backoff
@@ -111,14 +113,13 @@ class JobSyncer:
         items = self._noting_names(tree.scan(self.options.data_dir))
         if connect is not None and self.options.writers > 1:
             try:
-                migrate_jobs(
+                run.summary.interrupted = migrate_jobs(
                     conn,
                     self.options,
                     items,
                     run,
                     run_id,
                     stop,
-                    run.on_job,
                     settings=self._settings,
                     connect=connect,
                 )
@@ -127,14 +128,14 @@ class JobSyncer:
                     raise
                 log.error("rescan: the database refused a batch (%s); the next rescan retries", exc)
                 self.metrics.error()
-            return run
+            return run.summary
         while chunk := list(itertools.islice(items, self.options.batch_size)):
             if stop.is_set():
-                run.interrupted = True
+                run.summary.interrupted = True
                 break
             run.started = self.clock()  # a job's milliseconds are those of its batch
             self._write(conn, run_id, chunk, run)
-        return run
+        return run.summary
 
     def json_named_in_other_case(self, job_id: str) -> None:
         """A JSON of this job is not named ``<id>.json``: look for all its names from now on.
@@ -172,9 +173,7 @@ class JobSyncer:
         try:
             if self._settings is None:
                 self._settings = self.options.settings(conn)
-            migrate_jobs(
-                conn, self.options, items, run, run_id, on_job=run.on_job, settings=self._settings
-            )
+            migrate_jobs(conn, self.options, items, run, run_id, settings=self._settings)
         except psycopg.Error as exc:
             if conn.closed or conn.broken:
                 raise
@@ -269,20 +268,20 @@ def _where(item: ScanItem) -> str:
     return item.job_id or item.path or "-"
 
 
-class _Pass(Summary):
-    """The summary of one sync or rescan, routing each problem and job to the syncer."""
+class _Pass:
+    """The observer of one sync or rescan: its summary, and each problem and job to the syncer."""
 
     def __init__(
         self, syncer: JobSyncer, first_seen: dict[str, float], *, quiet_unchanged: bool
     ) -> None:
-        super().__init__()
+        self.summary = Summary()
         self.syncer = syncer
         self.first_seen = first_seen
         self.quiet_unchanged = quiet_unchanged
         self.started = syncer.clock()
         self.held: set[str] = set()
 
-    def add(self, problem: Problem) -> None:
+    def on_problem(self, problem: Problem) -> None:
         if (
             problem.code == "invalid_json"
             and problem.job_id
@@ -290,13 +289,13 @@ class _Pass(Summary):
         ):
             self.held.add(problem.job_id)
             return
-        super().add(problem)
+        self.summary.on_problem(problem)
         self.syncer.report(problem)
 
     def on_job(self, result: JobResult) -> None:
         if result.job_id in self.held:
-            self.actions[result.action] -= 1  # not a skip: it is retried
-            return
+            return  # not a skip: it is retried
+        self.summary.on_job(result)
         self.syncer.done(
             result, self.started, self.first_seen.get(result.job_id), self.quiet_unchanged
         )
