@@ -1,15 +1,261 @@
-"""Small helpers the tests share: row counts and a digest that any write changes."""
+"""What the tests share: trees and job files, row counts and digests, bounded waits, a
+backfill in a subprocess, a sync daemon in a thread, and a TCP proxy that can cut a client
+off from PostgreSQL and let it back.
+
+Every wait here is bounded: it fails with an AssertionError naming what it waited for."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import socket
+import subprocess
+import sys
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+if TYPE_CHECKING:
+    from comsa_migrate.sync.daemon import Daemon
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], timeout: float = 10.0, what: str = "the condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def make_empty_tree(base: Path) -> Path:
+    """An empty legacy tree, ``base/data`` with its jobs/, uploads/ and outputs/ folders."""
+    data = base / "data"
+    for folder in ("jobs", "uploads", "outputs"):
+        (data / folder).mkdir(parents=True)
+    return data
+
+
+def job_doc(job_id: str, **fields: Any) -> dict[str, Any]:
+    """A completed vacalibration job's JSON, with ``fields`` changed."""
+    doc: dict[str, Any] = {
+        "id": job_id,
+        "type": "vacalibration",
+        "status": "completed",
+        "algorithm": "InterVA",
+        "age_group": "neonate",
+        "country": "Mozambique",
+        "created_at": "2025-12-30 23:30:42",
+        "started_at": "2025-12-30 23:30:44",
+        "completed_at": "2025-12-30 23:30:47",
+        "error": {},
+        "result": {"files": {"summary": "calibration_summary.csv"}},
+        "log": ["[2025-12-30 23:30:44] Starting", "[2025-12-30 23:30:47] Done"],
+    }
+    doc.update(fields)
+    return doc
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def write_job_atomically(data: Path, job_id: str, **fields: Any) -> Path:
+    """Write ``job_doc(job_id, **fields)`` the way a careful writer does: a temporary file,
+    then a rename (what the sync daemon sees as one event)."""
+    final = data / "jobs" / f"{job_id}.json"
+    temporary = data / "jobs" / f".{job_id}.json.tmp"
+    temporary.write_text(json.dumps(job_doc(job_id, **fields)))
+    os.rename(temporary, final)
+    return final
+
+
+def job_row(dsn: str, job_id: str) -> tuple[Any, ...] | None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT id::text, status, country FROM jobs WHERE id = %s", [job_id]
+        ).fetchone()
+
+
+def file_rows(dsn: str, job_id: str) -> dict[str, int]:
+    """file_path -> file_size of one job's job_files rows."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT file_path, file_size FROM job_files WHERE job_id = %s", [job_id]
+        ).fetchall()
+    return {path: size for path, size in rows}
+
+
+def daemon_problems(dsn: str) -> list[tuple[str, str | None]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT code, job_id FROM comsa_migrate.daemon_problems ORDER BY id"
+        ).fetchall()
+    return [(code, job_id) for code, job_id in rows]
+
+
+@contextlib.contextmanager
+def running_daemon(dsn: str, data: Path, *, ready: bool = True, **options: Any) -> Iterator[Daemon]:
+    """A daemon in a thread, ready (caught up and watching) when this yields.
+
+    On the way out it is stopped, and the test fails if the daemon raised, did not stop
+    within 5 s, or left a thread behind.
+    """
+    from comsa_migrate.db.target import Target
+    from comsa_migrate.sync.daemon import Daemon, SyncOptions
+
+    # short debounce, settle, backoff and heartbeat keep the tests quick
+    fast = SyncOptions(
+        data,
+        debounce=0.05,
+        settle=1.0,
+        retry_min=0.05,
+        retry_max=0.5,
+        heartbeat_interval=0.2,
+    )
+    before = set(threading.enumerate())
+    daemon = Daemon(Target(dsn, "--dsn"), replace(fast, **options))
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="sync-daemon")
+    thread.start()
+    try:
+        if ready:
+            wait_until(lambda: daemon.ready.is_set() or failure, what="the daemon to be ready")
+        if failure:
+            raise failure[0]
+        yield daemon
+    finally:
+        daemon.stop()
+        thread.join(5)
+        assert not thread.is_alive(), "the daemon did not stop within 5 s"
+        try:
+            wait_until(lambda: not _new_threads(before), 5, "the daemon's threads to end")
+        except AssertionError:
+            raise AssertionError(f"threads left behind: {_new_threads(before)}") from None
+    if failure:
+        raise failure[0]
+
+
+def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [
+        t for t in threading.enumerate() if t not in before and not t.name.startswith("test-proxy")
+    ]
+
+
+class TcpProxy:
+    """A TCP port on 127.0.0.1 that forwards to the test server (TCP or Unix socket).
+
+    ``cut()`` drops every connection and refuses new ones, as a stopped server would;
+    ``restore()`` lets connections through again.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        params = conninfo_to_dict(dsn)
+        host = str(params.get("host") or "/var/run/postgresql")
+        port = int(params.get("port") or 5432)
+        if host.startswith("/"):
+            self._upstream: tuple[int, Any] = (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}")
+        else:
+            self._upstream = (socket.AF_INET, (host, port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        params.update(host="127.0.0.1", port=str(self.port), sslmode="disable")
+        params.update(gssencmode="disable")
+        params.pop("hostaddr", None)
+        self.dsn = make_conninfo(**params)
+        self._lock = threading.Lock()
+        self._cut = False
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._accepter = threading.Thread(target=self._accept, name="test-proxy-accept")
+        self._accepter.start()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _shut(sock)
+
+    def restore(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        _shut(self._listener)
+        self._accepter.join(5)
+        for thread in self._threads:
+            thread.join(5)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                refused = self._cut
+            if refused:
+                _shut(client)
+                continue
+            try:
+                upstream = socket.socket(self._upstream[0], socket.SOCK_STREAM)
+                upstream.connect(self._upstream[1])
+            except OSError:
+                _shut(client)
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=_pump, args=(src, dst), name="test-proxy-pump")
+                thread.start()
+                self._threads.append(thread)
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        _shut(src)
+        _shut(dst)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+# -- legacy trees, rows and digests ---------------------------------------------------------
 
 
 def table_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -34,12 +280,22 @@ def row_digest(conn: psycopg.Connection[Any]) -> str:
 def write_job(
     data_dir: Path, job_id: str, doc: dict[str, Any] | None = None, **fields: Any
 ) -> Path:
-    """Write jobs/<job_id>.json the way the legacy backend did (compact JSON)."""
+    """Write jobs/<job_id>.json in place the way the legacy backend did (compact JSON): ``doc``
+    with ``fields`` changed, by default a completed pipeline job with 10 log lines."""
     body = dict(doc) if doc is not None else _sample_job(job_id)
     body.update(fields)
     path = data_dir / "jobs" / f"{job_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(body))
+    return path
+
+
+def edit_job_json(data_dir: Path, job_id: str, **changes: Any) -> Path:
+    """Rewrite jobs/<job_id>.json in place with ``changes`` made to its fields."""
+    path = data_dir / "jobs" / f"{job_id}.json"
+    doc = orjson.loads(path.read_bytes())
+    doc.update(changes)
+    path.write_bytes(orjson.dumps(doc))
     return path
 
 
@@ -95,3 +351,94 @@ def job_counts(stdout: str) -> tuple[int, ...]:
     )
     assert match is not None, stdout
     return tuple(int(n) for n in match.groups())
+
+
+# -- a backfill in a subprocess, and holding it mid-run ---------------------------------------
+
+#: the first key of apply_job()'s per-job advisory lock (schema/004, 005)
+JOB_LOCK_CLASS = 1668115041
+
+
+def spawn_backfill(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``comsa-migrate backfill data_dir --quiet *args`` in a subprocess, output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "comsa_migrate", "backfill", str(data_dir), "--quiet", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def jobs_written(dsn: str) -> int:
+    """How many jobs rows ``dsn`` holds; 0 while it cannot be read (no database or tables)."""
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT count(*) FROM jobs").fetchone()
+    except psycopg.Error:
+        return 0
+    assert row is not None
+    return int(row[0])
+
+
+def wait_for_jobs(dsn: str, minimum: int, timeout: float = 60) -> int:
+    """Wait until ``dsn`` holds at least ``minimum`` jobs rows; return how many it holds."""
+    return wait_until(
+        lambda: (n := jobs_written(dsn)) >= minimum and n,
+        timeout,
+        f"at least {minimum} jobs rows in the database",
+    )
+
+
+class HeldJobs:
+    """Session advisory locks on some jobs' per-job lock keys, taken on a connection of its
+    own: a backfill that reaches one of these jobs waits inside its batch's transaction
+    until they are released, so a test can stop it there, mid-run, whatever its speed."""
+
+    def __init__(self, dsn: str) -> None:
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.dbname = self.conn.info.dbname
+
+    def hold(self, job_ids: Iterable[str]) -> int:
+        """Lock the jobs not locked by a transaction in flight; return how many were locked."""
+        row = self.conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_try_advisory_lock(%s, comsa_migrate.job_lock_key(i)))"
+            " FROM unnest(%s::uuid[]) AS i",
+            [JOB_LOCK_CLASS, list(job_ids)],
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def waiting(self) -> int:
+        """How many other sessions wait for one of the held locks."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND classid = %s::oid AND database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database())",
+            [JOB_LOCK_CLASS],
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def wait_for_a_writer(self, timeout: float = 60) -> None:
+        """Wait until a writer is stopped at one of the held jobs."""
+        wait_until(self.waiting, timeout, "a writer to wait for a held job's lock")
+
+    def release(self) -> None:
+        """Let the writers go on; a connection the server already closed is fine."""
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
+
+
+@contextlib.contextmanager
+def held_jobs(dsn: str, job_ids: Iterable[str] = ()) -> Iterator[HeldJobs]:
+    """``HeldJobs`` on ``dsn`` holding ``job_ids``, released on the way out."""
+    held = HeldJobs(dsn)
+    try:
+        if job_ids:
+            held.hold(job_ids)
+        yield held
+    finally:
+        held.release()

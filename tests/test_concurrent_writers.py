@@ -19,8 +19,15 @@ from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.core.pipeline import PreparedBatches
 from comsa_migrate.core.summary import Summary
 
-from .helpers import stored_contents, table_counts
-from .sync_helpers import job_row, new_job_id, running_daemon, wait_until, write_job
+from .helpers import (
+    job_row,
+    new_job_id,
+    running_daemon,
+    stored_contents,
+    table_counts,
+    wait_until,
+    write_job_atomically,
+)
 
 JOB_LOCK_CLASS = 1668115041  # the first key of apply_job()'s lock (schema/004, 005)
 
@@ -75,7 +82,7 @@ def test_a_second_writer_of_a_job_waits_for_the_first_and_finds_it_unchanged(
     data = tmp_path / "data"
     (data / "jobs").mkdir(parents=True)
     job_id = new_job_id()
-    write_job(data, job_id)
+    write_job_atomically(data, job_id)
     payload = one_payload(data)
     outcome: list[store.Outcome] = []
 
@@ -154,7 +161,7 @@ def test_two_daemons_on_one_data_path_with_different_names_both_run(
         running_daemon(dsn, data, name="pod-b") as second,
     ):
         job_id = new_job_id()
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
         wait_until(lambda: job_row(dsn, job_id), what="the job to be synced")
         # each daemon syncs the job: one inserts it, the other finds it unchanged
         wait_until(

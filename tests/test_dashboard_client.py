@@ -13,8 +13,7 @@ import psycopg
 import pytest
 
 from .conftest import FIXTURES
-from .helpers import age_tree, table_counts, write_job
-from .sync_helpers import running_daemon, wait_until
+from .helpers import age_tree, running_daemon, table_counts, wait_until, write_job
 
 JOB = "ef3bd2ad-ce16-45fc-bc09-6be28646ecbf"  # vacalibration with an upload and an output
 OWNED_BY_THE_DASHBOARD = "653475d0-3a75-4bb6-b1cb-a3c466a6c02e"  # in the 0.1.0 fixture

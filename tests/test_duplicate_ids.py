@@ -13,8 +13,16 @@ from comsa_migrate.core.layout import JobSource
 from comsa_migrate.core.tree import scan, scan_job
 from comsa_migrate.problems import Problem
 
-from .helpers import age_tree, job_counts, table_counts, write_job
-from .sync_helpers import job_row, make_tree, running_daemon, wait_until
+from .helpers import (
+    age_tree,
+    job_counts,
+    job_row,
+    make_empty_tree,
+    running_daemon,
+    table_counts,
+    wait_until,
+    write_job,
+)
 
 JOB = "0a1b2c3d-0000-4000-8000-00000000abcd"
 OTHER = "0a1b2c3d-0000-4000-8000-00000000ef01"
@@ -26,7 +34,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    return make_tree(tmp_path)
+    return make_empty_tree(tmp_path)
 
 
 def problems_of(document: dict[str, Any], code: str) -> list[tuple[str | None, str | None]]:

@@ -18,8 +18,7 @@ from comsa_migrate.core.layout import JobSource
 from comsa_migrate.core.tree import job_source, scan
 from comsa_migrate.problems import Problem
 
-from .helpers import age_tree, write_job
-from .sync_helpers import job_row, make_tree, running_daemon, wait_until
+from .helpers import age_tree, job_row, make_empty_tree, running_daemon, wait_until, write_job
 
 JOB = "0a1b2c3d-0000-4000-8000-00000000abcd"
 OTHER = "0a1b2c3d-0000-4000-8000-00000000ef01"
@@ -31,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    return make_tree(tmp_path)
+    return make_empty_tree(tmp_path)
 
 
 @contextlib.contextmanager

@@ -194,7 +194,7 @@ def test_a_server_restart_mid_run_stops_it_part_way_and_a_rerun_converges(
 def test_a_connection_cut_mid_run_gives_one_line_the_summary_and_exit_4(
     tmp_path: Path, dsn: str
 ) -> None:
-    from .sync_helpers import TcpProxy
+    from .helpers import TcpProxy
 
     data = tmp_path / "data"
     make_tree(data, 1500)

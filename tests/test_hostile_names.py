@@ -17,9 +17,15 @@ import pytest
 from comsa_migrate.cli.logs import TEXT_FORMAT, JsonFormatter
 from comsa_migrate.problems import Problem, printable
 
-from .helpers import age_tree, write_job
-from .sync_helpers import job_row, new_job_id, running_daemon, wait_until
-from .sync_helpers import write_job as write_job_atomically
+from .helpers import (
+    age_tree,
+    job_row,
+    new_job_id,
+    running_daemon,
+    wait_until,
+    write_job,
+    write_job_atomically,
+)
 
 JOB = "0a1b2c3d-0000-4000-8000-00000000abcd"
 

@@ -15,14 +15,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from comsa_migrate.db import grants, migrations
 
-from .helpers import table_counts
-from .sync_helpers import (
+from .helpers import (
     job_row,
-    make_tree,
+    make_empty_tree,
     new_job_id,
     running_daemon,
+    table_counts,
     wait_until,
-    write_job,
+    write_job_atomically,
 )
 
 
@@ -277,13 +277,13 @@ def test_the_sync_daemon_starts_as_a_writer_and_a_reader_is_refused_in_one_line(
     lock_down(dsn)
     args = ("init-db", "--dsn", dsn, "--grant-writer", writer, "--grant-reader", reader)
     assert cli(*args).exit_code == 0
-    data = make_tree(tmp_path)
+    data = make_empty_tree(tmp_path)
     before, during = new_job_id(), new_job_id()
-    write_job(data, before)
+    write_job_atomically(data, before)
 
     with running_daemon(as_user(dsn, writer), data):
         assert job_row(dsn, before) is not None
-        write_job(data, during)
+        write_job_atomically(data, during)
         wait_until(lambda: job_row(dsn, during), what="the daemon to sync a new job")
     refused = cli("sync", data, "--dsn", as_user(dsn, reader))
 

@@ -16,16 +16,16 @@ import pytest
 
 from comsa_migrate.sync.watch import JobEventHandler
 
-from .sync_helpers import (
+from .helpers import (
     daemon_problems,
     file_rows,
     job_doc,
     job_row,
-    make_tree,
+    make_empty_tree,
     new_job_id,
     running_daemon,
     wait_until,
-    write_job,
+    write_job_atomically,
 )
 
 # watchdog warns, from its own thread, when it adds again the watch of a folder made with
@@ -35,13 +35,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    return make_tree(tmp_path)
+    return make_empty_tree(tmp_path)
 
 
 def test_a_job_json_renamed_into_jobs_lands_as_a_row(dsn: str, data: Path) -> None:
     job_id = new_job_id()
     with running_daemon(dsn, data):
-        write_job(data, job_id, country="Kenya")
+        write_job_atomically(data, job_id, country="Kenya")
 
         row = wait_until(lambda: job_row(dsn, job_id), what="the job's row")
 
@@ -59,7 +59,7 @@ def test_the_catch_up_scan_writes_jobs_that_were_there_before_start_up(
 
 def test_an_output_file_added_later_adds_its_job_files_row(dsn: str, data: Path) -> None:
     job_id = new_job_id()
-    write_job(data, job_id)
+    write_job_atomically(data, job_id)
     with running_daemon(dsn, data):
         assert job_row(dsn, job_id) is not None
         (data / "outputs" / job_id).mkdir()
@@ -72,7 +72,7 @@ def test_an_output_file_added_later_adds_its_job_files_row(dsn: str, data: Path)
 
 def test_a_file_that_grows_has_its_size_updated(dsn: str, data: Path) -> None:
     job_id = new_job_id()
-    write_job(data, job_id)
+    write_job_atomically(data, job_id)
     (data / "uploads" / job_id).mkdir()
     upload = data / "uploads" / job_id / "input.csv"
     upload.write_text("a,b\n")
@@ -129,7 +129,7 @@ def test_a_job_folder_created_after_start_up_is_watched_at_every_depth(
     dsn: str, data: Path
 ) -> None:
     job_id = new_job_id()
-    write_job(data, job_id)
+    write_job_atomically(data, job_id)
     with running_daemon(dsn, data):
         deep = data / "outputs" / job_id / "plots" / "2025"
         deep.mkdir(parents=True)
@@ -142,7 +142,7 @@ def test_a_job_folder_created_after_start_up_is_watched_at_every_depth(
 
 def test_a_removed_output_file_removes_its_row_at_the_next_sync(dsn: str, data: Path) -> None:
     job_id = new_job_id()
-    write_job(data, job_id)
+    write_job_atomically(data, job_id)
     (data / "outputs" / job_id).mkdir()
     for name in ("causes.csv", "summary.csv"):
         (data / "outputs" / job_id / name).write_text("x\n")
@@ -160,7 +160,7 @@ def test_a_removed_job_json_keeps_the_job_and_logs_a_warning(
     dsn: str, data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     job_id = new_job_id()
-    write_job(data, job_id)
+    write_job_atomically(data, job_id)
     with running_daemon(dsn, data) as daemon:
         (data / "jobs" / f"{job_id}.json").unlink()
 
@@ -172,10 +172,10 @@ def test_a_removed_job_json_keeps_the_job_and_logs_a_warning(
 
 def test_a_conflict_is_left_alone(dsn: str, data: Path) -> None:
     job_id = new_job_id()
-    write_job(data, job_id, status="running")
+    write_job_atomically(data, job_id, status="running")
     with running_daemon(dsn, data) as daemon, psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [job_id])
-        write_job(data, job_id, status="completed")
+        write_job_atomically(data, job_id, status="completed")
 
         wait_until(lambda: daemon.metrics.conflicts == 1, what="the conflict")
         status = conn.execute("SELECT status FROM jobs WHERE id = %s", [job_id]).fetchone()
@@ -186,10 +186,10 @@ def test_a_conflict_is_left_alone(dsn: str, data: Path) -> None:
 
 def test_force_overwrites_a_conflict(dsn: str, data: Path) -> None:
     job_id = new_job_id()
-    write_job(data, job_id, status="running")
+    write_job_atomically(data, job_id, status="running")
     with running_daemon(dsn, data, force=True), psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [job_id])
-        write_job(data, job_id, status="completed")
+        write_job_atomically(data, job_id, status="completed")
 
         wait_until(lambda: job_row(dsn, job_id) == (job_id, "completed", "Mozambique"))
 
@@ -197,7 +197,7 @@ def test_force_overwrites_a_conflict(dsn: str, data: Path) -> None:
 def test_events_of_one_job_are_coalesced_into_one_sync(dsn: str, data: Path) -> None:
     job_id = new_job_id()
     with running_daemon(dsn, data, debounce=0.3) as daemon:
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
         (data / "outputs" / job_id).mkdir()
         for n in range(20):
             (data / "outputs" / job_id / f"part{n}.csv").write_text("x\n")
@@ -220,7 +220,7 @@ def test_an_inotify_overflow_restarts_the_observer_and_rescans(
     with running_daemon(dsn, data) as daemon:
         first_observer = daemon.observer
         marker_seen = lose_events_until_marker(monkeypatch, data)
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
         (data / "jobs" / ".marker").write_text("")
         assert marker_seen.wait(5)
         monkeypatch.undo()
@@ -258,7 +258,7 @@ def test_a_dead_observer_is_restarted_and_the_tree_rescanned(dsn: str, data: Pat
         assert first_observer is not None
         for emitter in list(first_observer.emitters):
             emitter.stop()  # the emitter thread ends, as it would on an unexpected error
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
 
         wait_until(lambda: job_row(dsn, job_id), what="the job's row")
         assert daemon.observer is not first_observer
@@ -272,7 +272,7 @@ def test_an_error_in_the_event_handler_restarts_the_observer_and_rescans(
     with running_daemon(dsn, data) as daemon:
         first_observer = daemon.observer
         monkeypatch.setattr("comsa_migrate.sync.watch.classify", _fail_once(monkeypatch))
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
 
         wait_until(lambda: daemon.observer is not first_observer, what="a new observer")
         wait_until(lambda: job_row(dsn, job_id), what="the job's row")
@@ -297,7 +297,7 @@ def test_a_rescan_request_finds_a_change_the_observer_missed(
     job_id = new_job_id()
     with running_daemon(dsn, data) as daemon:
         marker_seen = lose_events_until_marker(monkeypatch, data)
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
         (data / "jobs" / ".marker").write_text("")
         assert marker_seen.wait(5)
         monkeypatch.undo()
@@ -319,7 +319,7 @@ def test_a_tree_that_mostly_vanishes_pauses_syncing_until_it_returns(
     """As an unmounted share would: the job JSONs go all at once, and come back."""
     ids = [new_job_id() for _ in range(6)]
     for job_id in ids:
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
         (data / "outputs" / job_id).mkdir()
         (data / "outputs" / job_id / "causes.csv").write_text("x\n")
     away = data.parent / "jobs-away"
@@ -346,7 +346,7 @@ def test_a_tree_that_mostly_vanishes_pauses_syncing_until_it_returns(
 def test_metrics_are_served_on_localhost(dsn: str, data: Path) -> None:
     job_id = new_job_id()
     with running_daemon(dsn, data, metrics_port=0) as daemon:
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
         wait_until(lambda: job_row(dsn, job_id))
         url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
 
@@ -374,7 +374,7 @@ def test_each_synced_job_logs_one_line_with_its_id_action_and_milliseconds(
     job_id = new_job_id()
     caplog.set_level(logging.INFO, logger="comsa_migrate.sync")
     with running_daemon(dsn, data):
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
         wait_until(lambda: job_row(dsn, job_id))
 
     lines = [r for r in caplog.records if getattr(r, "job_id", None) == job_id]
@@ -386,7 +386,7 @@ def test_each_synced_job_logs_one_line_with_its_id_action_and_milliseconds(
 def test_the_polling_observer_also_syncs_a_new_job(dsn: str, data: Path) -> None:
     job_id = new_job_id()
     with running_daemon(dsn, data, polling=True) as daemon:
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
 
         wait_until(lambda: job_row(dsn, job_id), what="the job's row")
         assert type(daemon.observer).__name__ == "PollingObserver"
@@ -437,8 +437,8 @@ def test_a_job_the_database_refuses_is_logged_and_the_rest_of_its_batch_written(
         dbname = conn.info.dbname
         conn.execute(f'ALTER DATABASE "{dbname}" SET statement_timeout = 500')
     with running_daemon(dsn, data, debounce=0.2) as daemon:
-        write_job(data, bad)
-        write_job(data, good)
+        write_job_atomically(data, bad)
+        write_job_atomically(data, good)
 
         wait_until(lambda: job_row(dsn, good), what="the good job")
         wait_until(lambda: f"{bad}: the database refused the job" in caplog.text)

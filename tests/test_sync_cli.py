@@ -18,13 +18,13 @@ import pytest
 
 from comsa_migrate.sync.lock import default_name, lock_held_by_anyone, lock_key
 
-from .sync_helpers import (
+from .helpers import (
     job_row,
-    make_tree,
+    make_empty_tree,
     new_job_id,
     running_daemon,
     wait_until,
-    write_job,
+    write_job_atomically,
 )
 
 
@@ -72,7 +72,7 @@ class DaemonProcess:
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    return make_tree(tmp_path)
+    return make_empty_tree(tmp_path)
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_a_stop_signal_exits_0_within_5_s_with_nothing_half_done(
     daemon.wait_for_line("watching")
     ids = [new_job_id() for _ in range(60)]
     for job_id in ids:
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
     wait_until(lambda: job_row(dsn, ids[0]), what="the first job")
 
     sent = time.monotonic()
@@ -145,7 +145,7 @@ def test_with_wait_a_second_daemon_takes_over_when_the_first_stops(
     second.wait_for_line("took the lock")
     second.wait_for_line("watching")
     job_id = new_job_id()
-    write_job(data, job_id)
+    write_job_atomically(data, job_id)
     wait_until(lambda: job_row(dsn, job_id), what="the second daemon to sync")
     assert second.stop() == 0
 
@@ -166,7 +166,7 @@ def test_log_format_json_gives_one_object_per_line_with_the_job_fields(
     daemon = daemon_process("--log-format", "json")
     daemon.wait_for_line("watching")
     job_id = new_job_id()
-    write_job(data, job_id)
+    write_job_atomically(data, job_id)
     line = daemon.wait_for_line(f'"job_id":"{job_id}"')
     assert daemon.stop() == 0
 
@@ -181,7 +181,7 @@ def test_text_log_has_one_line_per_synced_job(data: Path, dsn: str, daemon_proce
     daemon = daemon_process()
     daemon.wait_for_line("watching")
     job_id = new_job_id()
-    write_job(data, job_id)
+    write_job_atomically(data, job_id)
 
     line = daemon.wait_for_line(f"{job_id} insert ")
 
@@ -195,7 +195,7 @@ def test_status_shows_the_last_sync_job_counts_lag_and_problems(
     job_id = new_job_id()
     (data / "jobs" / f"{new_job_id()}.json").write_text("[1, 2]")
     with running_daemon(dsn, data):
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
         wait_until(lambda: job_row(dsn, job_id))
 
         def status_after_sync() -> Any:

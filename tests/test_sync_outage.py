@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from .sync_helpers import (
+from .helpers import (
     TcpProxy,
     file_rows,
     job_row,
-    make_tree,
+    make_empty_tree,
     new_job_id,
     running_daemon,
     wait_until,
-    write_job,
+    write_job_atomically,
 )
 
 
@@ -36,17 +36,17 @@ def test_files_that_arrive_while_the_database_is_down_all_land_once_it_is_back(
     dsn: str, proxy: TcpProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="comsa_migrate.sync")
-    data = make_tree(tmp_path)
+    data = make_empty_tree(tmp_path)
     first, second, third = new_job_id(), new_job_id(), new_job_id()
     with running_daemon(proxy.dsn, data) as daemon:
-        write_job(data, first)
+        write_job_atomically(data, first)
         wait_until(lambda: job_row(dsn, first), what="the first job")
 
         proxy.cut()
         wait_until(lambda: not daemon.database_up, what="the daemon to notice the outage")
-        write_job(data, second, status="running")
-        write_job(data, second, status="completed")  # the same job twice: pending once
-        write_job(data, third)
+        write_job_atomically(data, second, status="running")
+        write_job_atomically(data, second, status="completed")  # the same job twice: pending once
+        write_job_atomically(data, third)
         (data / "outputs" / first).mkdir()
         (data / "outputs" / first / "causes.csv").write_text("x\n")
         wait_until(lambda: daemon.queue_depth == 3, what="three jobs pending")
@@ -65,9 +65,9 @@ def test_files_that_arrive_while_the_database_is_down_all_land_once_it_is_back(
 def test_a_daemon_started_while_the_database_is_down_waits_for_it(
     dsn: str, proxy: TcpProxy, tmp_path: Path
 ) -> None:
-    data = make_tree(tmp_path)
+    data = make_empty_tree(tmp_path)
     job_id = new_job_id()
-    write_job(data, job_id)
+    write_job_atomically(data, job_id)
     proxy.cut()
     with running_daemon(proxy.dsn, data, ready=False) as daemon:
         wait_until(lambda: daemon.stats()["outages"] == 1, what="the first failed attempt")

@@ -14,13 +14,13 @@ from comsa_migrate.core import tree
 from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync import writer as sync_writer
 
-from .sync_helpers import (
+from .helpers import (
     job_row,
-    make_tree,
+    make_empty_tree,
     new_job_id,
     running_daemon,
     wait_until,
-    write_job,
+    write_job_atomically,
 )
 
 # watchdog warns, from its own thread, when it adds again the watch of a folder made with
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    return make_tree(tmp_path)
+    return make_empty_tree(tmp_path)
 
 
 def failing(original: Callable[..., Any], when: Callable[..., bool]) -> Callable[..., Any]:
@@ -61,7 +61,7 @@ def test_an_error_in_the_loop_is_logged_counted_and_the_daemon_goes_on(
     job_id = new_job_id()
     with running_daemon(dsn, data) as daemon:
         wait_until(lambda: tracebacks(caplog, "unexpected error in the sync loop"))
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
 
         wait_until(lambda: job_row(dsn, job_id), what="the job, after the error")
         assert daemon.stats()["errors"] == 1
@@ -78,7 +78,7 @@ def test_a_rescan_that_fails_is_logged_and_the_daemon_goes_on(
         broken["on"] = True
         daemon.request_rescan()
         wait_until(lambda: tracebacks(caplog, "rescan (requested) failed"))
-        write_job(data, job_id)
+        write_job_atomically(data, job_id)
 
         wait_until(lambda: job_row(dsn, job_id), what="the job, after the failed rescan")
         assert daemon.stats()["errors"] == 1
@@ -92,8 +92,8 @@ def test_a_job_that_meets_a_bug_does_not_stop_the_others(
         tree, "scan_job", failing(tree.scan_job, lambda _data, job_id, **kw: job_id == bad)
     )
     with running_daemon(dsn, data, debounce=0.2) as daemon:
-        write_job(data, bad)
-        write_job(data, good)
+        write_job_atomically(data, bad)
+        write_job_atomically(data, good)
 
         wait_until(lambda: job_row(dsn, good), what="the good job")
         wait_until(lambda: tracebacks(caplog, f"{bad}: unexpected error"))
@@ -115,7 +115,7 @@ def test_a_bug_while_writing_a_batch_is_narrowed_to_its_job(
     monkeypatch.setattr(sync_writer, "migrate_jobs", migrate_jobs)
     with running_daemon(dsn, data, debounce=0.3):
         for job_id in ids:
-            write_job(data, job_id)
+            write_job_atomically(data, job_id)
 
         for job_id in (ids[0], ids[2]):
             wait_until(lambda job_id=job_id: job_row(dsn, job_id), what="the other jobs")
