@@ -7,12 +7,14 @@ import json
 import logging
 import os
 import shutil
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from comsa_migrate.sync.watch import JobEventHandler
 
@@ -109,7 +111,7 @@ def test_a_half_written_json_then_completed_gives_one_correct_row_and_no_problem
     assert rows == [("Malawi",)]
     assert n_logs == (2,)
     assert daemon_problems(dsn) == []
-    assert daemon.metrics.errors == 0
+    assert daemon.stats()["errors"] == 0
 
 
 def test_a_json_that_stays_broken_becomes_invalid_json_after_the_settle_time(
@@ -164,7 +166,7 @@ def test_a_removed_job_json_keeps_the_job_and_logs_a_warning(
     with running_daemon(dsn, data) as daemon:
         (data / "jobs" / f"{job_id}.json").unlink()
 
-        wait_until(lambda: daemon.counters["json_removed"] == 1, what="the removal")
+        wait_until(lambda: daemon.stats()["json_removed"] == 1, what="the removal")
 
     assert job_row(dsn, job_id) is not None
     assert f"{job_id}: its job JSON was removed; the job stays in the database" in caplog.text
@@ -177,7 +179,7 @@ def test_a_conflict_is_left_alone(dsn: str, data: Path) -> None:
         conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [job_id])
         write_job_atomically(data, job_id, status="completed")
 
-        wait_until(lambda: daemon.metrics.conflicts == 1, what="the conflict")
+        wait_until(lambda: daemon.stats().get("conflict") == 1, what="the conflict")
         status = conn.execute("SELECT status FROM jobs WHERE id = %s", [job_id]).fetchone()
 
     assert status == ("failed",)
@@ -230,8 +232,8 @@ def test_an_inotify_overflow_restarts_the_observer_and_rescans(
         first_observer.inotify_fd.handle_event(overflow)  # type: ignore[union-attr]
 
         wait_until(lambda: job_row(dsn, job_id), what="the rescan to find the job")
-        assert daemon.counters["rescans"] == 2
-        assert daemon.counters["observer_restarts"] == 1
+        assert daemon.stats()["rescans"] == 2
+        assert daemon.stats()["observer_restarts"] == 1
         assert daemon.observer is not first_observer
         assert not first_observer.is_alive()  # type: ignore[union-attr]
 
@@ -262,7 +264,7 @@ def test_a_dead_observer_is_restarted_and_the_tree_rescanned(dsn: str, data: Pat
 
         wait_until(lambda: job_row(dsn, job_id), what="the job's row")
         assert daemon.observer is not first_observer
-        assert daemon.counters["observer_restarts"] == 1
+        assert daemon.stats()["observer_restarts"] == 1
 
 
 def test_an_error_in_the_event_handler_restarts_the_observer_and_rescans(
@@ -276,7 +278,7 @@ def test_an_error_in_the_event_handler_restarts_the_observer_and_rescans(
 
         wait_until(lambda: daemon.observer is not first_observer, what="a new observer")
         wait_until(lambda: job_row(dsn, job_id), what="the job's row")
-        assert daemon.counters["rescans"] >= 2
+        assert daemon.stats()["rescans"] >= 2
 
 
 def _fail_once(monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -305,12 +307,12 @@ def test_a_rescan_request_finds_a_change_the_observer_missed(
         daemon.request_rescan("SIGHUP")
 
         wait_until(lambda: job_row(dsn, job_id), what="the job's row")
-        assert daemon.counters["rescans"] == 2
+        assert daemon.stats()["rescans"] == 2
 
 
 def test_the_periodic_rescan_runs_every_rescan_interval(dsn: str, data: Path) -> None:
     with running_daemon(dsn, data, rescan_interval=0.2) as daemon:
-        wait_until(lambda: daemon.counters["rescans"] >= 3, what="two periodic rescans")
+        wait_until(lambda: daemon.stats()["rescans"] >= 3, what="two periodic rescans")
 
 
 def test_a_tree_that_mostly_vanishes_pauses_syncing_until_it_returns(
@@ -352,13 +354,33 @@ def test_metrics_are_served_on_localhost(dsn: str, data: Path) -> None:
 
         text = wait_until(lambda: _scrape_when_synced(url), what="the metrics")
 
-    assert 'comsa_migrate_sync_jobs_total{action="insert"} 1' in text
-    assert "comsa_migrate_sync_errors_total 0" in text
-    assert "comsa_migrate_sync_conflicts_total 0" in text
-    assert "comsa_migrate_sync_queue_depth 0" in text
-    assert "comsa_migrate_sync_observer_up 1" in text
-    assert "comsa_migrate_sync_database_up 1" in text
-    assert "comsa_migrate_sync_last_sync_timestamp_seconds 0.000" not in text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("comsa_migrate_sync_jobs_total", (("action", "insert"),))] == 1
+    assert samples[("comsa_migrate_sync_errors_total", ())] == 0
+    assert samples[("comsa_migrate_sync_conflicts_total", ())] == 0
+    assert samples[("comsa_migrate_sync_rescans_total", (("reason", "start-up"),))] == 1
+    assert samples[("comsa_migrate_sync_queue_depth", ())] == 0
+    assert samples[("comsa_migrate_sync_observer_up", ())] == 1
+    assert samples[("comsa_migrate_sync_database_up", ())] == 1
+    assert samples[("comsa_migrate_sync_tree_present", ())] == 1
+    assert samples[("comsa_migrate_sync_last_sync_timestamp_seconds", ())] > 1.7e9
+    assert "# TYPE comsa_migrate_sync_jobs_total counter" in text
+    assert "_created" not in text
+
+
+def test_metrics_answer_no_other_path(dsn: str, data: Path) -> None:
+    with running_daemon(dsn, data, metrics_port=0) as daemon:
+        url = f"http://127.0.0.1:{daemon.metrics_port}/other"
+
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+
+    refused.value.close()
+    assert refused.value.code == 404
 
 
 def _scrape_when_synced(url: str) -> str | None:

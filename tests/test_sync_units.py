@@ -1,14 +1,21 @@
-"""The sync daemon's parts that need neither a database nor a folder: debouncing, paths, metrics."""
+"""The sync daemon's parts that need neither a database nor a folder: debouncing, paths,
+stats and metrics, and the retries of a JSON that does not parse yet."""
 
 from __future__ import annotations
 
 import errno
+import threading
+from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.sync.debounce import Debouncer
-from comsa_migrate.sync.metrics import Metrics
+from comsa_migrate.sync.metrics import Gauge, StatsCollector
+from comsa_migrate.sync.stats import SyncStats
 from comsa_migrate.sync.watch import classify, explain_os_error
+from comsa_migrate.sync.writer import JobSyncer
 
 JOB = "0a1b2c3d-0000-4000-8000-000000000001"
 
@@ -95,15 +102,89 @@ def test_no_watches_left_names_the_kernel_limit() -> None:
     assert "fs.inotify.max_user_watches" in reason
 
 
-def test_metrics_render_in_the_prometheus_text_format() -> None:
-    metrics = Metrics()
-    metrics.job_synced("insert", 1700000000.25, 0.6)
-    metrics.job_synced("conflict", 1700000001.0, None)
-    metrics.gauge("queue_depth", "Jobs waiting.", lambda: 3)
+def test_metrics_render_the_stats_in_the_prometheus_text_format() -> None:
+    clock = Clock()
+    clock.now = 1700000000.25
+    stats = SyncStats(clock)
+    stats.job_synced(JOB, "insert", 600, quiet=False)
+    clock.now = 1700000001.0
+    stats.job_synced(JOB, "conflict", None, quiet=False)
+    stats.rescan("SIGHUP")
+    registry = CollectorRegistry()
+    registry.register(StatsCollector(stats, [Gauge("queue_depth", "Jobs waiting.", lambda: 3)]))
 
-    text = metrics.render()
+    text = generate_latest(registry).decode()
 
-    assert 'comsa_migrate_sync_jobs_total{action="insert"} 1\n' in text
-    assert "comsa_migrate_sync_conflicts_total 1\n" in text
-    assert "# TYPE comsa_migrate_sync_queue_depth gauge\ncomsa_migrate_sync_queue_depth 3\n" in text
-    assert "comsa_migrate_sync_last_sync_timestamp_seconds 1700000001.000\n" in text
+    assert "# TYPE comsa_migrate_sync_jobs_total counter\n" in text
+    assert 'comsa_migrate_sync_jobs_total{action="insert"} 1.0\n' in text
+    assert "comsa_migrate_sync_conflicts_total 1.0\n" in text
+    assert 'comsa_migrate_sync_rescans_total{reason="SIGHUP"} 1.0\n' in text
+    assert "# TYPE comsa_migrate_sync_queue_depth gauge\n" in text
+    assert "comsa_migrate_sync_queue_depth 3.0\n" in text
+    assert "comsa_migrate_sync_last_sync_timestamp_seconds 1.700000001e+09\n" in text
+    assert "comsa_migrate_sync_last_lag_seconds 0.6\n" in text
+    assert "_created" not in text
+
+
+def test_stats_tell_the_heartbeat_and_the_stop_the_same_counts() -> None:
+    stats = SyncStats(Clock())
+    stats.job_synced(JOB, "insert", 40, quiet=False)
+    stats.job_synced(JOB, "unchanged", None, quiet=True)
+    stats.error()
+    stats.held_back()
+    stats.count("outages")
+    stats.rescan("start-up")
+
+    snap = stats.snapshot()
+
+    counters = {
+        "errors": 1,
+        "json_removed": 0,
+        "observer_restarts": 0,
+        "outages": 1,
+        "rescans": 1,
+    }
+    assert snap.counters == counters
+    assert snap.totals() == {"actions": {"insert": 1, "unchanged": 1}, **counters}
+    assert snap.flat() == {"insert": 1, "unchanged": 1, **counters, "held_back": 1}
+    assert snap.last is not None and (snap.last.action, snap.last.lag_ms) == ("insert", 40)
+
+
+def test_stats_read_from_another_thread_never_see_half_an_update() -> None:
+    stats = SyncStats()
+    done = threading.Event()
+
+    def bump() -> None:
+        for _ in range(20_000):
+            stats.rescan("periodic")
+        done.set()
+
+    thread = threading.Thread(target=bump)
+    thread.start()
+    while not done.is_set():
+        snap = stats.snapshot()
+        assert snap.counters["rescans"] == snap.rescans.get("periodic", 0)
+    thread.join()
+
+    assert stats.snapshot().counters["rescans"] == 20_000
+
+
+def test_a_json_that_does_not_parse_is_retried_with_backoff_until_it_settles() -> None:
+    clock = Clock()
+    retries: list[float] = []
+    stats = SyncStats()
+    syncer = JobSyncer(
+        BackfillOptions(Path("data")),
+        1.0,
+        stats,
+        lambda job_id, delay: retries.append(round(delay, 3)),
+        clock,
+    )
+
+    while syncer.hold_back(JOB):
+        clock.now += retries[-1]
+
+    assert retries == [0.05, 0.1, 0.2, 0.4, 0.25]  # the last one: what remains of 1 s
+    assert stats.snapshot().held_back == 5
+    assert syncer.hold_back(JOB)  # a new failure of the same job starts again
+    assert retries[-1] == 0.05

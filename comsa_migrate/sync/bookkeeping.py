@@ -13,7 +13,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from comsa_migrate.problems import Problem
-from comsa_migrate.sync.writer import LastSync
+from comsa_migrate.sync.stats import LastSync
 
 __all__ = ["Heartbeat", "finish", "heartbeat", "record_problems", "register"]
 

@@ -29,8 +29,9 @@ from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.debounce import Debouncer
 from comsa_migrate.sync.lock import default_name
-from comsa_migrate.sync.metrics import Metrics, MetricsServer
+from comsa_migrate.sync.metrics import Gauge, MetricsServer, StatsCollector
 from comsa_migrate.sync.session import SyncSession
+from comsa_migrate.sync.stats import StatsSnapshot, SyncStats
 from comsa_migrate.sync.tree_guard import TreeGuard
 from comsa_migrate.sync.watch import (
     JobEventHandler,
@@ -92,10 +93,7 @@ class Daemon:
         self.root = os.path.realpath(options.data_dir)
         self.name = options.name or default_name(self.root)
         self.ready = threading.Event()  # set once the catch-up scan is done and it is watching
-        self.metrics = Metrics()
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("rescans", "observer_restarts", "json_removed"), 0
-        )
+        self._stats = SyncStats()  # what the heartbeat, the stop and the metrics report
         self.state = "starting"
         self.metrics_port: int | None = None
         self._stop = threading.Event()
@@ -123,8 +121,9 @@ class Daemon:
             wait=options.wait,
             retry_min=options.retry_min,
             retry_max=options.retry_max,
+            stats=self._stats,
         )
-        self._syncer = JobSyncer(backfill_options, options.settle, self.metrics, self._retry)
+        self._syncer = JobSyncer(backfill_options, options.settle, self._stats, self._retry)
         self._observer: BaseObserver | None = None
         self._tree = TreeGuard(
             Path(self.root), options.vanish_fraction, options.vanish_min_jobs, time.monotonic
@@ -136,7 +135,6 @@ class Daemon:
         self._next_rescan = time.monotonic() + options.rescan_interval
         #: the pause after an unexpected error, doubled while it recurs
         self._error_backoff = Backoff(options.retry_min, options.retry_max)
-        self._add_gauges()
 
     # -- control, from any thread (signal handlers included) -----------------------------
 
@@ -155,13 +153,7 @@ class Daemon:
 
     def stats(self) -> dict[str, int]:
         """Jobs by action since start, and the daemon's counters, in one snapshot."""
-        return {
-            **self._syncer.actions,
-            **self.counters,
-            "outages": self._session.outages,
-            "held_back": self._syncer.held_back,
-            "errors": self.metrics.errors,
-        }
+        return self._stats.snapshot().flat()
 
     @property
     def database_up(self) -> bool:
@@ -181,7 +173,7 @@ class Daemon:
         self._syncer.json_named_in_other_case(job_id)
 
     def job_json_removed(self, job_id: str) -> None:
-        self.counters["json_removed"] += 1
+        self._stats.count("json_removed")
         log.warning(
             "%s: its job JSON was removed; the job stays in the database",
             job_id,
@@ -245,7 +237,7 @@ class Daemon:
         except psycopg.Error as exc:
             if self._session.healthy():  # refused, not an outage: say so and go on
                 log.error("the database refused a request: %s", exc)
-                self.metrics.error()
+                self._stats.error()
             else:
                 self._session.lost(exc, self.queue_depth)
             return
@@ -257,7 +249,7 @@ class Daemon:
     def _unexpected_error(self) -> None:
         """A bug met by the worker: logged with its traceback and counted, then a pause
         (doubling while it recurs) and on; it never ends the daemon."""
-        self.metrics.error()
+        self._stats.error()
         delay = self._error_backoff.failed()
         log.exception("unexpected error in the sync loop; going on in %.1f s", delay)
         self._debouncer.wait(self._error_backoff.next_at)
@@ -299,7 +291,7 @@ class Daemon:
             # still synced meanwhile
             retry = min(RESCAN_RETRY_S, self.options.rescan_interval)
             log.exception("rescan (%s) failed; trying again in %g s", reason, retry)
-            self.metrics.error()
+            self._stats.error()
             self._next_rescan = now + retry
 
     def _rescan(self, reason: str) -> None:
@@ -308,8 +300,7 @@ class Daemon:
         # from here on sends events of its own (after an overflow, this halves the work)
         self._debouncer.clear()
         self._pending.clear()
-        self.counters["rescans"] += 1
-        self.metrics.rescan(reason)
+        self._stats.rescan(reason)
         self._set_state("catching_up" if not self.ready.is_set() else self.state)
         try:
             summary = self._syncer.rescan(
@@ -356,7 +347,7 @@ class Daemon:
             self.request_rescan("observer died")
         stop_observer(self._observer)
         self._observer = None
-        self.counters["observer_restarts"] += 1
+        self._stats.count("observer_restarts")
         try:
             self._observer = self._new_observer()
         except WatchError as exc:
@@ -403,7 +394,7 @@ class Daemon:
             self.state = state
             self._next_beat = 0.0
 
-    def _heartbeat(self) -> bookkeeping.Heartbeat:
+    def _heartbeat(self, stats: StatsSnapshot) -> bookkeeping.Heartbeat:
         waiting = [self._debouncer.oldest_first_seen(), *self._pending.values()]
         oldest = min((t for t in waiting if t is not None), default=None)
         return bookkeeping.Heartbeat(
@@ -412,13 +403,9 @@ class Daemon:
             oldest_pending_at=None
             if oldest is None
             else datetime.now(UTC) - timedelta(seconds=time.monotonic() - oldest),
-            last=self._syncer.last,
-            actions=dict(self._syncer.actions),
-            counters={
-                **self.counters,
-                "outages": self._session.outages,
-                "errors": self.metrics.errors,
-            },
+            last=stats.last,
+            actions=stats.actions,
+            counters=stats.counters,
         )
 
     def _beat(self) -> None:
@@ -427,28 +414,34 @@ class Daemon:
             self._next_rescan = min(self._next_rescan, now + 60)  # new folders go unwatched
         self._session.check_lock()
         if self._session.conn is not None and self._session.daemon_id is not None:
-            bookkeeping.heartbeat(self._session.conn, self._session.daemon_id, self._heartbeat())
+            beat = self._heartbeat(self._stats.snapshot())
+            bookkeeping.heartbeat(self._session.conn, self._session.daemon_id, beat)
         self._last_beat = time.monotonic()
         self._next_beat = self._last_beat + self.options.heartbeat_interval
 
     def _start_metrics(self) -> MetricsServer | None:
         if self.options.metrics_port is None:
             return None
-        server = MetricsServer(self.metrics, self.options.metrics_port)
+        collector = StatsCollector(self._stats, self._gauges())
+        server = MetricsServer(collector, self.options.metrics_port)
         server.start()
         self.metrics_port = server.port
         return server
 
-    def _add_gauges(self) -> None:
-        self.metrics.gauge("queue_depth", "Jobs waiting to be synced.", lambda: self.queue_depth)
-        self.metrics.gauge(
-            "observer_up", "1 while the file observer runs.", lambda: observer_alive(self._observer)
-        )
-        self.metrics.gauge("database_up", "1 while connected.", lambda: self._session.up)
-        self.metrics.gauge(
-            "tree_present",
-            "0 while most of the tree is gone.",
-            lambda: self._tree.missing_since is None,
+    def _gauges(self) -> tuple[Gauge, ...]:
+        return (
+            Gauge("queue_depth", "Jobs waiting to be synced.", lambda: self.queue_depth),
+            Gauge(
+                "observer_up",
+                "1 while the file observer runs.",
+                lambda: observer_alive(self._observer),
+            ),
+            Gauge("database_up", "1 while connected.", lambda: self._session.up),
+            Gauge(
+                "tree_present",
+                "0 while most of the tree is gone.",
+                lambda: self._tree.missing_since is None,
+            ),
         )
 
     def _shut_down(self, server: MetricsServer | None) -> None:
@@ -463,12 +456,13 @@ class Daemon:
                 len(self._pending),
             )
         self.state = "stopped"
-        final = self._heartbeat() if self._session.up else None
+        stats = self._stats.snapshot()
+        final = self._heartbeat(stats) if self._session.up else None
         if self._session.up:
             with contextlib.suppress(psycopg.Error):  # the stop is recorded below if it can be
                 self._record_problems()
         registered = self._session.daemon_id is not None
-        self._session.close(final, {"actions": dict(self._syncer.actions), **self.counters})
+        self._session.close(final, stats.totals())
         if server is not None:
             server.stop()
         if registered:

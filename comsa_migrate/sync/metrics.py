@@ -1,91 +1,105 @@
-"""The sync daemon's Prometheus metrics, served as text on 127.0.0.1 by a small HTTP thread."""
+"""The sync daemon's Prometheus metrics: a collector that reads its SyncStats when scraped,
+served on 127.0.0.1 from a registry of its own by a small HTTP thread."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["Metrics", "MetricsServer"]
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from comsa_migrate.sync.stats import SyncStats
+
+__all__ = ["Gauge", "MetricsServer", "StatsCollector"]
 
 log = logging.getLogger(__name__)
 
 PREFIX = "comsa_migrate_sync"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class Metrics:
-    """Counters the daemon bumps and gauges read when scraped; safe across threads."""
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    """A gauge of the daemon's state, read when scraped (from the HTTP thread)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.jobs: Counter[str] = Counter()
-        self.rescans: Counter[str] = Counter()
-        self.errors = 0
-        self.conflicts = 0
-        self.last_sync: float | None = None  # Unix time of the last commit
-        self.last_lag: float | None = None  # seconds from first event to commit
-        self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+    name: str  # after PREFIX_
+    documentation: str
+    read: Callable[[], float]
 
-    def job_synced(self, action: str, at: float, lag: float | None) -> None:
-        with self._lock:
-            self.jobs[action] += 1
-            if action == "conflict":
-                self.conflicts += 1
-            if action != "unchanged":
-                self.last_sync = at
-            if lag is not None:
-                self.last_lag = lag
 
-    def error(self, n: int = 1) -> None:
-        with self._lock:
-            self.errors += n
+class StatsCollector(Collector):
+    """The daemon's counters from one snapshot of its SyncStats, then its gauges.
 
-    def rescan(self, reason: str) -> None:
-        with self._lock:
-            self.rescans[reason] += 1
+    Counters are yielded without a ``_created`` sample: the daemon's start is when they
+    all began, and a scraper sees a restart as their reset.
+    """
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
-        """A gauge whose value is read at scrape time."""
-        self._gauges[name] = (help_text, read)
+    def __init__(self, stats: SyncStats, gauges: Sequence[Gauge] = ()) -> None:
+        self._stats = stats
+        self._gauges = sorted(gauges, key=lambda gauge: gauge.name)
 
-    def render(self) -> str:
-        """The Prometheus text exposition format."""
-        with self._lock:
-            jobs, rescans = dict(self.jobs), dict(self.rescans)
-            errors, conflicts = self.errors, self.conflicts
-            last_sync, last_lag = self.last_sync, self.last_lag
-        out: list[str] = []
-        _family(out, "jobs_total", "counter", "Jobs synced, by action.")
-        for action in sorted(jobs):
-            out.append(f'{PREFIX}_jobs_total{{action="{action}"}} {jobs[action]}')
-        _family(out, "errors_total", "counter", "Jobs that could not be written, and errors.")
-        out.append(f"{PREFIX}_errors_total {errors}")
-        _family(out, "conflicts_total", "counter", "Jobs left alone: changed in the database.")
-        out.append(f"{PREFIX}_conflicts_total {conflicts}")
-        _family(out, "rescans_total", "counter", "Full rescans of the data folder, by reason.")
-        for reason in sorted(rescans):
-            out.append(f'{PREFIX}_rescans_total{{reason="{reason}"}} {rescans[reason]}')
-        _family(out, "last_sync_timestamp_seconds", "gauge", "Unix time of the last write.")
-        out.append(f"{PREFIX}_last_sync_timestamp_seconds {last_sync or 0:.3f}")
-        _family(out, "last_lag_seconds", "gauge", "First file event to commit, last job.")
-        out.append(f"{PREFIX}_last_lag_seconds {last_lag or 0:.3f}")
-        for name, (help_text, read) in sorted(self._gauges.items()):
-            _family(out, name, "gauge", help_text)
-            out.append(f"{PREFIX}_{name} {_number(read())}")
-        return "\n".join(out) + "\n"
+    def collect(self) -> Iterator[Metric]:
+        snap = self._stats.snapshot()
+        yield _by_label("jobs", "Jobs synced, by action.", "action", snap.actions)
+        yield CounterMetricFamily(
+            f"{PREFIX}_errors",
+            "Jobs that could not be written, and errors.",
+            value=snap.counters["errors"],
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_conflicts",
+            "Jobs left alone: changed in the database.",
+            value=snap.actions.get("conflict", 0),
+        )
+        yield _by_label(
+            "rescans", "Full rescans of the data folder, by reason.", "reason", snap.rescans
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_last_sync_timestamp_seconds",
+            "Unix time of the last write.",
+            value=snap.last_write_at or 0.0,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_last_lag_seconds",
+            "First file event to commit, last job.",
+            value=snap.last_lag_s or 0.0,
+        )
+        for gauge in self._gauges:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_{gauge.name}", gauge.documentation, value=float(gauge.read())
+            )
+
+
+def _by_label(name: str, documentation: str, label: str, counts: dict[str, int]) -> Metric:
+    family = CounterMetricFamily(f"{PREFIX}_{name}", documentation, labels=[label])
+    for value in sorted(counts):
+        family.add_metric([value], counts[value])
+    return family
 
 
 class MetricsServer:
-    """GET /metrics on 127.0.0.1:port, from a thread of its own."""
+    """GET /metrics (or /) on 127.0.0.1:port, from a thread of its own; port 0 picks one.
 
-    def __init__(self, metrics: Metrics, port: int) -> None:
-        handler = _handler_for(metrics)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
+    Raises OSError when the port cannot be had.
+    """
+
+    def __init__(self, collector: Collector, port: int) -> None:
+        registry = CollectorRegistry()  # not the global one: only the daemon's own metrics
+        registry.register(collector)
+        self._server = make_server(
+            "127.0.0.1",
+            port,
+            _metrics_only(make_wsgi_app(registry)),
+            ThreadingWSGIServer,
+            handler_class=_QuietHandler,
+        )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="comsa-migrate-metrics", daemon=True
         )
@@ -105,29 +119,20 @@ class MetricsServer:
         self._server.server_close()
 
 
-def _handler_for(metrics: Metrics) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if self.path.split("?")[0] not in ("/metrics", "/"):
-                self.send_error(404)
-                return
-            body = metrics.render().encode()
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def _metrics_only(app: WSGIApplication) -> WSGIApplication:
+    """prometheus_client's app answers every path; the daemon answers /metrics and / only."""
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("metrics: " + format, *args)
+    def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") not in ("/metrics", "/"):
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"404 Not Found: the metrics are on /metrics\n"]
+        return app(environ, start_response)
 
-    return Handler
+    return serve
 
 
-def _family(out: list[str], name: str, kind: str, help_text: str) -> None:
-    out.append(f"# HELP {PREFIX}_{name} {help_text}")
-    out.append(f"# TYPE {PREFIX}_{name} {kind}")
+class _QuietHandler(WSGIRequestHandler):
+    """Each request at DEBUG through logging, rather than a line on stderr."""
 
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics: " + format, *args)

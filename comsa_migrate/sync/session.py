@@ -20,6 +20,7 @@ from comsa_migrate.errors import SchemaError, first_line
 from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.lock import LockHeld, describe_holder, lock_key, try_lock, unlock
+from comsa_migrate.sync.stats import SyncStats
 
 __all__ = ["DB_ERRORS", "SyncSession"]
 
@@ -63,6 +64,7 @@ class SyncSession:
         wait: bool,
         retry_min: float,
         retry_max: float,
+        stats: SyncStats,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.target = target
@@ -78,7 +80,7 @@ class SyncSession:
         self.run_id: int | None = None
         self.daemon_id: int | None = None
         self.down_since: float | None = None
-        self.outages = 0
+        self._stats = stats
         self._waiting_for: str | None = None
         ident = f"pid={os.getpid()} host={socket.gethostname()}"
         self._names = (
@@ -135,7 +137,7 @@ class SyncSession:
         now = self._clock()
         if self.down_since is None:
             self.down_since = now
-            self.outages += 1
+            self._stats.count("outages")
             log.warning(
                 "the database is unavailable (%s); keeping %d pending jobs and retrying "
                 "every %g s at most",

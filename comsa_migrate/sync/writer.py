@@ -6,9 +6,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -21,23 +19,15 @@ from comsa_migrate.core.summary import JobResult, Summary
 from comsa_migrate.core.writers import Connect
 from comsa_migrate.problems import Problem, Severity
 from comsa_migrate.sync.backoff import Backoff
-from comsa_migrate.sync.metrics import Metrics
+from comsa_migrate.sync.stats import SyncStats
 
-__all__ = ["JobSyncer", "LastSync"]
+__all__ = ["JobSyncer"]
 
 log = logging.getLogger(__name__)
 
 #: first retry of a JSON that does not parse; doubled each time, capped at SETTLE_RETRY_MAX
 SETTLE_RETRY_MIN = 0.05
 SETTLE_RETRY_MAX = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class LastSync:
-    job_id: str
-    action: str
-    at: float  # Unix time
-    lag_ms: int | None
 
 
 class JobSyncer:
@@ -53,18 +43,15 @@ class JobSyncer:
         self,
         options: BackfillOptions,
         settle: float,
-        metrics: Metrics,
+        stats: SyncStats,
         retry: Callable[[str, float], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options
         self.settle = settle
-        self.metrics = metrics
+        self.stats = stats
         self.retry = retry
         self.clock = clock
-        self.actions: Counter[str] = Counter()
-        self.last: LastSync | None = None
-        self.held_back = 0  # retries of JSON that did not parse yet
         #: job -> (its first failure, the backoff of its retries)
         self._unsettled: dict[str, tuple[float, Backoff]] = {}
         self._reported: set[int] = set()
@@ -86,7 +73,7 @@ class JobSyncer:
                 items = tree.scan_job(self.options.data_dir, job_id, any_case=any_case)
             except Exception:  # a bug met on one job must not stop the others
                 log.exception("%s: unexpected error; the next rescan tries again", job_id)
-                self.metrics.error()
+                self.stats.error()
                 continue
             if not items:
                 log.debug("%s: no job JSON on disk; nothing to sync", job_id)
@@ -127,7 +114,7 @@ class JobSyncer:
                 if conn.closed or conn.broken:
                     raise
                 log.error("rescan: the database refused a batch (%s); the next rescan retries", exc)
-                self.metrics.error()
+                self.stats.error()
             return run.summary
         while chunk := list(itertools.islice(items, self.options.batch_size)):
             if stop.is_set():
@@ -182,7 +169,7 @@ class JobSyncer:
                     self._write(conn, run_id, [item], run)
                 return
             log.error("%s: the database refused the job: %s", _where(items[0]), exc)
-            self.metrics.error()
+            self.stats.error()
         except Exception:
             # a bug met on one job must not stop the others, nor the daemon
             if len(items) > 1:
@@ -193,7 +180,7 @@ class JobSyncer:
                 "%s: unexpected error while syncing the job; the next rescan tries again",
                 _where(items[0]),
             )
-            self.metrics.error()
+            self.stats.error()
 
     def take_problems(self) -> list[Problem]:
         """Problems not yet recorded in the bookkeeping (each reported once per daemon)."""
@@ -212,7 +199,7 @@ class JobSyncer:
         if remaining <= 0:
             self._unsettled.pop(job_id, None)
             return False
-        self.held_back += 1
+        self.stats.held_back()
         delay = min(backoff.failed(), remaining)
         log.debug("%s: the job JSON does not parse yet; retrying in %.2f s", job_id, delay)
         self.retry(job_id, delay)
@@ -227,7 +214,7 @@ class JobSyncer:
         self._reported.add(key)
         self._problems.append(problem)
         if problem.severity is Severity.ERROR:
-            self.metrics.error()
+            self.stats.error()
         level = logging.ERROR if problem.severity is Severity.ERROR else logging.WARNING
         where = problem.job_id or problem.path or "-"
         log.log(
@@ -246,13 +233,9 @@ class JobSyncer:
         now = self.clock()
         ms = round((now - started) * 1000)
         lag_ms = None if first_seen is None else round((now - first_seen) * 1000)
-        self.actions[result.action] += 1
-        self.metrics.job_synced(
-            result.action, time.time(), None if lag_ms is None else lag_ms / 1000
-        )
+        self.stats.job_synced(result.job_id, result.action, lag_ms, quiet=quiet)
         if result.action == "unchanged" and quiet:
             return
-        self.last = LastSync(result.job_id, result.action, time.time(), lag_ms)
         log.info(
             "%s %s %d ms",
             result.job_id,
