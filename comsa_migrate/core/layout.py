@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from comsa_migrate.problems import Problem
 
@@ -99,9 +100,12 @@ def is_job_json(path: str | Path) -> bool:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class FileStat:
-    """One regular file under uploads/<id>/ or outputs/<id>/, as stat saw it."""
+class FileStat(NamedTuple):
+    """One regular file under uploads/<id>/ or outputs/<id>/, as stat saw it.
+
+    A named tuple rather than a frozen dataclass: a rerun makes one per file of the tree,
+    and a tuple is made in less than half the time.
+    """
 
     file_type: str  # "input" or "output"
     file_name: str
@@ -139,16 +143,15 @@ class JobSource:
         taken that close to a modification is recorded so that it never matches, and the
         job is re-read (and found unchanged) on the next run.
         """
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(
-            f"{NORMALISER_VERSION}|{self.json_path}|{self.json_size}|"
-            f"{self.json_mtime_ns}|{self.json_ino}".encode()
-        )
+        seen = f"{NORMALISER_VERSION}|{self.json_path}|{self.json_size}|{self.json_mtime_ns}|"
+        seen += f"{self.json_ino}"
+        newest = self.json_mtime_ns
         for f in self.files:
-            digest.update(f"\n{f.file_type}|{f.file_path}|{f.size}|{f.mtime_ns}".encode())
-        newest = max([self.json_mtime_ns, *(f.mtime_ns for f in self.files)])
+            seen += f"\n{f.file_type}|{f.file_path}|{f.size}|{f.mtime_ns}"
+            newest = max(newest, f.mtime_ns)
+        digest = hashlib.blake2b(seen.encode(), digest_size=16).hexdigest()
         racy = self.scanned_ns - newest < RACY_WINDOW_NS
-        return ("racy-" if racy else "") + digest.hexdigest()
+        return ("racy-" if racy else "") + digest
 
 
 ScanItem = JobSource | Problem
