@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
+from operator import itemgetter
 from pathlib import Path
+from stat import S_ISREG
 
 from comsa_migrate.core.layout import (
     FILE_TYPE_OF_FOLDER,
@@ -26,6 +28,9 @@ from comsa_migrate.core.layout import (
 )
 from comsa_migrate.errors import DataDirError
 from comsa_migrate.problems import Problem
+
+#: the order of a job's files: by type, then path (FileStat's fields 0 and 2)
+_TYPE_AND_PATH = itemgetter(0, 2)
 
 __all__ = ["check_data_dir", "count_job_files", "job_source", "scan", "scan_job"]
 
@@ -263,7 +268,7 @@ def _job_source(
                 _walk_job_files(job_dir, job_rel, file_type, job_id, files, problems)
         except OSError as exc:
             return Problem("unreadable", os_reason(exc), job_id, job_rel)
-    files.sort(key=lambda f: (f.file_type, f.file_path))
+    files.sort(key=_TYPE_AND_PATH)
     return JobSource(
         job_id=job_id,
         json_path=rel,
@@ -303,7 +308,7 @@ def _walk_job_files(
         if is_ignored_name(name):
             continue
         entry_rel = f"{rel}/{name}"
-        if not is_utf8(name):
+        if not name.isascii() and not is_utf8(name):
             what = "folder" if entry.is_dir(follow_symlinks=False) else "file"
             problems.append(
                 Problem(
@@ -324,7 +329,7 @@ def _walk_job_files(
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed since the listing: not on disk, not mirrored
-            if stat.S_ISREG(st.st_mode):
+            if S_ISREG(st.st_mode):
                 files.append(FileStat(file_type, name, entry_rel, st.st_size, st.st_mtime_ns))
             else:
                 what = kind_of_file(st.st_mode)
