@@ -24,12 +24,13 @@ from comsa_migrate.core.backfill import (
 )
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.db.target import Target
-from comsa_migrate.errors import ComsaMigrateError, DataDirError
+from comsa_migrate.errors import ComsaMigrateError
 from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.debounce import Debouncer
 from comsa_migrate.sync.lock import default_name
 from comsa_migrate.sync.metrics import Gauge, MetricsServer, StatsCollector
+from comsa_migrate.sync.rescan import Rescans
 from comsa_migrate.sync.session import SyncSession
 from comsa_migrate.sync.stats import StatsSnapshot, SyncStats
 from comsa_migrate.sync.tree_guard import TreeGuard
@@ -46,9 +47,6 @@ from comsa_migrate.sync.writer import JobSyncer
 __all__ = ["Daemon", "SyncOptions"]
 
 log = logging.getLogger(__name__)
-
-#: how soon a rescan that failed on an unexpected error is tried again
-RESCAN_RETRY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +96,6 @@ class Daemon:
         self.metrics_port: int | None = None
         self._stop = threading.Event()
         self._flags_lock = threading.Lock()
-        self._rescan_reasons: list[str] = ["start-up"]
         self._restart_observer = False
         self._debouncer = Debouncer(options.debounce, max_delay=max(2.0, 10 * options.debounce))
         self._pending: dict[str, float] = {}  # due, waiting for the database: id -> first event
@@ -132,7 +129,14 @@ class Daemon:
         self._last_beat = 0.0
         self._next_observer_check = 0.0
         self._watch_budget = WatchBudget(options.polling)
-        self._next_rescan = time.monotonic() + options.rescan_interval
+        self._rescans = Rescans(
+            self._syncer,
+            self._session,
+            self._stats,
+            self._tree,
+            options.rescan_interval,
+            self._stop,
+        )
         #: the pause after an unexpected error, doubled while it recurs
         self._error_backoff = Backoff(options.retry_min, options.retry_max)
 
@@ -143,8 +147,7 @@ class Daemon:
         self._debouncer.wake()
 
     def request_rescan(self, reason: str = "requested") -> None:
-        with self._flags_lock:
-            self._rescan_reasons.append(reason)
+        self._rescans.request(reason)
         self._debouncer.wake()
 
     @property
@@ -190,10 +193,9 @@ class Daemon:
 
     def events_lost(self, reason: str) -> None:
         log.warning("%s: restarting the observer and rescanning %s", reason, self.root)
-        with self._flags_lock:
+        with self._flags_lock:  # before the rescan is asked for: it must follow the restart
             self._restart_observer = True
-            self._rescan_reasons.append(reason)
-        self._debouncer.wake()
+        self.request_rescan(reason)
 
     # -- the worker --------------------------------------------------------------------
 
@@ -244,7 +246,7 @@ class Daemon:
         if missing:
             self._debouncer.wait(time.monotonic() + 1.0)  # a vanished mount sends no events
         elif not self._pending:
-            self._debouncer.wait(min(self._next_beat, self._next_rescan, self._tree.next_check))
+            self._debouncer.wait(min(self._next_beat, self._rescans.next_at, self._tree.next_check))
 
     def _unexpected_error(self) -> None:
         """A bug met by the worker: logged with its traceback and counted, then a pause
@@ -268,70 +270,21 @@ class Daemon:
             self._beat()
 
     def _rescan_if_due(self, now: float) -> None:
-        with self._flags_lock:
-            reasons, self._rescan_reasons = self._rescan_reasons, []
-        if now >= self._next_rescan:
-            reasons.append("periodic")
-        if not reasons:
+        reason = self._rescans.due(now)
+        if reason is None:
             return
-        reason = reasons[0]
-        try:
-            self._rescan(reason)
-        except psycopg.Error:
-            if self._session.healthy():  # refused: the next periodic rescan tries again
-                self._next_rescan = now + self.options.rescan_interval
-            else:
-                with self._flags_lock:  # not done: again once the database is back
-                    self._rescan_reasons.insert(0, reason)
-            raise
-        except ComsaMigrateError:
-            raise
-        except Exception:
-            # a bug: tried again a minute later, and the jobs the observer reports are
-            # still synced meanwhile
-            retry = min(RESCAN_RETRY_S, self.options.rescan_interval)
-            log.exception("rescan (%s) failed; trying again in %g s", reason, retry)
-            self._stats.error()
-            self._next_rescan = now + retry
-
-    def _rescan(self, reason: str) -> None:
-        started = time.monotonic()
         # the scan reads every job as it is now: what waited is covered, and what changes
         # from here on sends events of its own (after an overflow, this halves the work)
         self._debouncer.clear()
         self._pending.clear()
-        self._stats.rescan(reason)
-        self._set_state("catching_up" if not self.ready.is_set() else self.state)
-        try:
-            summary = self._syncer.rescan(
-                self._session.conn,  # type: ignore[arg-type]
-                self._session.run_id,
-                self._stop,
-                self._session.writer_connection,
-            )
-        except DataDirError as exc:
-            if not self.ready.is_set():
-                raise
-            log.error("rescan failed: %s", exc)
-            self._tree.suspect()
+        catching_up = not self.ready.is_set()
+        if catching_up:
+            self._set_state("catching_up")
+        summary = self._rescans.run(reason, now, catching_up=catching_up)
+        if summary is None:
             return
-        self._next_rescan = time.monotonic() + self.options.rescan_interval
-        self._tree.scanned()
         self._record_problems()
-        actions = summary.actions
-        log.info(
-            "rescan (%s): %d jobs, %d inserted, %d updated, %d unchanged, %d skipped, "
-            "%d conflicts in %.2f s",
-            reason,
-            summary.jobs,
-            actions["insert"],
-            actions["update"],
-            actions["unchanged"],
-            actions["skip"],
-            actions["conflict"],
-            time.monotonic() - started,
-        )
-        if not self.ready.is_set() and not summary.interrupted:
+        if catching_up and not summary.interrupted:
             self._set_state("watching")
             self.ready.set()
             log.info("watching %s", self.root)
@@ -354,7 +307,7 @@ class Daemon:
             log.error(
                 "%s; rescanning every %g s until it works", exc, self.options.heartbeat_interval
             )
-            self._next_rescan = min(self._next_rescan, now + self.options.heartbeat_interval)
+            self._rescans.no_later_than(now + self.options.heartbeat_interval)
 
     def _new_observer(self) -> BaseObserver:
         handler = JobEventHandler(self.root, self)
@@ -375,7 +328,7 @@ class Daemon:
             self._set_state("watching")
             with self._flags_lock:
                 self._restart_observer = True
-                self._rescan_reasons.append("tree returned")
+            self._rescans.request("tree returned")
         return verdict == "missing"
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -411,7 +364,7 @@ class Daemon:
     def _beat(self) -> None:
         now = time.monotonic()
         if self._watch_budget.exhausted(now):
-            self._next_rescan = min(self._next_rescan, now + 60)  # new folders go unwatched
+            self._rescans.no_later_than(now + 60)  # new folders go unwatched
         self._session.check_lock()
         if self._session.conn is not None and self._session.daemon_id is not None:
             beat = self._heartbeat(self._stats.snapshot())
