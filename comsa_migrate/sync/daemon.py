@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,14 +14,6 @@ import psycopg
 from watchdog.observers.api import BaseObserver
 
 from comsa_migrate.core import tree
-from comsa_migrate.core.backfill import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_JSON_BYTES,
-    DEFAULT_PATH_PREFIX,
-    DEFAULT_WRITERS,
-    BackfillOptions,
-)
-from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.db.target import Target
 from comsa_migrate.errors import ComsaMigrateError
 from comsa_migrate.sync import bookkeeping
@@ -30,6 +21,7 @@ from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.debounce import Debouncer
 from comsa_migrate.sync.lock import default_name
 from comsa_migrate.sync.metrics import Gauge, MetricsServer, StatsCollector
+from comsa_migrate.sync.options import SyncOptions
 from comsa_migrate.sync.rescan import Rescans
 from comsa_migrate.sync.session import SyncSession
 from comsa_migrate.sync.stats import StatsSnapshot, SyncStats
@@ -47,34 +39,6 @@ from comsa_migrate.sync.writer import JobSyncer
 __all__ = ["Daemon", "SyncOptions"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SyncOptions:
-    data_dir: Path
-    #: names the daemon in `status` and keys its lock; None: host name and real path
-    name: str | None = None
-    force: bool = False
-    wait: bool = False  # wait for the lock instead of refusing to start
-    polling: bool = False  # the polling observer, for NFS and CIFS
-    debounce: float = 0.5  # seconds of quiet before a job is synced
-    settle: float = 5.0  # seconds a job JSON may stay unparsable before it is a problem
-    rescan_interval: float = 600.0
-    metrics_port: int | None = None  # 0 picks a free port
-    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
-    batch_size: int = DEFAULT_BATCH_SIZE
-    path_prefix: str = DEFAULT_PATH_PREFIX  # the BackfillOptions of how rows are written
-    input_content: bool = True
-    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
-    owner: str | None = None
-    writers: int = DEFAULT_WRITERS  # writer connections of the catch-up and the rescans (--jobs)
-    retry_min: float = 0.5  # database reconnection backoff
-    retry_max: float = 30.0
-    heartbeat_interval: float = 5.0  # bookkeeping refresh and observer health check
-    #: the tree counts as gone when fewer than this fraction of its job JSONs remain...
-    vanish_fraction: float = 0.5
-    #: ...out of at least this many
-    vanish_min_jobs: int = 20
 
 
 class Daemon:
@@ -99,17 +63,7 @@ class Daemon:
         self._restart_observer = False
         self._debouncer = Debouncer(options.debounce, max_delay=max(2.0, 10 * options.debounce))
         self._pending: dict[str, float] = {}  # due, waiting for the database: id -> first event
-        backfill_options = BackfillOptions(
-            Path(self.root),
-            options.force,
-            options.max_json_bytes,
-            options.batch_size,
-            path_prefix=options.path_prefix,
-            input_content=options.input_content,
-            max_input_bytes=options.max_input_bytes,
-            owner=options.owner,
-            writers=options.writers,
-        )
+        backfill_options = options.writing(Path(self.root))
         self._session = SyncSession(
             target,
             self.root,
