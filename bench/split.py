@@ -1,6 +1,7 @@
 """Where the time goes: the client's CPU, the server backend's CPU, and the wall.
 
     python -m bench.split --jobs 20000 [--dsn DSN] [--tree DIR] [--batch-size N] [--repeat N]
+                          [--writers N]
 
 Runs, in this process, the COPY lower bound into one fresh database and backfill()
 (the call the CLI makes) into another, then the rerun, and reads the backend's CPU
@@ -8,7 +9,9 @@ time from /proc/<pid>/stat, so the server must run on this machine. When client 
 server overlap, the wall time approaches the larger of the two CPU times; their sum is
 what a plain request-and-wait loop takes. (n) is (b) without the per-job lock (see
 bench.run); with --repeat, the cold backfills (b) and (n) are run that many times each,
-one after the other.
+one after the other. With --writers N (the CLI's --jobs), (b), (c) and (n) write on N
+connections of their own: the server's CPU is then the sum over every backend of the
+run, and a line after each says how it spread over them.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", type=Path, default=None, help="keep the tree here")
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=1, help="rounds of (b) and (n)")
+    parser.add_argument("--writers", type=int, default=1, help="writer connections (--jobs)")
     args = parser.parse_args(argv)
     home = args.tree or Path(f"bench/trees/{args.jobs}-{args.seed}")
     data_dir = _kept_tree(home, TreeShape(args.jobs, args.seed))
-    options = BackfillOptions(data_dir, batch_size=args.batch_size)
+    options = BackfillOptions(data_dir, batch_size=args.batch_size, writers=args.writers)
     print(
         f"{'':<12}{'wall s':>8}{'client CPU s':>14}{'server CPU s':>14}{'µs/job wall':>13}"
         f"{'µs/job server':>15}"
@@ -54,12 +58,49 @@ def main(argv: list[str] | None = None) -> int:
         conn.commit()
     for _ in range(args.repeat):
         with database(args.dsn) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
-            _print("(b) cold", args.jobs, _measure(conn, lambda: backfill(conn, options)))
-            _print("(c) rerun", args.jobs, _measure(conn, lambda: backfill(conn, options)))
+            _print_run("(b) cold", args.jobs, conn, dsn, options)
+            _print_run("(c) rerun", args.jobs, conn, dsn, options)
         with database(args.dsn) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
             _without_job_lock(dsn)
-            _print("(n) no lock", args.jobs, _measure(conn, lambda: backfill(conn, options)))
+            _print_run("(n) no lock", args.jobs, conn, dsn, options)
     return 0
+
+
+def _print_run(
+    label: str, jobs: int, conn: psycopg.Connection[Any], dsn: str, options: BackfillOptions
+) -> None:
+    """One backfill, its writers' backends counted with the main connection's."""
+    writers: list[float] = []  # the CPU of each writer's backend, read as it closes
+
+    def connect() -> psycopg.Connection[Any]:
+        return _CountedConnection.connect(dsn, autocommit=True, cpu_seen=writers.append)
+
+    wall, client, server = _measure(conn, lambda: backfill(conn, options, connect=connect))
+    _print(label, jobs, (wall, client, server + sum(writers)))
+    if writers:
+        spread = ", ".join(f"{cpu:.2f}" for cpu in writers)
+        print(f"{'':<12}server CPU s: main connection {server:.2f}, writers {spread}")
+
+
+class _CountedConnection(psycopg.Connection[Any]):
+    """A writer's connection that reads its backend's CPU time just before it closes."""
+
+    cpu_seen: Callable[[float], object]
+
+    @classmethod
+    def connect(  # type: ignore[override]
+        cls, conninfo: str, *, cpu_seen: Callable[[float], object], **kwargs: Any
+    ) -> _CountedConnection:
+        conn = super().connect(conninfo, **kwargs)
+        conn.cpu_seen = cpu_seen
+        conn.backend = conn.info.backend_pid
+        conn.started = _process_cpu(conn.backend)
+        return conn  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.cpu_seen(_process_cpu(self.backend) - self.started)
+        super().close()
 
 
 def _print(label: str, jobs: int, times: tuple[float, float, float]) -> None:

@@ -152,3 +152,19 @@ def test_split_reports_wall_client_and_server_time_for_each_measure(
     assert status == 0
     for label in ("(a) COPY", "(b) cold", "(c) rerun", "(n) no lock"):
         assert label in out
+
+
+def test_split_with_writers_counts_every_backend_and_shows_the_spread(
+    admin_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--jobs", str(JOBS), "--dsn", admin_dsn, "--tree", str(tmp_path / "t")]
+    status = split.main([*args, "--writers", "2", "--batch-size", "5"])
+
+    out = capsys.readouterr().out.splitlines()
+    assert status == 0
+    cold = out.index(next(line for line in out if line.startswith("(b) cold")))
+    spread = out[cold + 1].split("writers ")[1].split(", ")
+    assert len(spread) == 2  # both writers wrote a batch of their own
+    server_total = float(out[cold].split()[4])
+    main = float(out[cold + 1].split("main connection ")[1].split(",")[0])
+    assert server_total == pytest.approx(main + sum(float(s) for s in spread), abs=0.02)
