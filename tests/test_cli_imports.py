@@ -15,6 +15,7 @@ NOT_FOR_A_BACKFILL = (
     "comsa_migrate.cli.sync",
     "comsa_migrate.report.plan",
     "comsa_migrate.render.report",
+    "comsa_migrate.render.status",
 )
 
 
@@ -47,3 +48,9 @@ def test_the_daemons_commands_are_imported_when_they_run() -> None:
     modules = imported_by("sync", "--help")
 
     assert {"watchdog.observers", "comsa_migrate.sync.daemon"} <= modules
+
+
+def test_the_daemons_commands_do_not_import_the_migration_commands() -> None:
+    modules = imported_by("sync", "--help")
+
+    assert "comsa_migrate.cli.migrate" not in modules

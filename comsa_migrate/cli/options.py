@@ -1,5 +1,5 @@
-"""What the comsa-migrate commands share: common options, exit codes, the database to use,
-expected failures as one line, signals and the progress bar."""
+"""What the comsa-migrate commands share: common options, the database to use, signals and
+the progress bar."""
 
 from __future__ import annotations
 
@@ -24,11 +24,6 @@ from comsa_migrate.core.backfill import (
 from comsa_migrate.core.summary import JobResult, Observer
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.db.target import Target, connect, embedded_home, resolve_target, start_embedded
-from comsa_migrate.errors import (
-    EXIT_USAGE,
-    ComsaMigrateError,
-    first_line,
-)
 from comsa_migrate.problems import Problem
 
 dsn_option = click.option(
@@ -163,31 +158,6 @@ def connection(dsn: str | None) -> Iterator[tuple[psycopg.Connection[Any], Targe
     target = target_for(dsn)
     with connect(target) as conn:
         yield conn, target
-
-
-@contextlib.contextmanager
-def errors_as_exit() -> Iterator[None]:
-    """Expected failures become one line on stderr and exit code 2; bugs keep their traceback."""
-    try:
-        yield
-    except ComsaMigrateError as exc:
-        click.echo(f"comsa-migrate: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except psycopg.OperationalError as exc:
-        click.echo(
-            f"comsa-migrate: error: the database connection failed: {first_line(exc)}", err=True
-        )
-        sys.exit(EXIT_USAGE)
-    except psycopg.errors.InsufficientPrivilege as exc:
-        # the server's own words name the right ("permission denied for table jobs");
-        # its first line only: no statement, no context
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "permission denied"
-        click.echo(
-            f"comsa-migrate: error: {reason} (an owner grants the rights this command needs "
-            "with comsa-migrate init-db --grant-writer ROLE or --grant-reader ROLE)",
-            err=True,
-        )
-        sys.exit(EXIT_USAGE)
 
 
 @contextlib.contextmanager

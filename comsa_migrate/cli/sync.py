@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
-import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from comsa_migrate.cli.logs import TEXT_FORMAT, JsonFormatter
+from comsa_migrate.cli.logs import log_to_stderr
 from comsa_migrate.cli.options import (
     batch_size_option,
     connection,
     dashboard_options,
     dsn_option,
-    errors_as_exit,
     max_json_bytes_option,
     target_for,
     writers_option,
@@ -29,6 +25,8 @@ from comsa_migrate.errors import EXIT_OK
 from comsa_migrate.render.status import render_status
 from comsa_migrate.sync.daemon import Daemon, SyncOptions
 from comsa_migrate.sync.status import read_status
+
+__all__ = ["status_command", "sync_command"]
 
 
 @click.command("sync")
@@ -117,7 +115,7 @@ def sync_command(
     batch_size: int,
     writers: int,
     dashboard: dict[str, Any],
-) -> None:
+) -> int:
     """Keep PostgreSQL in step with DATA_DIR while legacy writers keep running.
 
     Takes a lock (one daemon per database and --name), catches up with a full
@@ -135,7 +133,7 @@ def sync_command(
     Exit codes: 0 stopped by SIGTERM or SIGINT; 2 usage, configuration or start-up
     error; 3 another daemon holds the lock (see --wait).
     """
-    verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+    log_to_stderr(daemon=True, log_format=log_format)
     options = SyncOptions(
         data_dir,
         name=name,
@@ -151,12 +149,11 @@ def sync_command(
         writers=writers,
         **dashboard,
     )
-    with _daemon_logging(log_format, logging.DEBUG if verbose else logging.INFO), errors_as_exit():
-        tree.check_data_dir(data_dir)  # before a server is started or connected to
-        daemon = Daemon(target_for(dsn), options)
-        with _daemon_signals(daemon):
-            daemon.run()
-    sys.exit(EXIT_OK)
+    tree.check_data_dir(data_dir)  # before a server is started or connected to
+    daemon = Daemon(target_for(dsn), options)
+    with _daemon_signals(daemon):
+        daemon.run()
+    return EXIT_OK
 
 
 @click.command("status")
@@ -170,29 +167,9 @@ def status_command(dsn: str | None) -> None:
     Example:
       comsa-migrate status --dsn postgresql://comsa@db/comsa_dashboard
     """
-    with errors_as_exit(), connection(dsn) as (conn, target):
+    log_to_stderr()
+    with connection(dsn) as (conn, target):
         click.echo(render_status(read_status(conn), str(target)), nl=False)
-
-
-@contextlib.contextmanager
-def _daemon_logging(log_format: str, level: int) -> Iterator[None]:
-    """A service logs at INFO, one line per synced job; the previous set-up is put back after."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    root.handlers, root.level = [handler], level
-    logging.getLogger("watchdog").setLevel(logging.INFO)
-    with warnings.catch_warnings():
-        # watchdog warns when it adds again the watch of a folder made with its parents
-        # (mkdir -p) in one go; the watch is right either way
-        warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning, r"watchdog\.")
-        try:
-            yield
-        finally:
-            root.handlers, root.level = saved
 
 
 @contextlib.contextmanager
