@@ -12,6 +12,7 @@ import psycopg
 
 from comsa_migrate.core.summary import Summary
 from comsa_migrate.errors import ComsaMigrateError, DataDirError
+from comsa_migrate.render.words import actions_done
 from comsa_migrate.sync.session import SyncSession
 from comsa_migrate.sync.stats import SyncStats
 from comsa_migrate.sync.tree_guard import TreeGuard
@@ -113,17 +114,11 @@ class Rescans:
             return None
         self.next_at = self._clock() + self.interval
         self._tree.scanned()
-        actions = summary.actions
         log.info(
-            "rescan (%s): %d jobs, %d inserted, %d updated, %d unchanged, %d skipped, "
-            "%d conflicts in %.2f s",
+            "rescan (%s): %d jobs, %s in %.2f s",
             reason,
             summary.jobs,
-            actions["insert"],
-            actions["update"],
-            actions["unchanged"],
-            actions["skip"],
-            actions["conflict"],
+            actions_done(summary.actions),
             self._clock() - started,
         )
         return summary
