@@ -14,8 +14,9 @@ import psycopg
 from watchdog.observers.api import BaseObserver
 
 from comsa_migrate.core import tree
+from comsa_migrate.core.layout import os_reason
 from comsa_migrate.db.target import Target
-from comsa_migrate.errors import ComsaMigrateError
+from comsa_migrate.errors import ComsaMigrateError, ConfigurationError
 from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.debounce import Debouncer
@@ -330,7 +331,12 @@ class Daemon:
         if self.options.metrics_port is None:
             return None
         collector = StatsCollector(self._stats, self._gauges())
-        server = MetricsServer(collector, self.options.metrics_port)
+        try:
+            server = MetricsServer(collector, self.options.metrics_port)
+        except OSError as exc:  # a port taken or refused is a setting, not a bug
+            raise ConfigurationError(
+                f"--metrics-port {self.options.metrics_port}: {os_reason(exc)} on 127.0.0.1"
+            ) from None
         server.start()
         self.metrics_port = server.port
         return server
