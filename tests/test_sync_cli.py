@@ -229,3 +229,20 @@ def test_status_shows_a_stopped_daemon_as_stopped(data: Path, dsn: str, cli: Any
     result = cli("status", "--dsn", dsn)
 
     assert "state       stopped at " in result.stdout
+
+
+def test_a_metrics_port_already_taken_is_one_line_and_exit_2(
+    data: Path, dsn: str, cli: Any
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("sync", data, "--dsn", dsn, "--metrics-port", str(port))
+
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"comsa-migrate: error: --metrics-port {port}: address already in use on 127.0.0.1"
+    ]
