@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg
 import pytest
 
 from .helpers import (
     age_tree,
+    edit_job_json,
     make_tree,
     row_digest,
     stored_contents,
@@ -25,13 +25,6 @@ from .helpers import (
 
 FAILED_JOB = "a817efa9-c5e7-4731-a6ee-ff6d9228f310"  # openva, failed, 2 log lines, no files
 COMPLETED_JOB = "653475d0-3a75-4bb6-b1cb-a3c466a6c02e"  # pipeline, 11 log lines, 2 outputs
-
-
-def _edit_json(data_dir: Path, job_id: str, **changes: Any) -> None:
-    path = data_dir / "jobs" / f"{job_id}.json"
-    doc = orjson.loads(path.read_bytes())
-    doc.update(changes)
-    path.write_bytes(orjson.dumps(doc))
 
 
 def test_unchanged_jobs_are_decided_from_stat_without_reading_the_json(
@@ -57,7 +50,7 @@ def test_a_job_written_moments_ago_is_reread_on_the_next_run_and_found_unchanged
     cli: Any, dsn: str, sample_tree: Path, conn: psycopg.Connection[Any]
 ) -> None:
     cli("backfill", sample_tree, "--dsn", dsn)
-    _edit_json(sample_tree, FAILED_JOB)  # rewritten now: its fingerprint is not trusted
+    edit_job_json(sample_tree, FAILED_JOB)  # rewritten now: its fingerprint is not trusted
     before = row_digest(conn)
 
     result = cli("backfill", sample_tree, "--dsn", dsn)
@@ -89,7 +82,7 @@ def test_a_changed_json_updates_the_row_and_replaces_its_logs(
     cli: Any, dsn: str, sample_tree: Path, conn: psycopg.Connection[Any]
 ) -> None:
     cli("backfill", sample_tree, "--dsn", dsn)
-    _edit_json(
+    edit_job_json(
         sample_tree,
         FAILED_JOB,
         status="completed",
@@ -138,7 +131,7 @@ def test_a_job_changed_in_the_database_is_a_conflict_and_is_left_alone(
     cli("backfill", sample_tree, "--dsn", dsn)
     # what the live dashboard does at start-up: 'running' jobs become 'failed'
     conn.execute("UPDATE jobs SET status = 'running' WHERE id = %s", [COMPLETED_JOB])
-    _edit_json(sample_tree, COMPLETED_JOB, country="Kenya")
+    edit_job_json(sample_tree, COMPLETED_JOB, country="Kenya")
 
     result = cli("backfill", sample_tree, "--dsn", dsn)
 
@@ -157,7 +150,7 @@ def test_a_log_row_changed_in_the_database_is_a_conflict_too(
         "INSERT INTO job_logs (job_id, message) VALUES (%s, 'restarted by the dashboard')",
         [FAILED_JOB],
     )
-    _edit_json(sample_tree, FAILED_JOB, country="Kenya")
+    edit_job_json(sample_tree, FAILED_JOB, country="Kenya")
 
     result = cli("backfill", sample_tree, "--dsn", dsn)
 
@@ -171,7 +164,7 @@ def test_force_overwrites_a_conflict(
 ) -> None:
     cli("backfill", sample_tree, "--dsn", dsn)
     conn.execute("UPDATE jobs SET status = 'running' WHERE id = %s", [COMPLETED_JOB])
-    _edit_json(sample_tree, COMPLETED_JOB, country="Kenya")
+    edit_job_json(sample_tree, COMPLETED_JOB, country="Kenya")
     assert cli("backfill", sample_tree, "--dsn", dsn).exit_code == 1
 
     result = cli("backfill", sample_tree, "--dsn", dsn, "--force")
@@ -228,7 +221,7 @@ def test_a_job_the_database_refuses_is_rolled_back_alone_and_the_run_goes_on(
             FOR EACH ROW EXECUTE FUNCTION refuse_kenya();
         """
     )
-    _edit_json(sample_tree, FAILED_JOB, log=["[2026-01-01 19:54:01] Moved to Kenya"])
+    edit_job_json(sample_tree, FAILED_JOB, log=["[2026-01-01 19:54:01] Moved to Kenya"])
 
     result = cli("backfill", sample_tree, "--dsn", dsn)
 

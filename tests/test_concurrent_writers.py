@@ -4,7 +4,6 @@ second plans against what the first committed."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,32 +18,24 @@ from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.core.pipeline import PreparedBatches
 from comsa_migrate.core.summary import Summary
 
+from .conftest import Databases, fresh_database
 from .helpers import (
+    JOB_LOCK_CLASS,
     job_row,
     new_job_id,
     running_daemon,
+    spawn_backfill,
     stored_contents,
     table_counts,
     wait_until,
     write_job_atomically,
 )
 
-JOB_LOCK_CLASS = 1668115041  # the first key of apply_job()'s lock (schema/004, 005)
 
-
-def spawn_backfill(data_dir: Path, dsn: str, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "comsa_migrate", "backfill", str(data_dir)]
-        + ["--dsn", dsn, "--quiet", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def finish(process: subprocess.Popen[bytes], timeout: float = 180) -> str:
+def finish(process: subprocess.Popen[str], timeout: float = 180) -> str:
     stdout, stderr = process.communicate(timeout=timeout)
-    assert process.returncode == 0, stderr.decode()
-    return stdout.decode()
+    assert process.returncode == 0, stderr
+    return stdout
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +45,12 @@ def generated_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clean_run(generated_tree: Path, admin_dsn: str, template_db: str) -> Any:
+def clean_run(generated_tree: Path, databases: Databases, template_db: str) -> Any:
     """What one backfill alone writes from the generated tree: (contents, row counts)."""
-    from .conftest import _fresh_database
-
-    databases = _fresh_database(admin_dsn, template_db)
-    dsn = next(databases)
-    try:
-        finish(spawn_backfill(generated_tree, dsn))
+    with fresh_database(databases, template_db) as dsn:
+        finish(spawn_backfill(generated_tree, "--dsn", dsn))
         with psycopg.connect(dsn, autocommit=True) as conn:
             yield stored_contents(conn), table_counts(conn)
-    finally:
-        next(databases, None)
 
 
 def one_payload(data_dir: Path) -> bytes:
@@ -117,8 +102,8 @@ def test_two_backfills_started_together_write_what_one_clean_run_writes(
     generated_tree: Path, dsn: str, clean_run: Any
 ) -> None:
     contents, counts = clean_run
-    first = spawn_backfill(generated_tree, dsn)
-    second = spawn_backfill(generated_tree, dsn)
+    first = spawn_backfill(generated_tree, "--dsn", dsn)
+    second = spawn_backfill(generated_tree, "--dsn", dsn)
     outputs = [finish(first), finish(second)]
 
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -126,7 +111,7 @@ def test_two_backfills_started_together_write_what_one_clean_run_writes(
         assert stored_contents(conn) == contents
     for output in outputs:
         assert " 0 conflicts" in output
-    rerun = finish(spawn_backfill(generated_tree, dsn))
+    rerun = finish(spawn_backfill(generated_tree, "--dsn", dsn))
     assert "0 inserted, 0 updated, 2,000 unchanged" in rerun or (
         "0 inserted, 0 updated, 2000 unchanged" in rerun
     ), rerun
@@ -136,7 +121,7 @@ def test_a_backfill_while_the_daemon_catches_up_writes_what_one_clean_run_writes
     generated_tree: Path, dsn: str, clean_run: Any
 ) -> None:
     contents, counts = clean_run
-    backfill = spawn_backfill(generated_tree, dsn)
+    backfill = spawn_backfill(generated_tree, "--dsn", dsn)
     with running_daemon(dsn, generated_tree, ready=False) as daemon:
         wait_until(daemon.ready.is_set, 180, "the daemon to catch up")
         output = finish(backfill)
@@ -146,7 +131,7 @@ def test_a_backfill_while_the_daemon_catches_up_writes_what_one_clean_run_writes
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert table_counts(conn) == counts
         assert stored_contents(conn) == contents
-    rerun = finish(spawn_backfill(generated_tree, dsn))
+    rerun = finish(spawn_backfill(generated_tree, "--dsn", dsn))
     assert "0 inserted, 0 updated, 2000 unchanged" in rerun, rerun
 
 

@@ -17,7 +17,6 @@ from .helpers import (
     age_tree,
     job_counts,
     job_row,
-    make_empty_tree,
     running_daemon,
     table_counts,
     wait_until,
@@ -30,11 +29,6 @@ OTHER = "0a1b2c3d-0000-4000-8000-00000000ef01"
 # watchdog warns, from its own thread, when it adds again the watch of a folder made with
 # its parents (mkdir -p) in one go; harmless, and the daemon's CLI silences it too
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return make_empty_tree(tmp_path)
 
 
 def problems_of(document: dict[str, Any], code: str) -> list[tuple[str | None, str | None]]:

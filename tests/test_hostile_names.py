@@ -91,7 +91,8 @@ def make_hostile(data: Path) -> None:
 
 
 @pytest.fixture
-def data(tmp_path: Path) -> Path:
+def hostile_data(tmp_path: Path) -> Path:
+    """An empty tree with make_hostile() names in it."""
     root = tmp_path / "data"
     for folder in ("jobs", "uploads", "outputs"):
         (root / folder).mkdir(parents=True)
@@ -113,9 +114,9 @@ def test_every_problem_can_be_encoded_as_utf8_whatever_it_was_given() -> None:
 
 
 def test_backfill_skips_each_such_name_with_a_warning_and_writes_the_job(
-    cli: Any, dsn: str, data: Path, conn: psycopg.Connection[Any]
+    cli: Any, dsn: str, hostile_data: Path, conn: psycopg.Connection[Any]
 ) -> None:
-    result = cli("backfill", data, "--dsn", dsn)
+    result = cli("backfill", hostile_data, "--dsn", dsn)
 
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
@@ -124,13 +125,15 @@ def test_backfill_skips_each_such_name_with_a_warning_and_writes_the_job(
     assert sorted(name for (name,) in files) == sorted(p.rsplit("/", 1)[1] for p in MIRRORED)
     outcome = conn.execute("SELECT outcome FROM comsa_migrate.runs").fetchone()
     assert outcome == ("ok",)
-    rerun = cli("backfill", data, "--dsn", dsn)
+    rerun = cli("backfill", hostile_data, "--dsn", dsn)
     assert rerun.exit_code == 0, rerun.output
     assert "0 inserted, 0 updated, 1 unchanged" in " ".join(rerun.stdout.split())
 
 
-def test_the_json_report_lists_every_such_name_escaped(cli: Any, dsn: str, data: Path) -> None:
-    result = cli("report", data, "--dsn", dsn, "--format", "json")
+def test_the_json_report_lists_every_such_name_escaped(
+    cli: Any, dsn: str, hostile_data: Path
+) -> None:
+    result = cli("report", hostile_data, "--dsn", dsn, "--format", "json")
 
     assert result.exit_code == 0, result.output
     problems = json.loads(result.stdout)["problems"]
@@ -140,19 +143,21 @@ def test_the_json_report_lists_every_such_name_escaped(cli: Any, dsn: str, data:
 
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
 def test_the_text_and_markdown_reports_show_every_such_name_escaped(
-    cli: Any, dsn: str, data: Path, fmt: str
+    cli: Any, dsn: str, hostile_data: Path, fmt: str
 ) -> None:
-    result = cli("report", data, "--dsn", dsn, "--format", fmt, "--all")
+    result = cli("report", hostile_data, "--dsn", dsn, "--format", fmt, "--all")
 
     assert result.exit_code == 0, result.output
     for _, path in EXPECTED:
         assert path in result.stdout, path
 
 
-def test_the_offline_report_to_a_file_shows_them_too(cli: Any, data: Path, tmp_path: Path) -> None:
+def test_the_offline_report_to_a_file_shows_them_too(
+    cli: Any, hostile_data: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "report.md"
 
-    result = cli("report", data, "--offline", "--format", "markdown", "--output", out)
+    result = cli("report", hostile_data, "--offline", "--format", "markdown", "--output", out)
 
     assert result.exit_code == 0, result.output
     assert f"`outputs/{JOB}/caf\\xe9.csv`" in out.read_text(encoding="utf-8")
@@ -174,14 +179,14 @@ def test_a_data_dir_whose_own_path_is_not_utf8_is_shown_escaped(cli: Any, tmp_pa
 
 
 def test_the_daemon_starts_on_such_names_stores_them_escaped_and_still_syncs_a_new_job(
-    dsn: str, data: Path, caplog: pytest.LogCaptureFixture
+    dsn: str, hostile_data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="comsa_migrate")
     new = new_job_id()
-    with running_daemon(dsn, data) as daemon:
+    with running_daemon(dsn, hostile_data) as daemon:
         assert job_row(dsn, JOB) is not None
-        write_job_atomically(data, new)
-        late = os.path.join(os.fsencode(data), b"outputs", new.encode())
+        write_job_atomically(hostile_data, new)
+        late = os.path.join(os.fsencode(hostile_data), b"outputs", new.encode())
         os.makedirs(late, exist_ok=True)
         with open(os.path.join(late, b"\xfflate.csv"), "wb") as fh:
             fh.write(b"x\n")

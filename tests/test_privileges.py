@@ -54,12 +54,23 @@ class Roles:
             ]
         for dbname in [*databases, None]:
             target = as_user(self.admin_dsn, dbname=dbname) if dbname else self.admin_dsn
-            with psycopg.connect(target, autocommit=True) as conn:
+            try:
+                conn = psycopg.connect(target, autocommit=True)
+            except psycopg.OperationalError:
+                if dbname is not None and not self._exists(dbname):
+                    continue  # a test database dropped in the background meanwhile
+                raise
+            with conn:
                 for name in self.names:
                     role = sql.Identifier(name)
                     conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
                     if dbname is None:
                         conn.execute(sql.SQL("DROP ROLE {}").format(role))
+
+    def _exists(self, dbname: str) -> bool:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname])
+            return found.fetchone() is not None
 
 
 @pytest.fixture

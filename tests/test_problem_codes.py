@@ -100,7 +100,8 @@ DUPLICATE, FOLDER_AS_JSON = job_id(19), job_id(20)
 MAX_JSON_BYTES = 4096
 
 
-def write_job(data_dir: Path, name: str, doc: Any) -> None:
+def write_json(data_dir: Path, name: str, doc: Any) -> None:
+    """Write ``doc``, any JSON value, as jobs/<name>.json."""
     (data_dir / "jobs" / f"{name}.json").write_bytes(orjson.dumps(doc))
 
 
@@ -131,9 +132,9 @@ def every_code_tree(quirks_tree: Path) -> Path:
     def add(job: str, **fields: Any) -> None:
         doc = {"id": job, "type": "openva", "status": "completed"}
         doc["created_at"] = "2026-01-07 10:00:00"
-        write_job(data_dir, job, {**doc, **fields})
+        write_json(data_dir, job, {**doc, **fields})
 
-    write_job(data_dir, NOT_AN_OBJECT, [{"type": "openva", "status": "completed"}])
+    write_json(data_dir, NOT_AN_OBJECT, [{"type": "openva", "status": "completed"}])
     add(BAD_ID, id="job-11")
     add(NO_TYPE, type=None)
     add(BAD_TIME, started_at="yesterday")
@@ -146,7 +147,7 @@ def every_code_tree(quirks_tree: Path) -> Path:
     (data_dir / "outputs" / ORPHAN).mkdir()
     (data_dir / "outputs" / ORPHAN / "causes.csv").write_text("cause,n\n")
     add(DUPLICATE)
-    write_job(data_dir, DUPLICATE.upper(), {"type": "openva", "status": "failed"})
+    write_json(data_dir, DUPLICATE.upper(), {"type": "openva", "status": "failed"})
     (data_dir / "jobs" / f"{FOLDER_AS_JSON}.json").mkdir()
     outputs = data_dir / "outputs" / NO_INPUT
     outputs.mkdir()

@@ -21,7 +21,7 @@ from comsa_migrate.db.migrations import migrations
 from comsa_migrate.report.plan import build_report
 from comsa_migrate.report.result import Report
 
-from .helpers import age_tree, row_digest, table_counts, write_job
+from .helpers import age_tree, edit_job_json, row_digest, table_counts, write_job
 
 FAILED_JOB = "a817efa9-c5e7-4731-a6ee-ff6d9228f310"  # failed, 2 log lines, no files
 COMPLETED_JOB = "653475d0-3a75-4bb6-b1cb-a3c466a6c02e"  # 11 log lines, 2 outputs
@@ -67,16 +67,12 @@ def _touch_into_the_past(path: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, time.time_ns() - HOUR_NS))
 
 
-def _edit_json(data_dir: Path, job_id: str, **changes: Any) -> None:
-    path = data_dir / "jobs" / f"{job_id}.json"
-    doc = orjson.loads(path.read_bytes())
-    doc.update(changes)
-    path.write_bytes(orjson.dumps(doc))
-    _touch_into_the_past(path)
+def _edit_json_an_hour_ago(data_dir: Path, job_id: str, **changes: Any) -> None:
+    _touch_into_the_past(edit_job_json(data_dir, job_id, **changes))
 
 
 @pytest.fixture
-def migrated(conn: psycopg.Connection[Any], sample_tree: Path) -> Path:
+def backfilled_sample(conn: psycopg.Connection[Any], sample_tree: Path) -> Path:
     """The sample tree, aged so that stat decides, after one backfill."""
     age_tree(sample_tree)
     _backfill(conn, sample_tree)
@@ -87,7 +83,7 @@ def migrated(conn: psycopg.Connection[Any], sample_tree: Path) -> Path:
 
 
 def test_hand_edits_show_exactly_their_drifts(
-    conn: psycopg.Connection[Any], migrated: Path
+    conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
     conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [COMPLETED_JOB])
     conn.execute(
@@ -96,7 +92,7 @@ def test_hand_edits_show_exactly_their_drifts(
     )
     conn.execute("DELETE FROM jobs WHERE id = %s", [FAILED_JOB])
 
-    report = _report(conn, migrated)
+    report = _report(conn, backfilled_sample)
 
     assert _drifts(report) == {"db_changed": [COMPLETED_JOB], "size_mismatch": [OTHER_JOB]}
     actions = _actions(report)
@@ -110,20 +106,20 @@ def test_hand_edits_show_exactly_their_drifts(
 
 
 def test_the_next_backfill_restores_a_deleted_job_as_the_report_said(
-    conn: psycopg.Connection[Any], migrated: Path
+    conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
     conn.execute("DELETE FROM jobs WHERE id = %s", [FAILED_JOB])
-    report = _report(conn, migrated)
+    report = _report(conn, backfilled_sample)
 
-    results, summary = _backfill(conn, migrated)
+    results, summary = _backfill(conn, backfilled_sample)
 
     assert results[FAILED_JOB] == _actions(report)[FAILED_JOB] == "insert"
     assert table_counts(conn) == {"jobs": 11, "job_logs": 89, "job_files": 16}
-    assert _drifts(_report(conn, migrated)) == {}
+    assert _drifts(_report(conn, backfilled_sample)) == {}
 
 
 def test_a_size_edited_with_something_else_is_db_changed_too(
-    conn: psycopg.Connection[Any], migrated: Path
+    conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
     conn.execute(
         "UPDATE job_files SET file_size = 1, file_name = 'renamed.csv'"
@@ -131,29 +127,29 @@ def test_a_size_edited_with_something_else_is_db_changed_too(
         [OTHER_JOB],
     )
 
-    assert _drifts(_report(conn, migrated)) == {
+    assert _drifts(_report(conn, backfilled_sample)) == {
         "db_changed": [OTHER_JOB],
         "size_mismatch": [OTHER_JOB],
     }
 
 
 def test_a_job_with_no_json_on_disk_is_db_only(
-    conn: psycopg.Connection[Any], migrated: Path
+    conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
-    (migrated / "jobs" / f"{FAILED_JOB}.json").unlink()
+    (backfilled_sample / "jobs" / f"{FAILED_JOB}.json").unlink()
 
-    report = _report(conn, migrated)
+    report = _report(conn, backfilled_sample)
 
     assert _drifts(report) == {"db_only": [FAILED_JOB]}
     assert FAILED_JOB not in _actions(report)
 
 
 def test_a_job_files_row_whose_file_is_gone_is_file_missing_and_the_job_an_update(
-    conn: psycopg.Connection[Any], migrated: Path
+    conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
-    (migrated / "outputs" / OTHER_JOB / "causes.csv").unlink()
+    (backfilled_sample / "outputs" / OTHER_JOB / "causes.csv").unlink()
 
-    report = _report(conn, migrated)
+    report = _report(conn, backfilled_sample)
 
     assert _drifts(report) == {"file_missing": [OTHER_JOB]}
     assert _actions(report)[OTHER_JOB] == "update"
@@ -162,29 +158,29 @@ def test_a_job_files_row_whose_file_is_gone_is_file_missing_and_the_job_an_updat
 
 
 def test_a_file_grown_on_disk_is_a_size_mismatch_until_the_backfill_updates_it(
-    conn: psycopg.Connection[Any], migrated: Path
+    conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
-    path = migrated / "outputs" / OTHER_JOB / "causes.csv"
+    path = backfilled_sample / "outputs" / OTHER_JOB / "causes.csv"
     with open(path, "a") as fh:
         fh.write("Malaria,1\n")
     _touch_into_the_past(path)
 
-    report = _report(conn, migrated)
-    _backfill(conn, migrated)
+    report = _report(conn, backfilled_sample)
+    _backfill(conn, backfilled_sample)
 
     assert _drifts(report) == {"size_mismatch": [OTHER_JOB]}
     assert _actions(report)[OTHER_JOB] == "update"
-    assert _drifts(_report(conn, migrated)) == {}
+    assert _drifts(_report(conn, backfilled_sample)) == {}
 
 
 def test_rows_changed_in_the_database_and_in_the_file_are_a_conflict(
-    conn: psycopg.Connection[Any], migrated: Path
+    conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
     conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [COMPLETED_JOB])
-    _edit_json(migrated, COMPLETED_JOB, country="Kenya")
+    _edit_json_an_hour_ago(backfilled_sample, COMPLETED_JOB, country="Kenya")
 
-    report = _report(conn, migrated)
-    forced = _report(conn, migrated, force=True)
+    report = _report(conn, backfilled_sample)
+    forced = _report(conn, backfilled_sample, force=True)
 
     assert _actions(report)[COMPLETED_JOB] == "conflict"
     assert report.fails()
@@ -198,17 +194,17 @@ def test_rows_changed_in_the_database_and_in_the_file_are_a_conflict(
 
 
 def test_cli_report_shows_drift_codes_as_warnings(
-    cli: Any, dsn: str, conn: psycopg.Connection[Any], migrated: Path
+    cli: Any, dsn: str, conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
     conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [COMPLETED_JOB])
 
-    result = cli("report", migrated, "--dsn", dsn)
+    result = cli("report", backfilled_sample, "--dsn", dsn)
 
     assert result.exit_code == 0, result.output
     assert "db_changed (1): the job's rows were changed since comsa-migrate wrote them" in (
         result.stdout
     )
-    assert cli("report", migrated, "--dsn", dsn, "--fail-on", "warning").exit_code == 1
+    assert cli("report", backfilled_sample, "--dsn", dsn, "--fail-on", "warning").exit_code == 1
 
 
 # -- schema states ----------------------------------------------------------------------------
@@ -304,28 +300,28 @@ def _database_state(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
 
 
 def test_the_report_changes_nothing_in_the_database(
-    cli: Any, dsn: str, conn: psycopg.Connection[Any], migrated: Path
+    cli: Any, dsn: str, conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
     conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [COMPLETED_JOB])
     conn.execute("DELETE FROM jobs WHERE id = %s", [FAILED_JOB])
-    _edit_json(migrated, THIRD_JOB, country="Kenya")
-    write_job(migrated, "00000000-0000-4000-8000-00000000000a")
+    _edit_json_an_hour_ago(backfilled_sample, THIRD_JOB, country="Kenya")
+    write_job(backfilled_sample, "00000000-0000-4000-8000-00000000000a")
     before = _database_state(conn)
 
     for fmt in ("text", "json", "markdown"):
-        assert cli("report", migrated, "--dsn", dsn, "--format", fmt).exit_code == 0
-    assert cli("backfill", migrated, "--dsn", dsn, "--dry-run").exit_code == 0
+        assert cli("report", backfilled_sample, "--dsn", dsn, "--format", fmt).exit_code == 0
+    assert cli("backfill", backfilled_sample, "--dsn", dsn, "--dry-run").exit_code == 0
 
     assert _database_state(conn) == before
 
 
 def test_the_state_probe_sees_a_real_backfill(
-    cli: Any, dsn: str, conn: psycopg.Connection[Any], migrated: Path
+    cli: Any, dsn: str, conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
-    write_job(migrated, "00000000-0000-4000-8000-00000000000a")
+    write_job(backfilled_sample, "00000000-0000-4000-8000-00000000000a")
     digest, bookkeeping, writes, relations = _database_state(conn)
 
-    cli("backfill", migrated, "--dsn", dsn)
+    cli("backfill", backfilled_sample, "--dsn", dsn)
 
     after = _database_state(conn)
     assert after[0] != digest
@@ -355,29 +351,31 @@ def test_report_and_backfill_agree_on_a_fresh_database(
 
 
 def test_report_and_backfill_agree_job_by_job_after_every_kind_of_change(
-    conn: psycopg.Connection[Any], migrated: Path
+    conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
     conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [COMPLETED_JOB])  # drift
     conn.execute("UPDATE jobs SET country = 'Mali' WHERE id = %s", [THIRD_JOB])
-    _edit_json(migrated, THIRD_JOB, country="Kenya")  # conflict
+    _edit_json_an_hour_ago(backfilled_sample, THIRD_JOB, country="Kenya")  # conflict
     conn.execute("DELETE FROM jobs WHERE id = %s", [FAILED_JOB])  # insert again
-    _edit_json(migrated, OTHER_JOB, status="failed")  # update
-    (migrated / "outputs" / "e4525edc-8ee7-4430-894e-d3bc86bac5fb" / "causes.csv").unlink()
-    write_job(migrated, "00000000-0000-4000-8000-00000000000a")  # new
-    (migrated / "jobs" / "00000000-0000-4000-8000-00000000000b.json").write_text("{")  # skip
-    write_job(migrated, "00000000-0000-4000-8000-00000000000c", {"source": "sidecar"})
+    _edit_json_an_hour_ago(backfilled_sample, OTHER_JOB, status="failed")  # update
+    (backfilled_sample / "outputs" / "e4525edc-8ee7-4430-894e-d3bc86bac5fb" / "causes.csv").unlink()
+    write_job(backfilled_sample, "00000000-0000-4000-8000-00000000000a")  # new
+    (backfilled_sample / "jobs" / "00000000-0000-4000-8000-00000000000b.json").write_text(
+        "{"
+    )  # skip
+    write_job(backfilled_sample, "00000000-0000-4000-8000-00000000000c", {"source": "sidecar"})
 
-    _agreement(conn, migrated)
-    _agreement(conn, migrated)  # the rerun: unchanged by stat, conflicts stay
+    _agreement(conn, backfilled_sample)
+    _agreement(conn, backfilled_sample)  # the rerun: unchanged by stat, conflicts stay
 
 
 def test_report_and_backfill_agree_with_force(
-    conn: psycopg.Connection[Any], migrated: Path
+    conn: psycopg.Connection[Any], backfilled_sample: Path
 ) -> None:
     conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [COMPLETED_JOB])
-    _edit_json(migrated, COMPLETED_JOB, country="Kenya")
+    _edit_json_an_hour_ago(backfilled_sample, COMPLETED_JOB, country="Kenya")
 
-    _agreement(conn, migrated, force=True)
+    _agreement(conn, backfilled_sample, force=True)
 
 
 def test_a_job_the_database_cannot_plan_is_an_error_as_when_writing(

@@ -23,7 +23,6 @@ from .helpers import (
     file_rows,
     job_doc,
     job_row,
-    make_empty_tree,
     new_job_id,
     running_daemon,
     wait_until,
@@ -33,11 +32,6 @@ from .helpers import (
 # watchdog warns, from its own thread, when it adds again the watch of a folder made with
 # its parents (mkdir -p) in one go; harmless, and the daemon's CLI silences it too
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return make_empty_tree(tmp_path)
 
 
 def test_a_job_json_renamed_into_jobs_lands_as_a_row(dsn: str, data: Path) -> None:

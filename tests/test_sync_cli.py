@@ -20,7 +20,6 @@ from comsa_migrate.sync.lock import default_name, lock_held_by_anyone, lock_key
 
 from .helpers import (
     job_row,
-    make_empty_tree,
     new_job_id,
     running_daemon,
     wait_until,
@@ -68,11 +67,6 @@ class DaemonProcess:
         code = self.process.wait(10)
         self._reader.join(5)
         return code
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return make_empty_tree(tmp_path)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from comsa_migrate.sync import writer as sync_writer
 
 from .helpers import (
     job_row,
-    make_empty_tree,
     new_job_id,
     running_daemon,
     wait_until,
@@ -26,11 +25,6 @@ from .helpers import (
 # watchdog warns, from its own thread, when it adds again the watch of a folder made with
 # its parents (mkdir -p) in one go; harmless, and the daemon's CLI silences it too
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return make_empty_tree(tmp_path)
 
 
 def failing(original: Callable[..., Any], when: Callable[..., bool]) -> Callable[..., Any]:
