@@ -372,6 +372,11 @@ def spawn_backfill(
     )
 
 
+def in_reading_order(data_dir: Path) -> list[str]:
+    """The job ids of data_dir/jobs in directory order: the order the backfill reads them."""
+    return [Path(entry.name).stem for entry in os.scandir(data_dir / "jobs")]
+
+
 def jobs_written(dsn: str) -> int:
     """How many jobs rows ``dsn`` holds; 0 while it cannot be read (no database or tables)."""
     try:

