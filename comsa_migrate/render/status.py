@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comsa_migrate.render.words import actions_done, age, utc_time
+from comsa_migrate.render.words import actions_done, age, counted, utc_time
 from comsa_migrate.sync.status import DaemonStatus, Status
 
 __all__ = ["render_status"]
@@ -53,7 +53,9 @@ def _daemon_lines(d: DaemonStatus) -> list[str]:
     else:
         lines.append("    last sync   none yet")
     if d.queue_depth and d.oldest_pending_s is not None:
-        waiting = f"{d.queue_depth} jobs waiting, the oldest for {age(d.oldest_pending_s)}"
+        waiting = (
+            f"{counted(d.queue_depth, 'job')} waiting, the oldest for {age(d.oldest_pending_s)}"
+        )
     else:
         waiting = "nothing waiting"
     lines.append(f"    lag         {waiting}")
