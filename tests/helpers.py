@@ -407,7 +407,9 @@ class HeldJobs:
         self.dbname = self.conn.info.dbname
 
     def hold(self, job_ids: Iterable[str]) -> int:
-        """Lock the jobs not locked by a transaction in flight; return how many were locked."""
+        """Lock the jobs not locked by a transaction in flight; return how many were locked.
+        Names that are not job ids (a quirk's) are left out: no writer locks them."""
+        job_ids = [job_id for job_id in job_ids if _is_uuid(job_id)]
         row = self.conn.execute(
             "SELECT count(*) FILTER (WHERE pg_try_advisory_lock(%s, comsa_migrate.job_lock_key(i)))"
             " FROM unnest(%s::uuid[]) AS i",
@@ -435,6 +437,14 @@ class HeldJobs:
         """Let the writers go on; a connection the server already closed is fine."""
         with contextlib.suppress(psycopg.Error):
             self.conn.close()
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from comsa_migrate.core.backfill import BackfillOptions, backfill
 from comsa_migrate.core.summary import JobResult
 from comsa_migrate.problems import Problem
 
-from .conftest import copy_fixture
-from .helpers import stored_contents, table_counts
+from .conftest import Databases, copy_fixture, fresh_database
+from .helpers import held_jobs, in_reading_order, stored_contents, table_counts
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +52,35 @@ def run(dsn: str, data: Path, writers: int) -> tuple[Any, list[tuple[str, str]]]
     return summary, told
 
 
+@pytest.fixture(scope="module")
+def one_writer(quirky_tree: Path, databases: Databases) -> Iterator[OneWriter]:
+    """What one writer writes and tells from the quirky tree; read only."""
+    with fresh_database(databases, "template0") as dsn:
+        summary, told = run(dsn, quirky_tree, 1)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            yield OneWriter(summary, told, stored_contents(conn), table_counts(conn))
+
+
+@dataclass(frozen=True)
+class OneWriter:
+    summary: Any
+    told: list[tuple[str, str]]
+    contents: dict[str, Any]
+    counts: dict[str, int]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("writers", [2, 4])
 def test_n_writers_write_row_for_row_what_one_writes_and_tell_it_in_the_same_order(
-    quirky_tree: Path, dsn: str, request: Any, writers: int
+    quirky_tree: Path, dsn: str, one_writer: OneWriter, writers: int
 ) -> None:
-    one_dsn = request.getfixturevalue("empty_dsn")
-    alone, told_alone = run(one_dsn, quirky_tree, 1)
+    alone = one_writer.summary
     many, told_many = run(dsn, quirky_tree, writers)
 
-    with (
-        psycopg.connect(one_dsn, autocommit=True) as reference,
-        psycopg.connect(dsn, autocommit=True) as conn,
-    ):
-        assert stored_contents(conn) == stored_contents(reference)
-        assert table_counts(conn) == table_counts(reference)
-    assert told_many == told_alone
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert stored_contents(conn) == one_writer.contents
+        assert table_counts(conn) == one_writer.counts
+    assert told_many == one_writer.told
     assert many.errors == alone.errors
     assert many.examples == alone.examples
     assert many.actions == alone.actions
@@ -73,23 +88,20 @@ def test_n_writers_write_row_for_row_what_one_writes_and_tell_it_in_the_same_ord
     assert alone.actions["skip"] > 0 and alone.actions["insert"] > 600
 
 
+@pytest.mark.slow
 def test_a_sigkill_mid_run_with_four_writers_converges_on_rerun(
-    quirky_tree: Path, dsn: str, request: Any
+    quirky_tree: Path, dsn: str, one_writer: OneWriter
 ) -> None:
-    clean_dsn = request.getfixturevalue("empty_dsn")
     command = [sys.executable, "-m", "comsa_migrate", "backfill", str(quirky_tree), "-q"]
-    process = subprocess.Popen(
-        [*command, "--dsn", dsn, "--jobs", "4", "--batch-size", "5"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while table_counts(conn)["jobs"] < 40:
-            assert time.monotonic() < deadline, "no jobs written after 60 s"
-            time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait(30)
+    with held_jobs(dsn, in_reading_order(quirky_tree)[40:]) as held:
+        process = subprocess.Popen(
+            [*command, "--dsn", dsn, "--jobs", "4", "--batch-size", "5"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        held.wait_for_a_writer()
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(30) == -signal.SIGKILL
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         # every job that made it in is whole, with its bookkeeping
@@ -97,11 +109,8 @@ def test_a_sigkill_mid_run_with_four_writers_converges_on_rerun(
             "SELECT count(*) FROM jobs j LEFT JOIN comsa_migrate.job_state s ON s.job_id = j.id"
             " WHERE s.job_id IS NULL"
         ).fetchone() == (0,)
-    for target in (dsn, clean_dsn):
-        finished = subprocess.run([*command, "--dsn", target, "--jobs", "4"], capture_output=True)
-        assert finished.returncode == 1, finished.stderr  # the quirks' errors
-    with (
-        psycopg.connect(dsn, autocommit=True) as conn,
-        psycopg.connect(clean_dsn, autocommit=True) as clean,
-    ):
-        assert stored_contents(conn) == stored_contents(clean)
+        assert table_counts(conn)["jobs"] < one_writer.counts["jobs"]
+    finished = subprocess.run([*command, "--dsn", dsn, "--jobs", "4"], capture_output=True)
+    assert finished.returncode == 1, finished.stderr  # the quirks' errors
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert stored_contents(conn) == one_writer.contents
