@@ -6,6 +6,7 @@ No timing is asserted here; performance is measured by ``python -m bench.run``.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,22 @@ def test_split_with_writers_counts_every_backend_and_shows_the_spread(
     server_total = float(out[cold].split()[4])
     main = float(out[cold + 1].split("main connection ")[1].split(",")[0])
     assert server_total == pytest.approx(main + sum(float(s) for s in spread), abs=0.02)
+
+
+@pytest.mark.slow
+def test_the_report_benchmark_measures_every_step_on_a_tiny_tree(
+    admin_dsn: str, tmp_path: Path
+) -> None:
+    results = tmp_path / "results.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.report_bench", "--jobs", "20", "--dsn", admin_dsn]
+        + ["--tree", str(tmp_path / "tree"), "--json", str(results)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        timeout=120,
+    )
+
+    assert completed.returncode == 0, completed.stderr.decode()
+    measured = json.loads(results.read_text())
+    assert set(measured["median"]) == {"b", "r", "c", "w", "o", "p"}
+    assert all(seconds > 0 for seconds in measured["median"].values())
