@@ -67,7 +67,15 @@ def test_wait_returns_when_woken() -> None:
     debouncer = Debouncer(0.5, max_delay=5.0)
     debouncer.wake()
 
-    debouncer.wait(None)  # returns at once: the wake-up was not lost
+    # wait(None) has no deadline: it runs in a thread, so that a lost wake-up fails here
+    waiter = threading.Thread(target=debouncer.wait, args=(None,), name="test-waiter")
+    waiter.start()
+    try:
+        waiter.join(5)
+        assert not waiter.is_alive(), "wait(None) after wake() still waits after 5 s"
+    finally:
+        debouncer.wake()  # frees a waiter that missed the first wake-up
+        waiter.join(5)
 
 
 @pytest.mark.parametrize(
