@@ -21,7 +21,7 @@ from comsa_migrate.db.migrations import migrations
 from comsa_migrate.report.plan import build_report
 from comsa_migrate.report.result import Report
 
-from .helpers import age_tree, edit_job_json, row_digest, table_counts, write_job
+from .helpers import age_tree, edit_job_json, row_digest, table_counts, wait_until, write_job
 
 FAILED_JOB = "a817efa9-c5e7-4731-a6ee-ff6d9228f310"  # failed, 2 log lines, no files
 COMPLETED_JOB = "653475d0-3a75-4bb6-b1cb-a3c466a6c02e"  # 11 log lines, 2 outputs
@@ -269,16 +269,17 @@ def test_tables_without_bookkeeping_count_existing_jobs_as_conflicts(
 
 def _wait_for_other_sessions_to_end(conn: psycopg.Connection[Any]) -> None:
     """A session's statistics are flushed before it leaves pg_stat_activity."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        others = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-        if others == (0,):
-            return
-        conn.execute("SELECT pg_sleep(0.05)")
-    raise AssertionError("another session is still connected")
+    wait_until(
+        lambda: (
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            == (0,)
+        ),
+        30,
+        "the other sessions of the database to end",
+    )
 
 
 def _database_state(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
