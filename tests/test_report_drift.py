@@ -6,8 +6,9 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg
@@ -21,6 +22,7 @@ from comsa_migrate.db.migrations import migrations
 from comsa_migrate.report.plan import build_report
 from comsa_migrate.report.result import Report
 
+from .conftest import Databases, copy_fixture, database_name, dsn_for, fresh_database
 from .helpers import age_tree, edit_job_json, row_digest, table_counts, wait_until, write_job
 
 FAILED_JOB = "a817efa9-c5e7-4731-a6ee-ff6d9228f310"  # failed, 2 log lines, no files
@@ -79,12 +81,50 @@ def backfilled_sample(conn: psycopg.Connection[Any], sample_tree: Path) -> Path:
     return sample_tree
 
 
+class BackfilledDb(NamedTuple):
+    conn: psycopg.Connection[Any]
+    dsn: str
+    tree: Path  # read only: shared by the module's tests
+
+
+@pytest.fixture(scope="module")
+def backfilled_template(
+    databases: Databases, template_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """A database holding one backfill of the aged sample tree, to copy databases from, and
+    that tree, for the tests that change only the database."""
+    tree = copy_fixture("legacy-sample", tmp_path_factory.mktemp("drift"))
+    age_tree(tree)
+    template = database_name("template")
+    with psycopg.connect(databases.admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{template}" TEMPLATE "{template_db}"')
+    try:
+        with psycopg.connect(dsn_for(databases.admin_dsn, template), autocommit=True) as conn:
+            _backfill(conn, tree)
+        yield template, tree
+    finally:
+        databases.drop(template)
+
+
+@pytest.fixture
+def backfilled_db(
+    databases: Databases, backfilled_template: tuple[str, Path]
+) -> Iterator[BackfilledDb]:
+    """The state of backfilled_sample, copied from backfilled_template: change only the
+    database, not the tree."""
+    template, tree = backfilled_template
+    with (
+        fresh_database(databases, template) as dsn,
+        psycopg.connect(dsn, autocommit=True) as conn,
+    ):
+        yield BackfilledDb(conn, dsn, tree)
+
+
 # -- drift ------------------------------------------------------------------------------------
 
 
-def test_hand_edits_show_exactly_their_drifts(
-    conn: psycopg.Connection[Any], backfilled_sample: Path
-) -> None:
+def test_hand_edits_show_exactly_their_drifts(backfilled_db: BackfilledDb) -> None:
+    conn, _, tree = backfilled_db
     conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [COMPLETED_JOB])
     conn.execute(
         "UPDATE job_files SET file_size = 1 WHERE job_id = %s AND file_name = 'causes.csv'",
@@ -92,7 +132,7 @@ def test_hand_edits_show_exactly_their_drifts(
     )
     conn.execute("DELETE FROM jobs WHERE id = %s", [FAILED_JOB])
 
-    report = _report(conn, backfilled_sample)
+    report = _report(conn, tree)
 
     assert _drifts(report) == {"db_changed": [COMPLETED_JOB], "size_mismatch": [OTHER_JOB]}
     actions = _actions(report)
@@ -106,28 +146,28 @@ def test_hand_edits_show_exactly_their_drifts(
 
 
 def test_the_next_backfill_restores_a_deleted_job_as_the_report_said(
-    conn: psycopg.Connection[Any], backfilled_sample: Path
+    backfilled_db: BackfilledDb,
 ) -> None:
+    conn, _, tree = backfilled_db
     conn.execute("DELETE FROM jobs WHERE id = %s", [FAILED_JOB])
-    report = _report(conn, backfilled_sample)
+    report = _report(conn, tree)
 
-    results, summary = _backfill(conn, backfilled_sample)
+    results, summary = _backfill(conn, tree)
 
     assert results[FAILED_JOB] == _actions(report)[FAILED_JOB] == "insert"
     assert table_counts(conn) == {"jobs": 11, "job_logs": 89, "job_files": 16}
-    assert _drifts(_report(conn, backfilled_sample)) == {}
+    assert _drifts(_report(conn, tree)) == {}
 
 
-def test_a_size_edited_with_something_else_is_db_changed_too(
-    conn: psycopg.Connection[Any], backfilled_sample: Path
-) -> None:
+def test_a_size_edited_with_something_else_is_db_changed_too(backfilled_db: BackfilledDb) -> None:
+    conn, _, tree = backfilled_db
     conn.execute(
         "UPDATE job_files SET file_size = 1, file_name = 'renamed.csv'"
         " WHERE job_id = %s AND file_name = 'causes.csv'",
         [OTHER_JOB],
     )
 
-    assert _drifts(_report(conn, backfilled_sample)) == {
+    assert _drifts(_report(conn, tree)) == {
         "db_changed": [OTHER_JOB],
         "size_mismatch": [OTHER_JOB],
     }
@@ -193,18 +233,17 @@ def test_rows_changed_in_the_database_and_in_the_file_are_a_conflict(
     assert forced.rows["jobs"] == {"insert": 0, "update": 1, "delete": 0}
 
 
-def test_cli_report_shows_drift_codes_as_warnings(
-    cli: Any, dsn: str, conn: psycopg.Connection[Any], backfilled_sample: Path
-) -> None:
+def test_cli_report_shows_drift_codes_as_warnings(cli: Any, backfilled_db: BackfilledDb) -> None:
+    conn, dsn, tree = backfilled_db
     conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [COMPLETED_JOB])
 
-    result = cli("report", backfilled_sample, "--dsn", dsn)
+    result = cli("report", tree, "--dsn", dsn)
 
     assert result.exit_code == 0, result.output
     assert "db_changed (1): the job's rows were changed since comsa-migrate wrote them" in (
         result.stdout
     )
-    assert cli("report", backfilled_sample, "--dsn", dsn, "--fail-on", "warning").exit_code == 1
+    assert cli("report", tree, "--dsn", dsn, "--fail-on", "warning").exit_code == 1
 
 
 # -- schema states ----------------------------------------------------------------------------
