@@ -123,6 +123,7 @@ def test_peak_wrapper_runs_the_module_and_writes_its_peak_rss(
     assert int(peak_file.read_text()) > 1000  # KiB: any Python process holds more
 
 
+@pytest.mark.slow
 def test_runner_measures_all_four_prints_both_ratios_and_drops_its_databases(
     admin_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
@@ -144,6 +145,7 @@ def test_runner_measures_all_four_prints_both_ratios_and_drops_its_databases(
         assert left.fetchone() == (0,)
 
 
+@pytest.mark.slow
 def test_split_reports_wall_client_and_server_time_for_each_measure(
     admin_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -155,6 +157,7 @@ def test_split_reports_wall_client_and_server_time_for_each_measure(
         assert label in out
 
 
+@pytest.mark.slow
 def test_split_with_writers_counts_every_backend_and_shows_the_spread(
     admin_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -98,6 +98,7 @@ def test_a_second_writer_of_a_job_waits_for_the_first_and_finds_it_unchanged(
         assert table_counts(second) == {"jobs": 1, "job_logs": 2, "job_files": 0}
 
 
+@pytest.mark.slow
 def test_two_backfills_started_together_write_what_one_clean_run_writes(
     generated_tree: Path, dsn: str, clean_run: Any
 ) -> None:
@@ -117,6 +118,7 @@ def test_two_backfills_started_together_write_what_one_clean_run_writes(
     ), rerun
 
 
+@pytest.mark.slow
 def test_a_backfill_while_the_daemon_catches_up_writes_what_one_clean_run_writes(
     generated_tree: Path, dsn: str, clean_run: Any
 ) -> None:
@@ -182,6 +184,7 @@ def test_two_daemons_with_one_name_lock_each_other_out(tmp_path: Path, dsn: str,
     assert "another sync daemon named web1 holds its lock" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_daemon_catching_up_with_three_writers_writes_what_one_clean_run_writes(
     generated_tree: Path, dsn: str, clean_run: Any
 ) -> None:

@@ -143,6 +143,7 @@ def test_every_log_message_is_its_legacy_line_and_the_schemas_query_gives_file_o
     ]
 
 
+@pytest.mark.slow
 def test_thousands_of_jobs_with_same_second_lines_read_back_in_file_order(
     tmp_path: Path, cli: Any, dsn: str, conn: psycopg.Connection[Any]
 ) -> None:

@@ -138,6 +138,7 @@ def _folder(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_readme_quick_start_runs_on_the_embedded_server_and_psql_sees_the_data(
     tmp_path: Path,
 ) -> None:
@@ -205,6 +206,7 @@ def test_connect_timeout_comes_from_the_dsn_then_pgconnect_timeout_then_the_defa
     assert used == expected
 
 
+@pytest.mark.slow
 def test_a_server_that_never_answers_gives_up_after_the_dsn_connect_timeout(
     cli: Any, sample_tree: Path
 ) -> None:

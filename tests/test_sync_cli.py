@@ -127,6 +127,7 @@ def test_a_second_daemon_is_refused_by_the_lock_with_exit_code_3_naming_the_hold
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_with_wait_a_second_daemon_takes_over_when_the_first_stops(
     data: Path, dsn: str, daemon_process: Any
 ) -> None:
