@@ -24,3 +24,13 @@ def test_the_quick_start_backfills_a_fixture_that_exists() -> None:
     match = re.search(r"comsa-migrate backfill (fixtures/\S+)", text)
     assert match is not None
     assert (README.parent / match.group(1) / "jobs").is_dir()
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    """.ci/run runs the suite as the README tells people to, on both servers."""
+    command = re.compile(r"\.venv/bin/python -m pytest\b(.*)$", re.M)
+    readme = {args.strip() for args in command.findall(README.read_text())}
+    ci = [args.strip() for args in command.findall((README.parent / ".ci" / "run").read_text())]
+
+    assert len(readme) == 1, readme
+    assert ci == [*readme] * 2
