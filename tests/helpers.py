@@ -43,6 +43,16 @@ def wait_until(check: Callable[[], T], timeout: float = 10.0, what: str = "the c
         time.sleep(0.02)
 
 
+class Clock:
+    """A clock for the code that takes one: it says ``now``, which the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def make_empty_tree(base: Path) -> Path:
     """An empty legacy tree, ``base/data`` with its jobs/, uploads/ and outputs/ folders."""
     data = base / "data"

@@ -6,13 +6,7 @@ import pytest
 
 from comsa_migrate.sync.backoff import Backoff
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from .helpers import Clock
 
 
 def test_each_failure_doubles_the_pause_up_to_the_cap() -> None:

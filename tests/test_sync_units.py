@@ -17,15 +17,9 @@ from comsa_migrate.sync.stats import SyncStats
 from comsa_migrate.sync.watch import classify, explain_os_error
 from comsa_migrate.sync.writer import JobSyncer
 
+from .helpers import Clock
+
 JOB = "0a1b2c3d-0000-4000-8000-000000000001"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_events_of_one_job_push_its_deadline_back_and_make_one_entry() -> None:

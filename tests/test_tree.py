@@ -625,7 +625,7 @@ FAKE = Path("/srv/backend/data")
 
 
 @pytest.fixture
-def fake_fs() -> Iterator[FakeFilesystem]:
+def fake_one_job_tree() -> Iterator[FakeFilesystem]:
     with Patcher(allow_root_user=False) as patcher:
         assert patcher.fs is not None
         for folder in ("jobs", "uploads", "outputs"):
@@ -636,14 +636,16 @@ def fake_fs() -> Iterator[FakeFilesystem]:
         yield patcher.fs
 
 
-def test_permissions_are_enforced_in_the_fake_file_system(fake_fs: FakeFilesystem) -> None:
+def test_permissions_are_enforced_in_the_fake_file_system(
+    fake_one_job_tree: FakeFilesystem,
+) -> None:
     os.chmod(FAKE / "jobs" / f"{JOB}.json", 0)
 
     with pytest.raises(PermissionError):
         (FAKE / "jobs" / f"{JOB}.json").read_bytes()
 
 
-def test_the_fake_tree_scans_like_a_real_one(fake_fs: FakeFilesystem) -> None:
+def test_the_fake_tree_scans_like_a_real_one(fake_one_job_tree: FakeFilesystem) -> None:
     source = only_job(FAKE)
 
     assert [f.file_path for f in source.files] == [
@@ -653,7 +655,7 @@ def test_the_fake_tree_scans_like_a_real_one(fake_fs: FakeFilesystem) -> None:
     assert read_job_json(FAKE, source, max_bytes=1024) == JOB_JSON
 
 
-def test_a_json_without_read_permission_is_unreadable(fake_fs: FakeFilesystem) -> None:
+def test_a_json_without_read_permission_is_unreadable(fake_one_job_tree: FakeFilesystem) -> None:
     os.chmod(FAKE / "jobs" / f"{JOB}.json", 0o200)
     source = only_job(FAKE)
 
@@ -673,7 +675,7 @@ def test_a_json_without_read_permission_is_unreadable(fake_fs: FakeFilesystem) -
     ],
 )
 def test_a_job_folder_without_read_permission_makes_the_job_unreadable(
-    fake_fs: FakeFilesystem, folder: str, reported: str
+    fake_one_job_tree: FakeFilesystem, folder: str, reported: str
 ) -> None:
     os.chmod(FAKE / folder, 0o300)
 
@@ -681,7 +683,7 @@ def test_a_job_folder_without_read_permission_makes_the_job_unreadable(
 
 
 def test_job_source_of_a_job_with_an_unreadable_folder_is_unreadable(
-    fake_fs: FakeFilesystem,
+    fake_one_job_tree: FakeFilesystem,
 ) -> None:
     os.chmod(FAKE / "outputs" / JOB, 0)
 
@@ -691,9 +693,11 @@ def test_job_source_of_a_job_with_an_unreadable_folder_is_unreadable(
     assert (found.code, found.job_id) == ("unreadable", JOB)
 
 
-def test_other_jobs_are_still_scanned_when_one_is_unreadable(fake_fs: FakeFilesystem) -> None:
-    fake_fs.create_file(FAKE / "jobs" / f"{JOB2}.json", contents=JOB_JSON.decode())
-    fake_fs.create_file(FAKE / "outputs" / JOB2 / "causes.csv", contents="c\n")
+def test_other_jobs_are_still_scanned_when_one_is_unreadable(
+    fake_one_job_tree: FakeFilesystem,
+) -> None:
+    fake_one_job_tree.create_file(FAKE / "jobs" / f"{JOB2}.json", contents=JOB_JSON.decode())
+    fake_one_job_tree.create_file(FAKE / "outputs" / JOB2 / "causes.csv", contents="c\n")
     os.chmod(FAKE / "outputs" / JOB, 0o300)
 
     jobs, found = scan_all(FAKE)
@@ -703,7 +707,9 @@ def test_other_jobs_are_still_scanned_when_one_is_unreadable(fake_fs: FakeFilesy
 
 
 @pytest.mark.parametrize("mode", [0, 0o300, 0o600])
-def test_an_unreadable_data_dir_is_a_data_dir_error(fake_fs: FakeFilesystem, mode: int) -> None:
+def test_an_unreadable_data_dir_is_a_data_dir_error(
+    fake_one_job_tree: FakeFilesystem, mode: int
+) -> None:
     os.chmod(FAKE, mode)
 
     with pytest.raises(DataDirError, match="permission denied"):
@@ -712,7 +718,7 @@ def test_an_unreadable_data_dir_is_a_data_dir_error(fake_fs: FakeFilesystem, mod
 
 @pytest.mark.parametrize("folder", ["jobs", "uploads", "outputs"])
 def test_an_unreadable_top_level_folder_is_a_data_dir_error(
-    fake_fs: FakeFilesystem, folder: str
+    fake_one_job_tree: FakeFilesystem, folder: str
 ) -> None:
     os.chmod(FAKE / folder, 0)
 
@@ -720,7 +726,7 @@ def test_an_unreadable_top_level_folder_is_a_data_dir_error(
         list(scan(FAKE))
 
 
-def test_a_read_only_tree_is_scanned_and_read(fake_fs: FakeFilesystem) -> None:
+def test_a_read_only_tree_is_scanned_and_read(fake_one_job_tree: FakeFilesystem) -> None:
     for path in [FAKE, *FAKE.rglob("*")]:
         os.chmod(path, 0o555 if path.is_dir() else 0o444)
 

@@ -25,7 +25,7 @@ JOB_JSON = '{"type": "openva", "status": "completed"}'
 
 
 @pytest.fixture
-def fake_fs() -> Iterator[FakeFilesystem]:
+def fake_five_job_tree() -> Iterator[FakeFilesystem]:
     """Five jobs with an upload and an output each, on a file system that enforces modes."""
     with Patcher(allow_root_user=False) as patcher:
         fs = patcher.fs
@@ -40,7 +40,7 @@ def fake_fs() -> Iterator[FakeFilesystem]:
 @pytest.mark.parametrize("folder", ["jobs", "uploads", "outputs"])
 @pytest.mark.parametrize("mode", [0, 0o300, 0o600])
 def test_a_top_level_folder_that_cannot_be_listed_or_entered_is_a_data_dir_error(
-    fake_fs: FakeFilesystem, folder: str, mode: int
+    fake_five_job_tree: FakeFilesystem, folder: str, mode: int
 ) -> None:
     os.chmod(FAKE / folder, mode)
 
@@ -48,20 +48,20 @@ def test_a_top_level_folder_that_cannot_be_listed_or_entered_is_a_data_dir_error
         check_data_dir(FAKE)
 
 
-def test_a_readable_tree_passes_the_check(fake_fs: FakeFilesystem) -> None:
+def test_a_readable_tree_passes_the_check(fake_five_job_tree: FakeFilesystem) -> None:
     os.chmod(FAKE / "jobs" / f"{JOBS[0]}.json", 0)  # a job's own problem, later
 
     check_data_dir(FAKE)
 
 
-def test_a_missing_top_level_folder_is_not_checked(fake_fs: FakeFilesystem) -> None:
-    fake_fs.remove_object(str(FAKE / "uploads"))
+def test_a_missing_top_level_folder_is_not_checked(fake_five_job_tree: FakeFilesystem) -> None:
+    fake_five_job_tree.remove_object(str(FAKE / "uploads"))
 
     check_data_dir(FAKE)
 
 
 def test_uploads_made_unlistable_during_the_scan_is_a_problem_and_the_scan_goes_on(
-    fake_fs: FakeFilesystem,
+    fake_five_job_tree: FakeFilesystem,
 ) -> None:
     items = scan(FAKE)
     first = next(items)
@@ -79,8 +79,10 @@ def test_uploads_made_unlistable_during_the_scan_is_a_problem_and_the_scan_goes_
     ]
 
 
-def test_jobs_made_unlistable_before_it_is_scanned_is_a_problem(fake_fs: FakeFilesystem) -> None:
-    fake_fs.create_file(FAKE / "notes.txt")
+def test_jobs_made_unlistable_before_it_is_scanned_is_a_problem(
+    fake_five_job_tree: FakeFilesystem,
+) -> None:
+    fake_five_job_tree.create_file(FAKE / "notes.txt")
     items = scan(FAKE)
     assert isinstance(next(items), Problem)  # the stray file, before jobs/ is listed
     os.chmod(FAKE / "jobs", 0)
