@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import os
 import queue
 import shutil
@@ -87,7 +88,10 @@ class Databases:
         self._pristine: dict[str, str] = {}
         self._pending: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
-        self._tasks: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
+        # resets first, so that a test waiting for a database never waits behind a drop
+        self._tasks: queue.PriorityQueue[tuple[int, int, tuple[str, str, str] | None]]
+        self._tasks = queue.PriorityQueue()
+        self._order = itertools.count()
         self._failures: list[BaseException] = []
         self._thread = threading.Thread(target=self._work, name="test-databases", daemon=True)
         self._thread.start()
@@ -96,7 +100,7 @@ class Databases:
         """A database in the state of a fresh copy of ``template``: one put back if one is
         or soon will be (its reset is under way), else a new copy."""
         clean = self._clean.setdefault(template, queue.SimpleQueue())
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 5
         while True:
             try:
                 return clean.get(timeout=0.02) if self._pending[template] else clean.get_nowait()
@@ -115,14 +119,14 @@ class Databases:
         """Make ``name`` ready for another test, or drop it, in the background."""
         with self._lock:
             self._pending[template] += 1
-        self._tasks.put(("reset", name, template))
+        self._tasks.put((0, next(self._order), ("reset", name, template)))
 
     def drop(self, name: str) -> None:
         """Drop ``name`` in the background."""
-        self._tasks.put(("drop", name, ""))
+        self._tasks.put((1, next(self._order), ("drop", name, "")))
 
     def close(self) -> None:
-        self._tasks.put(None)
+        self._tasks.put((2, next(self._order), None))
         self._thread.join(300)
         assert not self._thread.is_alive(), "the test databases were not dropped within 300 s"
         if self._failures:
@@ -130,7 +134,7 @@ class Databases:
 
     def _work(self) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
-            while (task := self._tasks.get()) is not None:
+            while (task := self._tasks.get()[2]) is not None:
                 action, name, template = task
                 try:
                     if action == "reset" and self._reset(admin, name, template):
