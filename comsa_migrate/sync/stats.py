@@ -15,6 +15,9 @@ __all__ = ["COUNTERS", "LastSync", "StatsSnapshot", "SyncStats"]
 #: the daemon's counters besides jobs by action, as its heartbeat and its run record them
 COUNTERS = ("errors", "json_removed", "observer_restarts", "outages", "rescans")
 
+#: the counters kept as counts; rescans is derived from the rescans by reason
+_COUNTED = tuple(name for name in COUNTERS if name != "rescans")
+
 Event = Literal["json_removed", "observer_restarts", "outages"]
 
 
@@ -55,7 +58,7 @@ class SyncStats:
         self._clock = clock
         self._lock = threading.Lock()
         self._actions: Counter[str] = Counter()
-        self._counters: Counter[str] = Counter(dict.fromkeys(COUNTERS, 0))
+        self._counters: Counter[str] = Counter(dict.fromkeys(_COUNTED, 0))
         self._rescans: Counter[str] = Counter()
         self._held_back = 0
         self._last: LastSync | None = None
@@ -85,7 +88,6 @@ class SyncStats:
 
     def rescan(self, reason: str) -> None:
         with self._lock:
-            self._counters["rescans"] += 1
             self._rescans[reason] += 1
 
     def count(self, event: Event) -> None:
@@ -97,7 +99,7 @@ class SyncStats:
         with self._lock:
             return StatsSnapshot(
                 actions=dict(self._actions),
-                counters=dict(self._counters),
+                counters={**self._counters, "rescans": self._rescans.total()},
                 rescans=dict(self._rescans),
                 held_back=self._held_back,
                 last=self._last,
