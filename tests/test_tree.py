@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from datetime import datetime
@@ -208,6 +209,67 @@ def test_a_symlinked_job_folder_is_not_followed(data_dir: Path, tmp_path: Path) 
     assert jobs[JOB].files == ()
     reported = [*found, *((p.code, p.job_id, p.path) for p in jobs[JOB].problems)]
     assert reported == [("symlink_skipped", JOB, f"uploads/{JOB}")]
+
+
+def _scan_pausing_after_the_first_job(data_dir: Path) -> tuple[JobSource, Iterator[ScanItem]]:
+    """A scan of two jobs, stopped after the first: uploads/ and outputs/ are listed by then."""
+    items = scan(data_dir)
+    first = next(items)
+    assert isinstance(first, JobSource)
+    return first, items
+
+
+@pytest.mark.parametrize("folder", ["uploads", "outputs"])
+def test_a_job_folder_replaced_by_a_symlink_since_the_listing_is_not_followed(
+    data_dir: Path, tmp_path: Path, folder: str
+) -> None:
+    write(tmp_path / "elsewhere" / "secret.csv")
+    for job_id in (JOB, JOB2):
+        add_job(data_dir, job_id)
+        write(data_dir / folder / job_id / "input.csv")
+    first, rest = _scan_pausing_after_the_first_job(data_dir)
+    second = JOB2 if first.job_id == JOB else JOB
+    shutil.rmtree(data_dir / folder / second)
+    (data_dir / folder / second).symlink_to(tmp_path / "elsewhere")
+
+    [source] = list(rest)
+
+    assert isinstance(source, JobSource) and source.job_id == second
+    assert source.files == ()
+    assert [(p.code, p.path) for p in source.problems] == [
+        ("symlink_skipped", f"{folder}/{second}")
+    ]
+
+
+def test_a_job_folder_removed_since_the_listing_is_no_folder_and_no_problem(
+    data_dir: Path,
+) -> None:
+    for job_id in (JOB, JOB2):
+        add_job(data_dir, job_id)
+        write(data_dir / "outputs" / job_id / "causes.csv")
+    first, rest = _scan_pausing_after_the_first_job(data_dir)
+    second = JOB2 if first.job_id == JOB else JOB
+    shutil.rmtree(data_dir / "outputs" / second)
+
+    [source] = list(rest)
+
+    assert isinstance(source, JobSource) and (source.files, source.problems) == ((), ())
+
+
+def test_a_job_folder_made_since_the_listing_is_the_next_scans(data_dir: Path) -> None:
+    for job_id in (JOB, JOB2):
+        add_job(data_dir, job_id)
+    first, rest = _scan_pausing_after_the_first_job(data_dir)
+    second = JOB2 if first.job_id == JOB else JOB
+    write(data_dir / "uploads" / second / "input.csv")
+
+    [source] = list(rest)
+    jobs, found = scan_all(data_dir)
+
+    assert isinstance(source, JobSource) and source.files == ()
+    assert [f.file_path for f in jobs[second].files] == [f"uploads/{second}/input.csv"]
+    assert jobs[second].fingerprint != source.fingerprint  # so the next run writes it again
+    assert found == []
 
 
 @pytest.mark.parametrize("folder", ["jobs", "uploads", "outputs"])

@@ -12,6 +12,7 @@ import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 from pyfakefs.fake_filesystem_unittest import Patcher
 
+from comsa_migrate.core.job_folders import Listing
 from comsa_migrate.core.layout import JobSource
 from comsa_migrate.core.tree import check_data_dir, scan
 from comsa_migrate.errors import DataDirError
@@ -60,7 +61,7 @@ def test_a_missing_top_level_folder_is_not_checked(fake_five_job_tree: FakeFiles
     check_data_dir(FAKE)
 
 
-def test_uploads_made_unlistable_during_the_scan_is_a_problem_and_the_scan_goes_on(
+def test_uploads_made_unenterable_during_the_scan_makes_the_jobs_after_unreadable(
     fake_five_job_tree: FakeFilesystem,
 ) -> None:
     items = scan(FAKE)
@@ -73,50 +74,34 @@ def test_uploads_made_unlistable_during_the_scan_is_a_problem_and_the_scan_goes_
     found = sorted((p.code, p.path, p.job_id or "-") for p in rest if isinstance(p, Problem))
     assert isinstance(first, JobSource)
     assert len(jobs) == 1  # the others' upload folders cannot be entered any more
-    assert found == [
-        ("unreadable", "uploads", "-"),
-        *sorted(("unreadable", f"uploads/{j}", j) for j in JOBS if j != first.job_id),
-    ]
+    assert found == sorted(("unreadable", f"uploads/{j}", j) for j in JOBS if j != first.job_id)
 
 
-def test_jobs_made_unlistable_before_it_is_scanned_is_a_problem(
+def test_uploads_that_cannot_be_listed_when_the_scan_lists_them_is_a_problem_and_each_job_looks(
     fake_five_job_tree: FakeFilesystem,
 ) -> None:
-    fake_five_job_tree.create_file(FAKE / "notes.txt")
+    fake_five_job_tree.create_file(FAKE / "notes.txt")  # the scan pauses after reporting it
     items = scan(FAKE)
-    assert isinstance(next(items), Problem)  # the stray file, before jobs/ is listed
-    os.chmod(FAKE / "jobs", 0)
+    stray = next(items)
+    os.chmod(FAKE / "uploads", 0)
 
-    found = [(p.code, p.path) for p in items if isinstance(p, Problem)]
+    rest = list(items)
 
-    assert ("unreadable", "jobs") in found
+    problems = sorted((p.code, p.path) for p in rest if isinstance(p, Problem))
+    assert isinstance(stray, Problem) and stray.code == "stray_file"
+    assert not [i for i in rest if isinstance(i, JobSource)]  # none written without its upload
+    assert problems == sorted(
+        [("unreadable", "uploads"), *(("unreadable", f"uploads/{j}") for j in JOBS)]
+    )
 
 
-def test_a_backfill_whose_uploads_cannot_be_listed_mid_run_writes_the_jobs_and_exits_1(
-    cli: Any, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_folder_that_cannot_be_listed_leaves_every_job_to_look_for_its_own(
+    fake_five_job_tree: FakeFilesystem,
 ) -> None:
-    """Root lists every folder: the listing is refused by a stand-in for os.scandir."""
-    data = tmp_path / "data"
-    for job_id in JOBS:
-        write_job(data, job_id)
-        (data / "uploads" / job_id).mkdir(parents=True)
-        (data / "uploads" / job_id / "input.csv").write_text("ID\n1\n")
-    uploads = os.fspath(data / "uploads")
-    real_scandir = os.scandir
-    walked: list[str] = []
+    os.chmod(FAKE / "uploads", 0)
 
-    def scandir(path: Any = ".") -> Any:
-        path = os.fspath(path)
-        if path.startswith(uploads + os.sep):
-            walked.append(path)  # a job's folder: the scan has begun
-        elif path == uploads and walked:  # the checks before pass; the scan's listing fails
-            raise PermissionError(13, "Permission denied", uploads)
-        return real_scandir(path)
+    listing = Listing(str(FAKE), "uploads")
 
-    monkeypatch.setattr(os, "scandir", scandir)
-
-    result = cli("backfill", data, "--dsn", dsn)
-
-    assert result.exit_code == 1, result.output
-    assert "5 inserted" in " ".join(result.stdout.split())
-    assert "unreadable" in result.stdout and "Traceback" not in result.output
+    assert listing.problem is not None and listing.problem.code == "unreadable"
+    assert listing.claim(JOBS[0]) and listing.claim("anything")
+    assert listing.unclaimed() == {}

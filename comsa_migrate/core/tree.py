@@ -7,10 +7,9 @@ import stat
 from collections.abc import Iterator
 from operator import itemgetter
 from pathlib import Path
-from stat import S_ISREG
 
+from comsa_migrate.core.job_folders import FOLDER, LINK, Listing, walk_job_folder
 from comsa_migrate.core.layout import (
-    FILE_TYPE_OF_FOLDER,
     JOBS,
     OUTPUTS,
     UPLOADS,
@@ -21,7 +20,6 @@ from comsa_migrate.core.layout import (
     is_job_id,
     is_job_json,
     is_real_dir,
-    is_utf8,
     job_id_of_json,
     kind_of_file,
     os_reason,
@@ -39,18 +37,22 @@ def scan(data_dir: Path) -> Iterator[ScanItem]:
     """Walk DATA_DIR once: yield a JobSource per job JSON, and a Problem for everything else.
 
     Raises DataDirError before yielding anything when DATA_DIR cannot be scanned; from
-    then on, whatever goes wrong is a problem and the scan goes on. Memory stays flat:
-    nothing is collected across jobs but the job JSONs named other than ``<id>.json``.
+    then on, whatever goes wrong is a problem and the scan goes on. What it holds while
+    it lasts: the names in uploads/ and outputs/ (see Listing), and the job JSONs named
+    other than ``<id>.json``.
     """
     check_data_dir(data_dir)
     yield from _scan_top_level(data_dir)
+    listings = _listings(data_dir, listed=True)
+    for listing in listings:
+        if listing.problem is not None:
+            yield listing.problem
     jobs_dir = data_dir / JOBS
     others = _JsonNames(jobs_dir if is_real_dir(jobs_dir) else None)
     if others.jobs_dir is not None:
-        yield from _scan_jobs(data_dir, others)
-    for folder in (UPLOADS, OUTPUTS):
-        if is_real_dir(data_dir / folder):
-            yield from _scan_orphans(data_dir, folder, others)
+        yield from _scan_jobs(data_dir, listings, others)
+    for listing in listings:
+        yield from _scan_orphans(listing, others)
 
 
 def check_data_dir(data_dir: Path) -> None:
@@ -122,7 +124,7 @@ def scan_job(data_dir: Path, job_id: str, *, any_case: bool = False) -> list[Sca
         return [Problem("unreadable", os_reason(exc), job_id, rel)]
     if stat.S_ISLNK(st.st_mode):
         return [Problem("symlink_skipped", "symbolic link not followed", path=rel)]
-    return [_job_of_json(data_dir, _file_folders(data_dir), rel, st)]
+    return [_job_of_json(_listings(data_dir, listed=False), rel, st)]
 
 
 def _scan_top_level(data_dir: Path) -> Iterator[Problem]:
@@ -137,8 +139,7 @@ def _scan_top_level(data_dir: Path) -> Iterator[Problem]:
             yield Problem("stray_file", "not part of the job store", path=entry.name)
 
 
-def _scan_jobs(data_dir: Path, others: _JsonNames) -> Iterator[ScanItem]:
-    folders = _file_folders(data_dir)
+def _scan_jobs(data_dir: Path, listings: list[Listing], others: _JsonNames) -> Iterator[ScanItem]:
     reported: set[str] = set()  # job ids whose duplicate JSONs were reported
     for entry in _entries(data_dir / JOBS, JOBS, ordered=False):
         if isinstance(entry, Problem):
@@ -166,16 +167,16 @@ def _scan_jobs(data_dir: Path, others: _JsonNames) -> Iterator[ScanItem]:
         except OSError as exc:
             yield Problem("unreadable", os_reason(exc), job_id, rel)
             continue
-        yield _job_of_json(data_dir, folders, rel, st)
+        yield _job_of_json(listings, rel, st)
 
 
-def _job_of_json(data_dir: Path, folders: dict[str, str], rel: str, st: os.stat_result) -> ScanItem:
+def _job_of_json(listings: list[Listing], rel: str, st: os.stat_result) -> ScanItem:
     """The JobSource of the one JSON of a job, or not_a_file for anything but a file."""
     stem = rel[len(JOBS) + 1 :].rpartition(".")[0]
     if not stat.S_ISREG(st.st_mode):
         what = kind_of_file(st.st_mode)
         return Problem("not_a_file", f"{what} where the job JSON belongs", stem.lower(), rel)
-    return _job_source(data_dir, folders, stem, rel, st)
+    return _job_source(listings, stem, rel, st)
 
 
 def _duplicates(job_id: str, names: list[str]) -> Iterator[Problem]:
@@ -248,26 +249,26 @@ def _names_of_job(jobs_dir: Path, job_id: str) -> list[str]:
         return [e.name for e in it if job_id_of_json(e.name) == job_id]
 
 
-def _file_folders(data_dir: Path) -> dict[str, str]:
-    """uploads/ and outputs/, with their file types, where they are real folders (not links)."""
-    return {f: t for f, t in FILE_TYPE_OF_FOLDER.items() if is_real_dir(data_dir / f)}
+def _listings(data_dir: Path, *, listed: bool) -> list[Listing]:
+    """uploads/ and outputs/ where they are real folders (not links); ``listed``: list them."""
+    root = os.fspath(data_dir)
+    return [
+        Listing(root, folder, listed=listed)
+        for folder in (UPLOADS, OUTPUTS)
+        if is_real_dir(data_dir / folder)
+    ]
 
 
-def _job_source(
-    data_dir: Path, folders: dict[str, str], stem: str, rel: str, st: os.stat_result
-) -> ScanItem:
+def _job_source(listings: list[Listing], stem: str, rel: str, st: os.stat_result) -> ScanItem:
     job_id = stem.lower()
     files: list[FileStat] = []
     problems: list[Problem] = []
-    root = os.fspath(data_dir)
-    for folder, file_type in folders.items():
-        job_rel = f"{folder}/{stem}"
-        job_dir = f"{root}/{job_rel}"
-        try:
-            if _is_job_folder(job_dir, job_rel, job_id, problems):
-                _walk_job_files(job_dir, job_rel, file_type, job_id, files, problems)
-        except OSError as exc:
-            return Problem("unreadable", os_reason(exc), job_id, job_rel)
+    for listing in listings:
+        if listing.claim(stem):
+            try:
+                walk_job_folder(listing, stem, job_id, files, problems)
+            except OSError as exc:
+                return Problem("unreadable", os_reason(exc), job_id, f"{listing.folder}/{stem}")
     files.sort(key=_TYPE_AND_PATH)
     return JobSource(
         job_id=job_id,
@@ -280,92 +281,31 @@ def _job_source(
     )
 
 
-def _is_job_folder(path: str, rel: str, job_id: str, problems: list[Problem]) -> bool:
-    """Whether uploads/<id> or outputs/<id> is a folder to read (missing, a link or a file: no)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return False
-    if stat.S_ISLNK(mode):
-        problems.append(Problem("symlink_skipped", "symbolic link not followed", job_id, rel))
-    elif not stat.S_ISDIR(mode):
-        problems.append(Problem("stray_file", "a file where the job's folder belongs", job_id, rel))
-    return stat.S_ISDIR(mode)
-
-
-def _walk_job_files(
-    folder: str,
-    rel: str,
-    file_type: str,
-    job_id: str,
-    files: list[FileStat],
-    problems: list[Problem],
-) -> None:
-    with os.scandir(folder) as it:
-        entries = list(it)
-    for entry in entries:
-        name = entry.name
-        if is_ignored_name(name):
-            continue
-        entry_rel = f"{rel}/{name}"
-        if not name.isascii() and not is_utf8(name):
-            what = "folder" if entry.is_dir(follow_symlinks=False) else "file"
-            problems.append(
-                Problem(
-                    "invalid_file_name",
-                    f"a {what} name that is not UTF-8 cannot be stored as text; skipped",
-                    job_id,
-                    entry_rel,
-                )
-            )
-        elif entry.is_symlink():
-            problems.append(
-                Problem("symlink_skipped", "symbolic link not followed", job_id, entry_rel)
-            )
-        elif entry.is_dir(follow_symlinks=False):
-            _walk_job_files(entry.path, entry_rel, file_type, job_id, files, problems)
-        else:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # removed since the listing: not on disk, not mirrored
-            if S_ISREG(st.st_mode):
-                files.append(FileStat(file_type, name, entry_rel, st.st_size, st.st_mtime_ns))
-            else:
-                what = kind_of_file(st.st_mode)
-                problems.append(
-                    Problem(
-                        "special_file_skipped", f"{what}, not a file; skipped", job_id, entry_rel
-                    )
-                )
-
-
-def _scan_orphans(data_dir: Path, folder: str, others: _JsonNames) -> Iterator[Problem]:
+def _scan_orphans(listing: Listing, others: _JsonNames) -> Iterator[Problem]:
+    """What is in uploads/ or outputs/ that no job claimed, in listing order."""
+    folder = listing.folder
     code = "orphan_upload_dir" if folder == UPLOADS else "orphan_output_dir"
-    for entry in _entries(data_dir / folder, folder, ordered=False):
-        if isinstance(entry, Problem):
-            yield entry
-            continue
-        rel = f"{folder}/{entry.name}"
-        if is_job_id(entry.name) and others.has_json_named(entry.name):
+    for name, kind in listing.unclaimed().items():
+        rel = f"{folder}/{name}"
+        if is_job_id(name) and others.has_json_named(name):
             continue  # the job's own scan reports anything odd about its folder
-        if entry.is_symlink():
+        if kind == LINK:
             yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
-        elif not entry.is_dir(follow_symlinks=False):
+        elif kind != FOLDER:
             yield Problem("stray_file", "not inside a job folder", path=rel)
-        elif not is_job_id(entry.name):
+        elif not is_job_id(name):
             yield Problem("invalid_job_dir", "job folder whose name is not a UUID", path=rel)
-        elif jsons := others.jsons_of(entry.name.lower()):
+        elif jsons := others.jsons_of(name.lower()):
             named = ", ".join(f"{JOBS}/{n}" for n in sorted(jsons))
             yield Problem(
                 "job_dir_case_mismatch",
                 f"the job's JSON is {named}: a folder named in another case is not its "
                 "folder and is not mirrored",
-                entry.name.lower(),
+                name.lower(),
                 rel,
             )
         else:
-            yield Problem(code, "no job JSON for this folder", entry.name.lower(), rel)
+            yield Problem(code, "no job JSON for this folder", name.lower(), rel)
 
 
 def _entries(

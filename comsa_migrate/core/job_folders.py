@@ -1,0 +1,192 @@
+"""A job's folders under uploads/ and outputs/: found from one listing, walked without links.
+
+A scan lists uploads/ and outputs/ once. Each job then claims its folder by name: a job
+without one costs no system call, and the names no job claimed are the orphans'
+candidates, in listing order. Each folder is opened with O_NOFOLLOW and read through its
+descriptor, so a folder replaced by a symbolic link since the listing is never followed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from stat import S_ISREG
+
+from comsa_migrate.core.layout import (
+    FILE_TYPE_OF_FOLDER,
+    FileStat,
+    is_ignored_name,
+    is_utf8,
+    kind_of_file,
+    os_reason,
+)
+from comsa_migrate.problems import Problem
+
+__all__ = ["FOLDER", "LINK", "OTHER", "Listing", "walk_job_folder"]
+
+#: what an entry of uploads/ or outputs/ was when it was listed
+FOLDER, LINK, OTHER = 0, 1, 2
+
+#: a folder is opened, never followed through a link, never waited on (a FIFO)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: what opening a folder with _DIR_FLAGS says of a link (Linux; EMLINK on FreeBSD) or a file
+_NOT_A_FOLDER = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)
+#: the longest path, in bytes and with its final NUL, that the OS opens by name
+_PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+
+
+class Listing:
+    """uploads/ or outputs/ (``folder``), listed once: its names in directory order, by kind.
+
+    Holds one name per entry, about 150 bytes each, while the scan lasts. When the folder
+    cannot be listed, ``problem`` says why and every job looks for its folder on disk.
+    """
+
+    def __init__(self, data_dir: str, folder: str, *, listed: bool = True) -> None:
+        self.folder = folder
+        self.file_type = FILE_TYPE_OF_FOLDER[folder]
+        self.path = f"{data_dir}/{folder}"
+        self.problem: Problem | None = None
+        self.kinds: dict[str, int] | None = None  # None: not listed, every job looks
+        if listed:
+            self._list()
+
+    def _list(self) -> None:
+        kinds: dict[str, int] = {}
+        try:
+            with os.scandir(self.path) as it:
+                for entry in it:
+                    if not is_ignored_name(entry.name):
+                        kinds[entry.name] = _kind(entry)
+        except OSError as exc:
+            reason = f"the folder cannot be listed: {os_reason(exc)}"
+            self.problem = Problem("unreadable", reason, path=self.folder)
+            return
+        self.kinds = kinds
+
+    def claim(self, stem: str) -> bool:
+        """Whether the job named ``stem`` may have a folder here; it is then nobody's orphan."""
+        return self.kinds is None or self.kinds.pop(stem, None) is not None
+
+    def unclaimed(self) -> dict[str, int]:
+        """The names no job claimed, in listing order, by kind."""
+        return self.kinds or {}
+
+
+def _kind(entry: os.DirEntry[str]) -> int:
+    if entry.is_symlink():
+        return LINK
+    return FOLDER if entry.is_dir(follow_symlinks=False) else OTHER
+
+
+def walk_job_folder(
+    listing: Listing, stem: str, job_id: str, files: list[FileStat], problems: list[Problem]
+) -> None:
+    """Add the files of ``<folder>/<stem>`` to ``files``, and what is odd there to ``problems``.
+
+    Nothing there is no folder. A link or a file where the folder belongs is a problem;
+    a folder that cannot be read, or whose path is longer than the OS can open (the
+    dashboard could not serve its files), raises OSError: the job is unreadable.
+    """
+    rel = f"{listing.folder}/{stem}"
+    path = f"{listing.path}/{stem}"
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        return  # no folder, or gone since the listing
+    except OSError as exc:
+        mode = _mode(path) if exc.errno in _NOT_A_FOLDER else None
+        if mode is None or stat.S_ISDIR(mode):
+            raise  # a folder after all (made so since), or one that cannot be opened
+        if stat.S_ISLNK(mode):
+            problems.append(Problem("symlink_skipped", "symbolic link not followed", job_id, rel))
+        else:
+            message = "a file where the job's folder belongs"
+            problems.append(Problem("stray_file", message, job_id, rel))
+        return
+    walk = _Walk(listing.file_type, job_id, files, problems, len(os.fsencode(path)) - len(rel))
+    try:
+        walk.folder(fd, rel)
+    finally:
+        os.close(fd)
+
+
+def _mode(name: str, dir_fd: int | None = None) -> int | None:
+    """What lstat says of ``name`` now; None when it is gone or cannot be seen."""
+    try:
+        return os.lstat(name, dir_fd=dir_fd).st_mode
+    except OSError:
+        return None
+
+
+class _Walk:
+    """The walk of one job's folder, through folder descriptors: what it finds, where."""
+
+    __slots__ = ("file_type", "job_id", "files", "problems", "root_bytes")
+
+    def __init__(
+        self,
+        file_type: str,
+        job_id: str,
+        files: list[FileStat],
+        problems: list[Problem],
+        root_bytes: int,
+    ) -> None:
+        self.file_type, self.job_id = file_type, job_id
+        self.files, self.problems = files, problems
+        self.root_bytes = root_bytes  # the length of DATA_DIR's path and its "/", in bytes
+
+    def folder(self, fd: int, rel: str) -> None:
+        """Every regular file under the open folder ``fd`` (at ``rel``), at any depth."""
+        job_id, problems = self.job_id, self.problems
+        with os.scandir(fd) as it:
+            entries = list(it)
+        for entry in entries:
+            name = entry.name
+            if is_ignored_name(name):
+                continue
+            entry_rel = f"{rel}/{name}"
+            if not name.isascii() and not is_utf8(name):
+                what = "folder" if entry.is_dir(follow_symlinks=False) else "file"
+                message = f"a {what} name that is not UTF-8 cannot be stored as text; skipped"
+                problems.append(Problem("invalid_file_name", message, job_id, entry_rel))
+            elif entry.is_symlink():
+                problems.append(
+                    Problem("symlink_skipped", "symbolic link not followed", job_id, entry_rel)
+                )
+            elif entry.is_dir(follow_symlinks=False):
+                self.subfolder(fd, name, entry_rel)
+            else:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed since the listing: not on disk, not mirrored
+                if S_ISREG(st.st_mode):
+                    self.files.append(
+                        FileStat(self.file_type, name, entry_rel, st.st_size, st.st_mtime_ns)
+                    )
+                else:
+                    message = f"{kind_of_file(st.st_mode)}, not a file; skipped"
+                    problems.append(Problem("special_file_skipped", message, job_id, entry_rel))
+
+    def subfolder(self, parent: int, name: str, rel: str) -> None:
+        if self.root_bytes + len(rel.encode()) >= _PATH_MAX:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), rel)
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            return  # removed since the listing
+        except OSError as exc:
+            mode = _mode(name, parent) if exc.errno in _NOT_A_FOLDER else None
+            if mode is None or stat.S_ISDIR(mode):
+                raise
+            # replaced since the listing: a link is not followed, a file is the next scan's
+            if stat.S_ISLNK(mode):
+                message = "symbolic link not followed"
+                self.problems.append(Problem("symlink_skipped", message, self.job_id, rel))
+            return
+        try:
+            self.folder(fd, rel)
+        finally:
+            os.close(fd)
