@@ -108,8 +108,9 @@ def backfill_command(
     tree.check_data_dir(data_dir)  # before a server is started or connected to
     with connection(dsn) as (conn, target), stop_on_signals() as stop:
         show_progress = not quiet and sys.stderr.isatty()
+        total = tree.count_job_files(data_dir) if show_progress else 0
         try:
-            with progress(show_progress, tree.count_job_files(data_dir)) as observers:
+            with progress(show_progress, total) as observers:
                 summary = backfill(
                     conn, options, stop=stop, observers=observers, connect=lambda: connect(target)
                 )

@@ -89,8 +89,12 @@ class PreparedBatches:
             if self.stop is not None and self.stop.is_set():
                 self.interrupted = True
                 return
-            known = {} if self.conn is None else known_fingerprints(self.conn, self.options, batch)
-            prepared = prepare(self.options, self.settings, batch, known, self.observer)
+            unchanged = (
+                set()
+                if self.conn is None
+                else unchanged_by_stat(self.conn, self.options, self.settings, batch)
+            )
+            prepared = prepare(self.options, self.settings, batch, unchanged, self.observer)
             if prepared is not None:
                 yield prepared.sources, prepared.payloads
 
@@ -130,26 +134,39 @@ class Batch:
     payloads: list[bytes]
 
 
-def known_fingerprints(
-    conn: psycopg.Connection[Any], options: BackfillOptions, batch: list[JobSource]
-) -> dict[str, str]:
+def unchanged_by_stat(
+    conn: psycopg.Connection[Any],
+    options: BackfillOptions,
+    settings: store.WriteSettings,
+    batch: list[JobSource],
+) -> set[int]:
+    """Positions in ``batch`` of the jobs whose fingerprint is the one recorded for them.
+
+    A racy fingerprint is never trusted, and --force trusts none.
+    """
     if options.force:
-        return {}
-    return store.known_fingerprints(conn, [s.job_id for s in batch])
+        return set()
+    fingerprints = [
+        (position, source.job_id, settings.fingerprint(source.fingerprint))
+        for position, source in enumerate(batch)
+        if not source.racy
+    ]
+    return store.matching_fingerprints(conn, fingerprints)
 
 
 def prepare(
     options: BackfillOptions,
     settings: store.WriteSettings,
     batch: list[JobSource],
-    known: dict[str, str],
+    unchanged: set[int],
     observer: Observer,
 ) -> Batch | None:
-    """Settle the jobs unchanged by stat; read and normalise the others."""
+    """Settle the jobs unchanged by stat (their positions in ``batch``); read and normalise
+    the others."""
     sources: list[JobSource] = []
     payloads: list[bytes] = []
-    for source in batch:
-        if not source.racy and known.get(source.job_id) == settings.fingerprint(source.fingerprint):
+    for position, source in enumerate(batch):
+        if position in unchanged:
             observer.on_job(JobResult(source.job_id, "unchanged", {}))
             continue
         payload = _read_and_normalise(options, settings, source, observer)
@@ -239,11 +256,11 @@ class _Migration:
             if stop is not None and stop.is_set():  # scanned, not yet prepared
                 self.interrupted = True
                 break
-            known = known_fingerprints(self.conn, self.options, batch)
+            unchanged = unchanged_by_stat(self.conn, self.options, self.settings, batch)
             self.send()
             scanned, prepared = self.held.take(), Held()
             try:
-                self.ready = prepare(self.options, self.settings, batch, known, prepared)
+                self.ready = prepare(self.options, self.settings, batch, unchanged, prepared)
                 batch = next(self.batches, None)  # the next scan, while the server writes
             except Exception:
                 if not self.settle(scanned, prepared):

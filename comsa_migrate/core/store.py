@@ -24,7 +24,7 @@ __all__ = [
     "finish_run",
     "give_owner",
     "job_payload",
-    "known_fingerprints",
+    "matching_fingerprints",
     "owner_of",
     "plan_batch",
     "prepare_session",
@@ -176,14 +176,25 @@ def prepare_session(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
-def known_fingerprints(conn: psycopg.Connection[Any], job_ids: Sequence[str]) -> dict[str, str]:
-    """Fingerprints recorded for these jobs whose `jobs` row still exists."""
+def matching_fingerprints(
+    conn: psycopg.Connection[Any], fingerprints: Sequence[tuple[int, str, str]]
+) -> set[int]:
+    """The positions among (position, job id, fingerprint) whose job has this fingerprint
+    recorded and its `jobs` row still there: the jobs unchanged since they were written.
+
+    One round trip; the comparison is the server's, so an unchanged batch costs the
+    client one JSON document out and nothing back but the positions.
+    """
+    if not fingerprints:
+        return set()
     rows = conn.execute(
-        "SELECT s.job_id::text, s.fingerprint FROM comsa_migrate.job_state s"
-        " JOIN public.jobs j ON j.id = s.job_id WHERE s.job_id = ANY(%s::uuid[])",
-        [list(job_ids)],
+        "SELECT (e.v->>0)::int FROM json_array_elements(%s::json) AS e(v)"
+        " JOIN comsa_migrate.job_state s"
+        "   ON s.job_id = (e.v->>1)::uuid AND s.fingerprint = e.v->>2"
+        " JOIN public.jobs j ON j.id = s.job_id",
+        [orjson.dumps(fingerprints).decode()],
     ).fetchall()
-    return {job_id: fingerprint for job_id, fingerprint in rows}
+    return {position for (position,) in rows}
 
 
 def apply_batch(

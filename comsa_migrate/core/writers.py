@@ -25,9 +25,9 @@ from comsa_migrate.core.pipeline import (
     Held,
     apply,
     batches,
-    known_fingerprints,
     prepare,
     tell_outcomes,
+    unchanged_by_stat,
 )
 from comsa_migrate.core.summary import Observer
 
@@ -40,8 +40,8 @@ __all__ = ["Connect", "migrate_in_parallel"]
 Connect = Callable[[], psycopg.Connection[Any]]
 
 
-#: a batch scanned: its jobs, what scanning it told, and its fingerprints on their way
-_Scanned = tuple[list[JobSource], Held, Future[dict[str, str]]]
+#: a batch scanned: its jobs, what scanning it told, and its fingerprints being compared
+_Scanned = tuple[list[JobSource], Held, Future[set[int]]]
 
 
 @dataclass
@@ -69,8 +69,8 @@ def migrate_in_parallel(
     True when ``stop`` ended it before the last batch.
 
     At most ``writers`` batches are in flight; the next is prepared, and the one after it
-    scanned while its fingerprints are read. A stop ends the scan; the batches in flight
-    on every connection are finished and told.
+    scanned while its fingerprints are compared with the recorded ones. A stop ends the
+    scan; the batches in flight on every connection are finished and told.
     """
     local = threading.local()
     opened: list[psycopg.Connection[Any]] = []
@@ -85,8 +85,8 @@ def migrate_in_parallel(
             store.prepare_session(writer)
         return apply(writer, options, batch, run_id)
 
-    def fingerprints(batch: list[JobSource]) -> dict[str, str]:
-        return known_fingerprints(conn, options, batch)
+    def unchanged(batch: list[JobSource]) -> set[int]:
+        return unchanged_by_stat(conn, options, settings, batch)
 
     def tell(turn: _Turn) -> None:
         turn.told.replay(observer)
@@ -100,12 +100,12 @@ def migrate_in_parallel(
     def prepare_and_send(scanned: _Scanned) -> bool:
         """Prepare a scanned batch and hand it to a writer; False once a stop is asked."""
         nonlocal interrupted
-        batch, told, known = scanned
+        batch, told, unchanged_in_batch = scanned
         if stop is not None and stop.is_set():  # scanned, not yet prepared
             interrupted = True
             turns.append(_Turn(told, None, None))
             return False
-        prepared = prepare(options, settings, batch, known.result(), told)
+        prepared = prepare(options, settings, batch, unchanged_in_batch.result(), told)
         writing = None if prepared is None else pool.submit(write, prepared)
         turns.append(_Turn(told, prepared, writing))
         while len(turns) > writers:
@@ -118,10 +118,10 @@ def migrate_in_parallel(
             ThreadPoolExecutor(1, thread_name_prefix="comsa-migrate-lookup") as lookup,
         ):
             try:
-                waiting: _Scanned | None = None  # scanned; its fingerprints on their way
+                waiting: _Scanned | None = None  # scanned; its fingerprints being compared
                 for batch in batches(items, options.batch_size, held):
-                    # this batch's fingerprints are read while the next one is scanned
-                    scanned = (batch, held.take(), lookup.submit(fingerprints, batch))
+                    # this batch's fingerprints are compared while the next one is scanned
+                    scanned = (batch, held.take(), lookup.submit(unchanged, batch))
                     if waiting is not None and not prepare_and_send(waiting):
                         turns.append(_Turn(scanned[1], None, None))
                         waiting = None
