@@ -92,7 +92,7 @@ class PreparedBatches:
             unchanged = (
                 set()
                 if self.conn is None
-                else unchanged_by_stat(self.conn, self.options, self.settings, batch)
+                else unchanged_by_stat(self.conn, self.options, self.settings, batch)()
             )
             prepared = prepare(self.options, self.settings, batch, unchanged, self.observer)
             if prepared is not None:
@@ -139,19 +139,20 @@ def unchanged_by_stat(
     options: BackfillOptions,
     settings: store.WriteSettings,
     batch: list[JobSource],
-) -> set[int]:
-    """Positions in ``batch`` of the jobs whose fingerprint is the one recorded for them.
+) -> store.Answer:
+    """Ask which jobs of ``batch`` have the fingerprint recorded for them; the answer is
+    their positions in ``batch`` (see store.compare_fingerprints).
 
     A racy fingerprint is never trusted, and --force trusts none.
     """
     if options.force:
-        return set()
+        return set
     fingerprints = [
         (position, source.job_id, settings.fingerprint(source.fingerprint))
         for position, source in enumerate(batch)
         if not source.racy
     ]
-    return store.matching_fingerprints(conn, fingerprints)
+    return store.compare_fingerprints(conn, fingerprints)
 
 
 def prepare(
@@ -256,7 +257,7 @@ class _Migration:
             if stop is not None and stop.is_set():  # scanned, not yet prepared
                 self.interrupted = True
                 break
-            unchanged = unchanged_by_stat(self.conn, self.options, self.settings, batch)
+            unchanged = unchanged_by_stat(self.conn, self.options, self.settings, batch)()
             self.send()
             scanned, prepared = self.held.take(), Held()
             try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,8 @@ __all__ = [
     "finish_run",
     "give_owner",
     "job_payload",
-    "matching_fingerprints",
+    "Answer",
+    "compare_fingerprints",
     "owner_of",
     "plan_batch",
     "prepare_session",
@@ -176,25 +177,37 @@ def prepare_session(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
-def matching_fingerprints(
-    conn: psycopg.Connection[Any], fingerprints: Sequence[tuple[int, str, str]]
-) -> set[int]:
-    """The positions among (position, job id, fingerprint) whose job has this fingerprint
-    recorded and its `jobs` row still there: the jobs unchanged since they were written.
+#: a comparison sent to the server; calling it reads the answer
+Answer = Callable[[], set[int]]
 
-    One round trip; the comparison is the server's, so an unchanged batch costs the
-    client one JSON document out and nothing back but the positions.
+
+def compare_fingerprints(
+    conn: psycopg.Connection[Any], fingerprints: Sequence[tuple[int, str, str]]
+) -> Answer:
+    """Send the comparison of (position, job id, fingerprint) with the recorded ones.
+
+    The answer is the positions whose job has this fingerprint recorded and its `jobs`
+    row still there: the jobs unchanged since they were written. One round trip, and the
+    comparison is the server's: an unchanged batch costs the client one JSON document
+    out and the positions back. In pipeline mode the query is only sent here, and the
+    server works on it until the answer is read.
     """
     if not fingerprints:
-        return set()
-    rows = conn.execute(
+        return set
+    cursor = conn.cursor()
+    cursor.execute(
         "SELECT (e.v->>0)::int FROM json_array_elements(%s::json) AS e(v)"
         " JOIN comsa_migrate.job_state s"
         "   ON s.job_id = (e.v->>1)::uuid AND s.fingerprint = e.v->>2"
         " JOIN public.jobs j ON j.id = s.job_id",
         [orjson.dumps(fingerprints).decode()],
-    ).fetchall()
-    return {position for (position,) in rows}
+    )
+
+    def answer() -> set[int]:
+        with cursor:
+            return {position for (position,) in cursor.fetchall()}
+
+    return answer
 
 
 def apply_batch(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,8 +40,9 @@ __all__ = ["Connect", "migrate_in_parallel"]
 Connect = Callable[[], psycopg.Connection[Any]]
 
 
-#: a batch scanned: its jobs, what scanning it told, and its fingerprints being compared
-_Scanned = tuple[list[JobSource], Held, Future[set[int]]]
+#: a batch scanned: its jobs, what scanning it told, and the server's comparison of its
+#: fingerprints with the recorded ones
+_Scanned = tuple[list[JobSource], Held, store.Answer]
 
 
 @dataclass
@@ -85,9 +86,6 @@ def migrate_in_parallel(
             store.prepare_session(writer)
         return apply(writer, options, batch, run_id)
 
-    def unchanged(batch: list[JobSource]) -> set[int]:
-        return unchanged_by_stat(conn, options, settings, batch)
-
     def tell(turn: _Turn) -> None:
         turn.told.replay(observer)
         if turn.batch is not None and turn.writing is not None:
@@ -105,7 +103,7 @@ def migrate_in_parallel(
             interrupted = True
             turns.append(_Turn(told, None, None))
             return False
-        prepared = prepare(options, settings, batch, unchanged_in_batch.result(), told)
+        prepared = prepare(options, settings, batch, unchanged_in_batch(), told)
         writing = None if prepared is None else pool.submit(write, prepared)
         turns.append(_Turn(told, prepared, writing))
         while len(turns) > writers:
@@ -115,18 +113,19 @@ def migrate_in_parallel(
     try:
         with (
             ThreadPoolExecutor(writers, thread_name_prefix="comsa-migrate-write") as pool,
-            ThreadPoolExecutor(1, thread_name_prefix="comsa-migrate-lookup") as lookup,
+            _pipelined(conn),
         ):
             try:
                 waiting: _Scanned | None = None  # scanned; its fingerprints being compared
                 for batch in batches(items, options.batch_size, held):
-                    # this batch's fingerprints are compared while the next one is scanned
-                    scanned = (batch, held.take(), lookup.submit(unchanged, batch))
+                    # the answer for the batch before was due by the end of this scan; its
+                    # query went first, and reading it never waits for this batch's
+                    told = held.take()
                     if waiting is not None and not prepare_and_send(waiting):
-                        turns.append(_Turn(scanned[1], None, None))
+                        turns.append(_Turn(told, None, None))
                         waiting = None
                         break
-                    waiting = scanned
+                    waiting = (batch, told, unchanged_by_stat(conn, options, settings, batch))
                 if waiting is not None:
                     prepare_and_send(waiting)
             except BaseException:
@@ -143,3 +142,26 @@ def migrate_in_parallel(
         for writer in opened:
             writer.close()
     return interrupted
+
+
+@contextlib.contextmanager
+def _pipelined(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Pipeline mode on ``conn``, where libpq has it: a query is sent without waiting for
+    its answer, so the server compares one batch while the next one is scanned. Without
+    it, each comparison is answered before the scan goes on.
+
+    When the block fails, ending the pipeline may fail too (the connection lost): the
+    block's error is the one that tells what happened, and the only one raised.
+    """
+    if not psycopg.Pipeline.is_supported():
+        yield
+        return
+    pipeline = conn.pipeline()
+    pipeline.__enter__()
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):
+            pipeline.__exit__(None, None, None)
+        raise
+    pipeline.__exit__(None, None, None)
