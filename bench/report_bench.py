@@ -39,6 +39,7 @@ from comsa_migrate.core.pipeline import PreparedBatches
 from comsa_migrate.core.summary import Summary
 from comsa_migrate.db.target import redact
 
+from .bytecode import compile_project
 from .generate import TreeShape, generate
 from .servers import DEFAULT_DSN, database
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "parse":
         print(orjson.dumps({"seconds": _parse_all(args.data_dir)}).decode())
         return 0
+    compile_project()
     with _tree(args) as data_dir:
         _warm(data_dir)
         print(f"tree of {args.jobs} jobs; server {redact(args.dsn)}; {os.cpu_count()} CPUs")

@@ -37,6 +37,7 @@ import psycopg
 from comsa_migrate.db.migrations import create_input_files_table
 from comsa_migrate.db.target import redact
 
+from .bytecode import compile_project
 from .generate import TreeShape, generate
 from .servers import DEFAULT_DSN, database, server
 
@@ -76,6 +77,7 @@ class Round:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    compile_project()
     only = set(args.only)
     with server(args.embedded, args.dsn) as admin_dsn, _tree(args) as data_dir:
         counts = _tree_counts(data_dir)

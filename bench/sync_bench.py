@@ -37,6 +37,7 @@ import psycopg
 
 from comsa_migrate.db.target import redact
 
+from .bytecode import compile_project
 from .servers import DEFAULT_DSN, database, server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,7 @@ SOAK_UPDATED_JOBS = 500  # the jobs that --soak-kind updates changes in turn
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    compile_project()
     results: dict[str, Any] = {"host": _host(), "started": datetime.now().isoformat()}
     with server(args.embedded, args.dsn) as admin_dsn:
         results["server"] = redact(admin_dsn)
