@@ -4,10 +4,12 @@ that stops being listable during a scan is a problem of its own, never an except
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 from pyfakefs.fake_filesystem_unittest import Patcher
@@ -105,3 +107,49 @@ def test_a_folder_that_cannot_be_listed_leaves_every_job_to_look_for_its_own(
     assert listing.problem is not None and listing.problem.code == "unreadable"
     assert listing.claim(JOBS[0]) and listing.claim("anything")
     assert listing.unclaimed() == {}
+
+
+def test_jobs_made_unlistable_before_it_is_scanned_is_a_problem(
+    fake_five_job_tree: FakeFilesystem,
+) -> None:
+    fake_five_job_tree.create_file(FAKE / "notes.txt")
+    items = scan(FAKE)
+    assert isinstance(next(items), Problem)  # the stray file, before jobs/ is listed
+    os.chmod(FAKE / "jobs", 0)
+
+    found = [(p.code, p.path) for p in items if isinstance(p, Problem)]
+
+    assert ("unreadable", "jobs") in found
+
+
+def test_a_backfill_whose_uploads_cannot_be_listed_by_the_scan_writes_the_jobs_and_exits_1(
+    cli: Any,
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Root lists every folder: the listing is refused by a stand-in for os.scandir."""
+    data = tmp_path / "data"
+    for job_id in JOBS:
+        write_job(data, job_id)
+        (data / "uploads" / job_id).mkdir(parents=True)
+        (data / "uploads" / job_id / "input.csv").write_text("ID\n1\n")
+    uploads = os.fspath(data / "uploads")
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        scanning = sys._getframe(1).f_globals["__name__"] == "comsa_migrate.core.job_folders"
+        if scanning and not isinstance(path, int) and os.fspath(path) == uploads:
+            raise PermissionError(13, "Permission denied", uploads)  # the checks before pass
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+    result = cli("backfill", data, "--dsn", dsn)
+
+    assert result.exit_code == 1, result.output
+    assert "5 inserted" in " ".join(result.stdout.split())
+    assert "unreadable" in result.stdout and "Traceback" not in result.output
+    files = conn.execute("SELECT count(*) FROM job_files WHERE file_type = 'input'").fetchone()
+    assert files == (len(JOBS),)  # each job found its own upload folder all the same
