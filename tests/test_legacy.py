@@ -46,6 +46,8 @@ def source(job_id: str = JOB_ID) -> JobSource:
         json_mtime_ns=MTIME_NS,
         json_ino=1,
         files=(),
+        problems=(),
+        fingerprint="0" * 32,
     )
 
 

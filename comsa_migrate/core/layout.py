@@ -6,8 +6,7 @@ import hashlib
 import os
 import re
 import stat
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
@@ -116,7 +115,10 @@ class FileStat(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class JobSource:
-    """A job JSON on disk and the files that belong to it: everything known before reading."""
+    """A job JSON on disk and the files that belong to it: everything known before reading.
+
+    The scan makes one with seen(), which also takes its fingerprint.
+    """
 
     job_id: str  # lower-case UUID taken from the file name
     json_path: str  # relative to DATA_DIR
@@ -124,34 +126,41 @@ class JobSource:
     json_mtime_ns: int
     json_ino: int
     files: tuple[FileStat, ...]
-    problems: tuple[Problem, ...] = ()
-    scanned_ns: int = field(default_factory=time.time_ns)
-    fingerprint: str = field(init=False)
+    problems: tuple[Problem, ...]
+    fingerprint: str  # a digest of what stat saw; "racy-" first: never to be trusted
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "fingerprint", self._fingerprint())
+    @classmethod
+    def seen(
+        cls,
+        job_id: str,
+        json_path: str,
+        st: os.stat_result,
+        files: tuple[FileStat, ...],
+        problems: tuple[Problem, ...],
+        scanned_ns: int,
+    ) -> JobSource:
+        """The job as a scan saw it at ``scanned_ns``, with its fingerprint.
+
+        A file written again within the file system's timestamp granularity of being
+        stat'ed can keep its mtime and size; like git's racy-clean check, a fingerprint
+        taken that close to a modification is marked "racy-", so that it never matches,
+        and the job is re-read (and found unchanged) on the next run.
+        """
+        size, mtime_ns, ino = st.st_size, st.st_mtime_ns, st.st_ino
+        seen = [f"{NORMALISER_VERSION}|{json_path}|{size}|{mtime_ns}|{ino}"]
+        newest = mtime_ns
+        for file_type, _, path, file_size, file_mtime_ns in files:
+            seen.append(f"{file_type}|{path}|{file_size}|{file_mtime_ns}")
+            if file_mtime_ns > newest:
+                newest = file_mtime_ns
+        digest = hashlib.blake2b("\n".join(seen).encode(), digest_size=16).hexdigest()
+        if scanned_ns - newest < RACY_WINDOW_NS:
+            digest = "racy-" + digest
+        return cls(job_id, json_path, size, mtime_ns, ino, files, problems, digest)
 
     @property
     def racy(self) -> bool:
         return self.fingerprint.startswith("racy-")
-
-    def _fingerprint(self) -> str:
-        """A digest of what stat saw; "racy-" marks one that must not be trusted later.
-
-        A file written again within the file system's timestamp granularity of being
-        stat'ed can keep its mtime and size; like git's racy-clean check, a fingerprint
-        taken that close to a modification is recorded so that it never matches, and the
-        job is re-read (and found unchanged) on the next run.
-        """
-        seen = f"{NORMALISER_VERSION}|{self.json_path}|{self.json_size}|{self.json_mtime_ns}|"
-        seen += f"{self.json_ino}"
-        newest = self.json_mtime_ns
-        for f in self.files:
-            seen += f"\n{f.file_type}|{f.file_path}|{f.size}|{f.mtime_ns}"
-            newest = max(newest, f.mtime_ns)
-        digest = hashlib.blake2b(seen.encode(), digest_size=16).hexdigest()
-        racy = self.scanned_ns - newest < RACY_WINDOW_NS
-        return ("racy-" if racy else "") + digest
 
 
 ScanItem = JobSource | Problem

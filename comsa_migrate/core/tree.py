@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator
 from operator import itemgetter
 from pathlib import Path
@@ -270,15 +271,7 @@ def _job_source(listings: list[Listing], stem: str, rel: str, st: os.stat_result
             except OSError as exc:
                 return Problem("unreadable", os_reason(exc), job_id, f"{listing.folder}/{stem}")
     files.sort(key=_TYPE_AND_PATH)
-    return JobSource(
-        job_id=job_id,
-        json_path=rel,
-        json_size=st.st_size,
-        json_mtime_ns=st.st_mtime_ns,
-        json_ino=st.st_ino,
-        files=tuple(files),
-        problems=tuple(problems),
-    )
+    return JobSource.seen(job_id, rel, st, tuple(files), tuple(problems), time.time_ns())
 
 
 def _scan_orphans(listing: Listing, others: _JsonNames) -> Iterator[Problem]:
