@@ -19,7 +19,7 @@ from comsa_migrate.core.layout import (
     is_ignored_name,
     is_utf8,
     kind_of_file,
-    os_reason,
+    unlistable,
 )
 from comsa_migrate.problems import Problem
 
@@ -47,6 +47,7 @@ class Listing:
         self.folder = folder
         self.file_type = FILE_TYPE_OF_FOLDER[folder]
         self.path = f"{data_dir}/{folder}"
+        self.root_bytes = len(os.fsencode(data_dir)) + 1  # DATA_DIR and its "/", in bytes
         self.problem: Problem | None = None
         self.kinds: dict[str, int] | None = None  # None: not listed, every job looks
         if listed:
@@ -57,11 +58,13 @@ class Listing:
         try:
             with os.scandir(self.path) as it:
                 for entry in it:
-                    if not is_ignored_name(entry.name):
-                        kinds[entry.name] = _kind(entry)
+                    name = entry.name
+                    if not is_ignored_name(name):
+                        kinds[name] = (
+                            FOLDER if entry.is_dir(follow_symlinks=False) else _kind(entry)
+                        )
         except OSError as exc:
-            reason = f"the folder cannot be listed: {os_reason(exc)}"
-            self.problem = Problem("unreadable", reason, path=self.folder)
+            self.problem = unlistable(self.folder, exc)
             return
         self.kinds = kinds
 
@@ -75,9 +78,9 @@ class Listing:
 
 
 def _kind(entry: os.DirEntry[str]) -> int:
-    if entry.is_symlink():
-        return LINK
-    return FOLDER if entry.is_dir(follow_symlinks=False) else OTHER
+    if entry.is_dir(follow_symlinks=False):
+        return FOLDER
+    return LINK if entry.is_symlink() else OTHER
 
 
 def walk_job_folder(
@@ -105,7 +108,7 @@ def walk_job_folder(
             message = "a file where the job's folder belongs"
             problems.append(Problem("stray_file", message, job_id, rel))
         return
-    walk = _Walk(listing.file_type, job_id, files, problems, len(os.fsencode(path)) - len(rel))
+    walk = _Walk(listing.file_type, job_id, files, problems, listing.root_bytes)
     try:
         walk.folder(fd, rel)
     finally:

@@ -31,6 +31,7 @@ __all__ = [
     "kind_of_file",
     "os_reason",
     "read_job_json",
+    "unlistable",
     "utc_from_ns",
 ]
 
@@ -212,3 +213,8 @@ def kind_of_file(mode: int) -> str:
 
 def os_reason(exc: OSError) -> str:
     return exc.strerror.lower() if exc.strerror else str(exc)
+
+
+def unlistable(rel: str, exc: OSError) -> Problem:
+    """The problem of a folder at ``rel`` that the scan could not list."""
+    return Problem("unreadable", f"the folder cannot be listed: {os_reason(exc)}", path=rel)

@@ -24,6 +24,7 @@ from comsa_migrate.core.layout import (
     job_id_of_json,
     kind_of_file,
     os_reason,
+    unlistable,
 )
 from comsa_migrate.errors import DataDirError
 from comsa_migrate.problems import Problem
@@ -141,34 +142,42 @@ def _scan_top_level(data_dir: Path) -> Iterator[Problem]:
 
 
 def _scan_jobs(data_dir: Path, listings: list[Listing], others: _JsonNames) -> Iterator[ScanItem]:
+    """jobs/, streamed in directory order: memory does not grow with the number of jobs."""
     reported: set[str] = set()  # job ids whose duplicate JSONs were reported
-    for entry in _entries(data_dir / JOBS, JOBS, ordered=False):
-        if isinstance(entry, Problem):
-            yield entry
-            continue
-        rel = f"{JOBS}/{entry.name}"
-        job_id = job_id_of_json(entry.name)
-        if job_id is not None and (names := others.of_job(job_id, entry.name)) is not None:
-            if job_id not in reported:  # all of them at once: the job is skipped once
-                reported.add(job_id)
-                yield from _duplicates(job_id, names)
-            continue
-        if entry.is_symlink():
-            yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
-            continue
-        if job_id is None:
-            stem, dot, suffix = entry.name.rpartition(".")
-            if entry.is_file(follow_symlinks=False) and dot and suffix.lower() == "json":
-                yield Problem("invalid_job_dir", "job JSON whose name is not a UUID", path=rel)
-            else:
-                yield Problem("stray_file", "not a job JSON", path=rel)
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError as exc:
-            yield Problem("unreadable", os_reason(exc), job_id, rel)
-            continue
-        yield _job_of_json(listings, rel, st)
+    try:
+        with os.scandir(data_dir / JOBS) as it:
+            for entry in it:
+                name = entry.name
+                if is_ignored_name(name):
+                    continue
+                rel = f"{JOBS}/{name}"
+                job_id = job_id_of_json(name)
+                if job_id is not None and (names := others.of_job(job_id, name)) is not None:
+                    if job_id not in reported:  # all of them at once: the job is skipped once
+                        reported.add(job_id)
+                        yield from _duplicates(job_id, names)
+                    continue
+                if entry.is_symlink():
+                    yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
+                elif job_id is None:
+                    yield _not_a_job(entry, rel)
+                else:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError as exc:
+                        yield Problem("unreadable", os_reason(exc), job_id, rel)
+                        continue
+                    yield _job_of_json(listings, rel, st)
+    except OSError as exc:
+        yield unlistable(JOBS, exc)
+
+
+def _not_a_job(entry: os.DirEntry[str], rel: str) -> Problem:
+    """A name in jobs/ that is no job's: a JSON not named by a UUID, or anything else."""
+    stem, dot, suffix = entry.name.rpartition(".")
+    if entry.is_file(follow_symlinks=False) and dot and suffix.lower() == "json":
+        return Problem("invalid_job_dir", "job JSON whose name is not a UUID", path=rel)
+    return Problem("stray_file", "not a job JSON", path=rel)
 
 
 def _job_of_json(listings: list[Listing], rel: str, st: os.stat_result) -> ScanItem:
@@ -301,24 +310,14 @@ def _scan_orphans(listing: Listing, others: _JsonNames) -> Iterator[Problem]:
             yield Problem(code, "no job JSON for this folder", name.lower(), rel)
 
 
-def _entries(
-    folder: Path, rel: str, *, ordered: bool = True
-) -> Iterator[os.DirEntry[str] | Problem]:
-    """A folder's entries, minus hidden and temporary names; a folder that cannot be
-    listed (changed since check_data_dir) is an ``unreadable`` problem at ``rel``.
-
-    The three big folders are streamed in directory order (``ordered=False``), so that
-    memory does not grow with the number of jobs; small folders are sorted by name.
-    """
+def _entries(folder: Path, rel: str) -> Iterator[os.DirEntry[str] | Problem]:
+    """A small folder's entries by name, minus hidden and temporary names; a folder that
+    cannot be listed (changed since check_data_dir) is an ``unreadable`` problem at ``rel``."""
     try:
         with os.scandir(folder) as it:
-            entries = (e for e in it if not is_ignored_name(e.name))
-            if ordered:
-                yield from sorted(entries, key=lambda e: e.name)
-            else:
-                yield from entries
+            yield from sorted((e for e in it if not is_ignored_name(e.name)), key=lambda e: e.name)
     except OSError as exc:
-        yield Problem("unreadable", f"the folder cannot be listed: {os_reason(exc)}", path=rel)
+        yield unlistable(rel, exc)
 
 
 def count_job_files(data_dir: Path) -> int:
