@@ -4,7 +4,6 @@ that stops being listable during a scan is a problem of its own, never an except
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,7 +105,7 @@ def test_a_folder_that_cannot_be_listed_leaves_every_job_to_look_for_its_own(
 
     assert listing.problem is not None and listing.problem.code == "unreadable"
     assert listing.claim(JOBS[0]) and listing.claim("anything")
-    assert listing.unclaimed() == {}
+    assert list(listing.unclaimed()) == []
 
 
 def test_jobs_made_unlistable_before_it_is_scanned_is_a_problem(
@@ -129,22 +128,21 @@ def test_a_backfill_whose_uploads_cannot_be_listed_by_the_scan_writes_the_jobs_a
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Root lists every folder: the listing is refused by a stand-in for os.scandir."""
+    """Root lists every folder: the scan's listing is refused by a stand-in for os.listdir."""
     data = tmp_path / "data"
     for job_id in JOBS:
         write_job(data, job_id)
         (data / "uploads" / job_id).mkdir(parents=True)
         (data / "uploads" / job_id / "input.csv").write_text("ID\n1\n")
     uploads = os.fspath(data / "uploads")
-    real_scandir = os.scandir
+    real_listdir = os.listdir
 
-    def scandir(path: Any = ".") -> Any:
-        scanning = sys._getframe(1).f_globals["__name__"] == "comsa_migrate.core.job_folders"
-        if scanning and not isinstance(path, int) and os.fspath(path) == uploads:
+    def listdir(path: Any = ".") -> Any:
+        if not isinstance(path, int) and os.fspath(path) == uploads:
             raise PermissionError(13, "Permission denied", uploads)  # the checks before pass
-        return real_scandir(path)
+        return real_listdir(path)
 
-    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "listdir", listdir)
 
     result = cli("backfill", data, "--dsn", dsn)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from stat import S_ISREG
 
 from comsa_migrate.core.layout import (
@@ -25,7 +26,7 @@ from comsa_migrate.problems import Problem
 
 __all__ = ["FOLDER", "LINK", "OTHER", "Listing", "walk_job_folder"]
 
-#: what an entry of uploads/ or outputs/ was when it was listed
+#: what an entry of uploads/ or outputs/ is
 FOLDER, LINK, OTHER = 0, 1, 2
 
 #: a folder is opened, never followed through a link, never waited on (a FIFO)
@@ -37,7 +38,7 @@ _PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
 
 
 class Listing:
-    """uploads/ or outputs/ (``folder``), listed once: its names in directory order, by kind.
+    """uploads/ or outputs/ (``folder``), listed once: its names, in directory order.
 
     Holds one name per entry, about 150 bytes each, while the scan lasts. When the folder
     cannot be listed, ``problem`` says why and every job looks for its folder on disk.
@@ -49,38 +50,27 @@ class Listing:
         self.path = f"{data_dir}/{folder}"
         self.root_bytes = len(os.fsencode(data_dir)) + 1  # DATA_DIR and its "/", in bytes
         self.problem: Problem | None = None
-        self.kinds: dict[str, int] | None = None  # None: not listed, every job looks
+        self.names: dict[str, bool] | None = None  # None: not listed, every job looks
         if listed:
-            self._list()
-
-    def _list(self) -> None:
-        kinds: dict[str, int] = {}
-        try:
-            with os.scandir(self.path) as it:
-                for entry in it:
-                    name = entry.name
-                    if not is_ignored_name(name):
-                        kinds[name] = (
-                            FOLDER if entry.is_dir(follow_symlinks=False) else _kind(entry)
-                        )
-        except OSError as exc:
-            self.problem = unlistable(self.folder, exc)
-            return
-        self.kinds = kinds
+            try:
+                names = os.listdir(self.path)
+            except OSError as exc:
+                self.problem = unlistable(folder, exc)
+            else:
+                self.names = dict.fromkeys((n for n in names if not is_ignored_name(n)), True)
 
     def claim(self, stem: str) -> bool:
         """Whether the job named ``stem`` may have a folder here; it is then nobody's orphan."""
-        return self.kinds is None or self.kinds.pop(stem, None) is not None
+        return self.names is None or self.names.pop(stem, False)
 
-    def unclaimed(self) -> dict[str, int]:
-        """The names no job claimed, in listing order, by kind."""
-        return self.kinds or {}
-
-
-def _kind(entry: os.DirEntry[str]) -> int:
-    if entry.is_dir(follow_symlinks=False):
-        return FOLDER
-    return LINK if entry.is_symlink() else OTHER
+    def unclaimed(self) -> Iterator[tuple[str, int]]:
+        """The names no job claimed, in listing order, with what each is now (FOLDER, LINK
+        or OTHER); one gone since the listing is left out."""
+        for name in self.names or ():
+            mode = _mode(f"{self.path}/{name}")
+            if mode is not None:
+                kind = FOLDER if stat.S_ISDIR(mode) else LINK if stat.S_ISLNK(mode) else OTHER
+                yield name, kind
 
 
 def walk_job_folder(

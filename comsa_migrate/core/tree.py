@@ -287,7 +287,7 @@ def _scan_orphans(listing: Listing, others: _JsonNames) -> Iterator[Problem]:
     """What is in uploads/ or outputs/ that no job claimed, in listing order."""
     folder = listing.folder
     code = "orphan_upload_dir" if folder == UPLOADS else "orphan_output_dir"
-    for name, kind in listing.unclaimed().items():
+    for name, kind in listing.unclaimed():
         rel = f"{folder}/{name}"
         if is_job_id(name) and others.has_json_named(name):
             continue  # the job's own scan reports anything odd about its folder
