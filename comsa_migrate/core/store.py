@@ -202,6 +202,12 @@ def compare_fingerprints(
         " JOIN public.jobs j ON j.id = s.job_id",
         [orjson.dumps(fingerprints).decode()],
     )
+    if conn.pgconn.pipeline_status:
+        # the server holds a pipeline's results until asked to flush: ask now, so that the
+        # answer is on its way while the next batch is scanned (what is left unsent, if
+        # the socket is full, goes with the next message)
+        conn.pgconn.send_flush_request()
+        conn.pgconn.flush()
 
     def answer() -> set[int]:
         with cursor:
