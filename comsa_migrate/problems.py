@@ -84,11 +84,12 @@ class Problem:
     def __post_init__(self) -> None:
         if self.code not in CODES:
             raise ValueError(f"unknown problem code {self.code!r}")
-        # every output (text, JSON, Markdown, logs, the database) can carry the result
+        # every output (text, JSON, Markdown, logs, the database) can carry the result; a
+        # name is shown on one line, whatever control characters it holds
         for name in ("message", "job_id", "path"):
             value = getattr(self, name)
             if value is not None and not value.isprintable():
-                object.__setattr__(self, name, printable(value))
+                object.__setattr__(self, name, printable(value, controls=name != "message"))
 
     @property
     def severity(self) -> Severity:
@@ -98,12 +99,15 @@ class Problem:
 #: what no output can carry as is: lone surrogates (a name's bytes that are not UTF-8,
 #: as os.fsdecode leaves them, or a JSON "\udXXX" escape) and U+0000
 _UNPRINTABLE = re.compile("[\x00\ud800-\udfff]")
+#: the same, and the control characters that would break a line of text output
+_UNPRINTABLE_OR_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
-def printable(text: str) -> str:
+def printable(text: str, *, controls: bool = False) -> str:
     """``text`` with each byte that was not UTF-8 as ``\\xNN``, other lone surrogates as
-    ``\\uNNNN`` and U+0000 as ``\\x00``: valid UTF-8 that any output and PostgreSQL take."""
-    return _UNPRINTABLE.sub(_escape, text)
+    ``\\uNNNN`` and U+0000 as ``\\x00``: valid UTF-8 that any output and PostgreSQL take.
+    With ``controls``, the other control characters (a newline in a file name) as ``\\xNN``."""
+    return (_UNPRINTABLE_OR_CONTROL if controls else _UNPRINTABLE).sub(_escape, text)
 
 
 def _escape(match: re.Match[str]) -> str:

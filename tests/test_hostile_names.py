@@ -141,6 +141,31 @@ def test_the_json_report_lists_every_such_name_escaped(
     assert {p["job_id"] for p in problems if p["code"] == "invalid_file_name"} == {JOB}
 
 
+def test_a_uuid_and_a_newline_names_no_job_for_the_backfill_nor_the_report(
+    cli: Any, dsn: str, tmp_path: Path, conn: psycopg.Connection[Any]
+) -> None:
+    data = tmp_path / "data"
+    write_job(data, JOB)
+    other = new_job_id()
+    (data / "jobs" / f"{other}\n.json").write_text('{"type": "openva", "status": "completed"}')
+    (data / "outputs" / f"{other}\n").mkdir(parents=True)
+    age_tree(data)
+    shown = [
+        ("invalid_job_dir", f"jobs/{other}\\x0a.json"),
+        ("invalid_job_dir", f"outputs/{other}\\x0a"),
+    ]
+
+    report = cli("report", data, "--dsn", dsn, "--format", "json")
+    backfill = cli("backfill", data, "--dsn", dsn)
+
+    assert report.exit_code == 0, report.output
+    problems = json.loads(report.stdout)["problems"]
+    assert sorted((p["code"], p["path"]) for p in problems) == shown
+    assert backfill.exit_code == 0, backfill.output  # warnings only: no db_error
+    assert "1 inserted" in " ".join(backfill.stdout.split())
+    assert conn.execute("SELECT id::text FROM jobs").fetchall() == [(JOB,)]
+
+
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
 def test_the_text_and_markdown_reports_show_every_such_name_escaped(
     cli: Any, dsn: str, hostile_data: Path, fmt: str

@@ -84,6 +84,8 @@ def test_wait_returns_when_woken() -> None:
         (f"outputs/{JOB}/.hidden/csmf.png", None),
         (f"outputs/{JOB}/causes.csv~", None),
         ("outputs/test-001/causes.csv", None),
+        (f"jobs/{JOB}\n.json", None),  # a UUID and a newline is no job id
+        (f"outputs/{JOB}\n/causes.csv", None),
         ("jobs", ("top", None)),
         ("", ("top", None)),
         ("demo_configs.json", None),

@@ -371,6 +371,19 @@ def test_names_that_are_not_uuids_are_invalid_job_dirs(data_dir: Path) -> None:
     ]
 
 
+def test_a_uuid_with_a_newline_after_it_is_no_job_id(data_dir: Path) -> None:
+    write(data_dir / "jobs" / f"{JOB}\n.json", JOB_JSON)
+    (data_dir / "uploads" / f"{JOB2}\n").mkdir()
+
+    jobs, found = scan_all(data_dir)
+
+    assert jobs == {}
+    assert found == [
+        ("invalid_job_dir", None, f"jobs/{JOB}\\x0a.json"),
+        ("invalid_job_dir", None, f"uploads/{JOB2}\\x0a"),
+    ]
+
+
 def test_other_files_are_stray_files(data_dir: Path) -> None:
     add_job(data_dir)
     write(data_dir / "demo_configs.json", b"{}")

@@ -43,7 +43,10 @@ RACY_WINDOW_NS = 2_000_000_000
 
 JOBS, UPLOADS, OUTPUTS = "jobs", "uploads", "outputs"
 FILE_TYPE_OF_FOLDER = {UPLOADS: "input", OUTPUTS: "output"}
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UUID = re.compile(_UUID_PATTERN, re.I)
+#: ``<id>.json`` as the dashboard names a job: all in lower case
+_LOWER_CASE_JOB_JSON = re.compile(_UUID_PATTERN + r"\.json")
 _TEMP_SUFFIXES = ("~", ".swp", ".tmp", ".part")
 _EPOCH = datetime(1970, 1, 1)
 
@@ -54,7 +57,7 @@ def utc_from_ns(ns: int) -> datetime:
 
 
 def is_job_id(name: str) -> bool:
-    return _UUID.match(name) is not None
+    return _UUID.fullmatch(name) is not None  # "$" would take a name ending in a newline
 
 
 def is_ignored_name(name: str) -> bool:
@@ -75,6 +78,8 @@ def is_utf8(name: str) -> bool:
 
 def job_id_of_json(name: str) -> str | None:
     """The job id a name in jobs/ stands for (``<uuid>.json`` in any case), or None."""
+    if _LOWER_CASE_JOB_JSON.fullmatch(name):  # the name nearly every job has
+        return name[:-5]
     stem, dot, suffix = name.rpartition(".")
     if dot and suffix.lower() == "json" and is_job_id(stem):
         return stem.lower()

@@ -28,7 +28,14 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
-from comsa_migrate.core.layout import JOBS, OUTPUTS, UPLOADS, is_ignored_name, is_job_id
+from comsa_migrate.core.layout import (
+    JOBS,
+    OUTPUTS,
+    UPLOADS,
+    is_ignored_name,
+    is_job_id,
+    job_id_of_json,
+)
 from comsa_migrate.errors import ComsaMigrateError
 
 __all__ = [
@@ -103,11 +110,10 @@ def classify(root: str, path: str) -> _Target | None:
     if top == JOBS:
         if len(parts) != 2 or is_ignored_name(parts[1]):
             return None
-        stem, dot, suffix = parts[1].rpartition(".")
-        if dot and suffix.lower() == "json" and is_job_id(stem):
-            job_id = stem.lower()
-            return _Target("json", job_id, other_case=parts[1] != f"{job_id}.json")
-        return None
+        job_id = job_id_of_json(parts[1])
+        if job_id is None:
+            return None
+        return _Target("json", job_id, other_case=parts[1] != f"{job_id}.json")
     if top in (UPLOADS, OUTPUTS) and is_job_id(parts[1]):
         if any(is_ignored_name(part) for part in parts[2:]):
             return None
