@@ -17,15 +17,15 @@ from comsa_migrate.core.normalise import JobRecord
 from comsa_migrate.errors import ConfigurationError, first_line
 
 __all__ = [
+    "Answer",
     "Outcome",
     "Plan",
     "WriteSettings",
     "apply_batch",
+    "compare_fingerprints",
     "finish_run",
     "give_owner",
     "job_payload",
-    "Answer",
-    "compare_fingerprints",
     "owner_of",
     "plan_batch",
     "prepare_session",
