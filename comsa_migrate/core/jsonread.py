@@ -12,8 +12,11 @@ import orjson
 __all__ = ["MAX_DEPTH", "Invalid", "has_unstorable_escape", "load_json"]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
-#: a run of digits that may be an integer beyond 64 bits, which orjson reads as a float
-_LONG_DIGITS = re.compile(rb"\d{19}")
+#: a run of 19 digits may be an integer beyond 64 bits, which orjson reads as a float; it
+#: is looked for with each digit made "0" and every other byte "x" (a regular expression
+#: tries every position of every run of digits, and took four times as long as parsing)
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x78 for byte in range(256))
+_LONG_DIGITS = b"0" * 19
 #: a UTF-16 surrogate written as a JSON escape: orjson refuses one that is not paired
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 #: deeper documents are refused: no job nests beyond a few levels, and the payload
@@ -35,7 +38,7 @@ def load_json(raw: bytes) -> Any:
         raw = raw[len(_UTF8_BOM) :]
     if not raw.strip():
         raise Invalid("invalid_json", "the file is empty")
-    exact = _LONG_DIGITS.search(raw) is not None
+    exact = _LONG_DIGITS in raw.translate(_DIGITS_AS_ZEROS)
     if exact:
         doc = _load_exact(raw)
     else:
