@@ -174,7 +174,7 @@ ScanItem = JobSource | Problem
 
 def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | Problem:
     """The bytes of a job JSON, or the problem that stops them from being read."""
-    path = data_dir / source.json_path
+    path = os.path.join(data_dir, source.json_path)
     try:
         # never follow a symlink, nor wait on a FIFO, put there since the scan
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from comsa_migrate.core.jsonread import Invalid, has_unstorable_escape, load_json
 from comsa_migrate.core.layout import JobSource, is_job_id, is_utf8, utc_from_ns
@@ -49,8 +49,10 @@ _LOG_PREFIX = re.compile(r"\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})\]")
 LOG_STEP = timedelta(microseconds=1)
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
+class LogEntry(NamedTuple):
+    """One line of a job's log; a named tuple, as a job has a dozen and a backfill
+    makes one for each (FileStat says why)."""
+
     timestamp: datetime
     message: str
 
@@ -348,5 +350,5 @@ def _input_file_path(value: Any, data_dir: Path, note: Any) -> str | None:
 def _relative_inside(candidate: str, root: str) -> str | None:
     path = os.path.normpath(candidate)
     if path != root and path.startswith(root + os.sep):
-        return os.path.relpath(path, root).replace(os.sep, "/")
+        return path[len(root) + 1 :].replace(os.sep, "/")
     return None
