@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -139,20 +139,26 @@ def unchanged_by_stat(
     options: BackfillOptions,
     settings: store.WriteSettings,
     batch: list[JobSource],
-) -> store.Answer:
-    """Ask which jobs of ``batch`` have the fingerprint recorded for them; the answer is
-    their positions in ``batch`` (see store.compare_fingerprints).
+) -> Callable[[], set[int]]:
+    """Ask for the fingerprints recorded for the jobs of ``batch``; the function returned
+    reads them and gives the positions in ``batch`` of the jobs unchanged since.
 
     A racy fingerprint is never trusted, and --force trusts none.
     """
     if options.force:
         return set
-    fingerprints = [
-        (position, source.job_id, settings.fingerprint(source.fingerprint))
-        for position, source in enumerate(batch)
-        if not source.racy
-    ]
-    return store.compare_fingerprints(conn, fingerprints)
+    recorded = store.recorded_fingerprints(conn, [source.job_id for source in batch])
+
+    def unchanged() -> set[int]:
+        known = recorded()
+        return {
+            position
+            for position, source in enumerate(batch)
+            if not source.racy
+            and known.get(source.job_id) == settings.fingerprint(source.fingerprint)
+        }
+
+    return unchanged
 
 
 def prepare(

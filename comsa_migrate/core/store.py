@@ -22,13 +22,13 @@ __all__ = [
     "Plan",
     "WriteSettings",
     "apply_batch",
-    "compare_fingerprints",
     "finish_run",
     "give_owner",
     "job_payload",
     "owner_of",
     "plan_batch",
     "prepare_session",
+    "recorded_fingerprints",
     "start_run",
     "write_settings",
 ]
@@ -177,30 +177,22 @@ def prepare_session(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
-#: a comparison sent to the server; calling it reads the answer
-Answer = Callable[[], set[int]]
+#: a question sent to the server; calling it reads the answer
+Answer = Callable[[], dict[str, str]]
 
 
-def compare_fingerprints(
-    conn: psycopg.Connection[Any], fingerprints: Sequence[tuple[int, str, str]]
-) -> Answer:
-    """Send the comparison of (position, job id, fingerprint) with the recorded ones.
+def recorded_fingerprints(conn: psycopg.Connection[Any], job_ids: Sequence[str]) -> Answer:
+    """Ask for the fingerprints recorded for these jobs whose `jobs` row is still there;
+    the function returned reads the answer, {job id: fingerprint}.
 
-    The answer is the positions whose job has this fingerprint recorded and its `jobs`
-    row still there: the jobs unchanged since they were written. One round trip, and the
-    comparison is the server's: an unchanged batch costs the client one JSON document
-    out and the positions back. In pipeline mode the query is only sent here, and the
-    server works on it until the answer is read.
+    In pipeline mode the query is only sent here, and the server works on it while the
+    caller goes on until the answer is read.
     """
-    if not fingerprints:
-        return set
     cursor = conn.cursor()
     cursor.execute(
-        "SELECT (e.v->>0)::int FROM json_array_elements(%s::json) AS e(v)"
-        " JOIN comsa_migrate.job_state s"
-        "   ON s.job_id = (e.v->>1)::uuid AND s.fingerprint = e.v->>2"
-        " JOIN public.jobs j ON j.id = s.job_id",
-        [orjson.dumps(fingerprints).decode()],
+        "SELECT s.job_id::text, s.fingerprint FROM comsa_migrate.job_state s"
+        " JOIN public.jobs j ON j.id = s.job_id WHERE s.job_id = ANY(%s::uuid[])",
+        ["{" + ",".join(job_ids) + "}"],  # job ids are UUIDs: nothing to quote
     )
     if conn.pgconn.pipeline_status:
         # the server holds a pipeline's results until asked to flush: ask now, so that the
@@ -209,9 +201,9 @@ def compare_fingerprints(
         conn.pgconn.send_flush_request()
         conn.pgconn.flush()
 
-    def answer() -> set[int]:
+    def answer() -> dict[str, str]:
         with cursor:
-            return {position for (position,) in cursor.fetchall()}
+            return dict(cursor.fetchall())
 
     return answer
 

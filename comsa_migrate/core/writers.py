@@ -40,9 +40,9 @@ __all__ = ["Connect", "migrate_in_parallel"]
 Connect = Callable[[], psycopg.Connection[Any]]
 
 
-#: a batch scanned: its jobs, what scanning it told, and the server's comparison of its
-#: fingerprints with the recorded ones
-_Scanned = tuple[list[JobSource], Held, store.Answer]
+#: a batch scanned: its jobs, what scanning it told, and the jobs unchanged by stat, to be
+#: read from the server's answer
+_Scanned = tuple[list[JobSource], Held, Callable[[], set[int]]]
 
 
 @dataclass
