@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -114,3 +115,45 @@ def test_a_sigkill_mid_run_with_four_writers_converges_on_rerun(
     assert finished.returncode == 1, finished.stderr  # the quirks' errors
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert stored_contents(conn) == one_writer.contents
+
+
+@pytest.mark.slow
+def test_without_pipeline_mode_two_writers_write_and_tell_the_same_and_a_rerun_trusts_stat(
+    quirky_tree: Path, dsn: str, one_writer: OneWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A libpq older than 14 has no pipeline mode: each batch's fingerprints are then read
+    before the scan goes on. There is no such libpq here; its one answer is stood in for."""
+    monkeypatch.setattr(psycopg.Pipeline, "is_supported", classmethod(lambda cls: False))
+
+    many, told_many = run(dsn, quirky_tree, 2)
+    rerun, _ = run(dsn, quirky_tree, 2)
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert stored_contents(conn) == one_writer.contents
+    assert told_many == one_writer.told
+    assert rerun.actions["unchanged"] == many.actions["insert"] + many.actions["update"]
+    assert rerun.actions["insert"] == rerun.actions["update"] == 0
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_rerun_with_two_writers_takes_a_job_whose_stat_is_the_same_as_unchanged(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch, pipelined: bool
+) -> None:
+    """Proof that the fingerprints decided: a JSON rewritten in place to the same size and
+    mtime is not read again (as git's index, the tool trusts what stat says)."""
+    monkeypatch.setattr(psycopg.Pipeline, "is_supported", classmethod(lambda cls: pipelined))
+    data = generate(tmp_path / "data", TreeShape(30, seed=3))
+    first, _ = run(dsn, data, 2)
+    json_path = next(
+        p for p in sorted((data / "jobs").iterdir()) if b'"completed"' in p.read_bytes()
+    )
+    before = json_path.stat()
+    raw = json_path.read_bytes()
+    json_path.write_bytes(raw.replace(b'"completed"', b'"COMPLETED"', 1))
+    os.utime(json_path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert json_path.stat().st_size == before.st_size and json_path.read_bytes() != raw
+
+    rerun, _ = run(dsn, data, 2)
+
+    assert first.actions["insert"] == 30
+    assert rerun.actions["unchanged"] == 30
