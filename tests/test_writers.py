@@ -157,3 +157,17 @@ def test_a_rerun_with_two_writers_takes_a_job_whose_stat_is_the_same_as_unchange
 
     assert first.actions["insert"] == 30
     assert rerun.actions["unchanged"] == 30
+
+
+def test_the_connection_given_is_left_idle_and_out_of_pipeline_mode(
+    tmp_path: Path, dsn: str
+) -> None:
+    data = generate(tmp_path / "data", TreeShape(12, seed=5))
+    options = BackfillOptions(data, batch_size=5, writers=2)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(2):  # a cold run, then a rerun that only reads fingerprints
+            backfill(conn, options, connect=lambda: psycopg.connect(dsn, autocommit=True))
+
+            assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (12,)
