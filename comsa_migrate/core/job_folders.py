@@ -16,6 +16,7 @@ from stat import S_ISREG
 
 from comsa_migrate.core.layout import (
     FILE_TYPE_OF_FOLDER,
+    FOLDER_FLAGS,
     FileStat,
     is_ignored_name,
     is_utf8,
@@ -29,9 +30,7 @@ __all__ = ["FOLDER", "LINK", "OTHER", "Listing", "walk_job_folder"]
 #: what an entry of uploads/ or outputs/ is
 FOLDER, LINK, OTHER = 0, 1, 2
 
-#: a folder is opened, never followed through a link, never waited on (a FIFO)
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-#: what opening a folder with _DIR_FLAGS says of a link (Linux; EMLINK on FreeBSD) or a file
+#: what opening a folder with FOLDER_FLAGS says of a link (Linux; EMLINK on FreeBSD) or a file
 _NOT_A_FOLDER = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)
 #: the longest path, in bytes and with its final NUL, that the OS opens by name
 _PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
@@ -85,7 +84,7 @@ def walk_job_folder(
     rel = f"{listing.folder}/{stem}"
     path = f"{listing.path}/{stem}"
     try:
-        fd = os.open(path, _DIR_FLAGS)
+        fd = os.open(path, FOLDER_FLAGS)
     except FileNotFoundError:
         return  # no folder, or gone since the listing
     except OSError as exc:
@@ -167,7 +166,7 @@ class _Walk:
         if self.root_bytes + len(rel.encode()) >= _PATH_MAX:
             raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), rel)
         try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            fd = os.open(name, FOLDER_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             return  # removed since the listing
         except OSError as exc:

@@ -14,7 +14,9 @@ from typing import NamedTuple
 from comsa_migrate.problems import Problem
 
 __all__ = [
+    "FILE_FLAGS",
     "FILE_TYPE_OF_FOLDER",
+    "FOLDER_FLAGS",
     "JOBS",
     "NORMALISER_VERSION",
     "OUTPUTS",
@@ -42,6 +44,10 @@ NORMALISER_VERSION = "3"
 RACY_WINDOW_NS = 2_000_000_000
 
 JOBS, UPLOADS, OUTPUTS = "jobs", "uploads", "outputs"
+#: a folder of the tree is opened, never followed through a link, never waited on
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: a file of the tree is opened the same way, and is a file
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 FILE_TYPE_OF_FOLDER = {UPLOADS: "input", OUTPUTS: "output"}
 _UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _UUID = re.compile(_UUID_PATTERN, re.I)
@@ -177,7 +183,7 @@ def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | 
     path = os.path.join(data_dir, source.json_path)
     try:
         # never follow a symlink, nor wait on a FIFO, put there since the scan
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, FILE_FLAGS)
         with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
             if not stat.S_ISREG(st.st_mode):

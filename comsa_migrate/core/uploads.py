@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
+import stat
 from pathlib import Path
 
-from comsa_migrate.core.layout import JobSource
+from comsa_migrate.core.layout import FILE_FLAGS, FOLDER_FLAGS, JobSource, os_reason
 from comsa_migrate.problems import Problem
 
 __all__ = ["DEFAULT_MAX_INPUT_BYTES", "input_contents"]
@@ -50,11 +52,38 @@ def input_contents(
     contents: list[tuple[str, str]] = []
     for name, rel in sorted(chosen.items()):
         try:
-            # never follow a symbolic link, nor wait on a FIFO, put there since the scan
-            fd = os.open(os.path.join(data_dir, rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as fh:
-                contents.append((name, base64.b64encode(fh.read()).decode("ascii")))
+            data = _read(data_dir, rel)
         except OSError as exc:
-            reason = exc.strerror.lower() if exc.strerror else str(exc)
-            problems.append(Problem("unreadable", reason, source.job_id, rel))
+            problems.append(Problem("unreadable", _reason(exc), source.job_id, rel))
+        else:
+            contents.append((name, base64.b64encode(data).decode("ascii")))
     return contents, problems
+
+
+def _read(data_dir: Path, rel: str) -> bytes:
+    """The bytes of the regular file at ``rel`` under DATA_DIR, as the scan saw it there.
+
+    Each folder on the way is opened without following a link, and the file is neither
+    followed nor waited on (a FIFO): a folder or file replaced by a symbolic link since
+    the scan is never read through, whatever it points to.
+    """
+    *folders, name = rel.split("/")
+    fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # DATA_DIR as given
+    try:
+        for folder in folders:
+            inner = os.open(folder, FOLDER_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        file_fd = os.open(name, FILE_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with os.fdopen(file_fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file since the scan")
+        return fh.read()
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR):
+        return "a symbolic link or a file since the scan, where a folder or file was; not followed"
+    return os_reason(exc)
