@@ -17,6 +17,7 @@ from stat import S_ISREG
 from comsa_migrate.core.layout import (
     FILE_TYPE_OF_FOLDER,
     FOLDER_FLAGS,
+    NOT_FOLLOWED,
     FileStat,
     is_ignored_name,
     is_utf8,
@@ -30,8 +31,6 @@ __all__ = ["FOLDER", "LINK", "OTHER", "Listing", "walk_job_folder"]
 #: what an entry of uploads/ or outputs/ is
 FOLDER, LINK, OTHER = 0, 1, 2
 
-#: what opening a folder with FOLDER_FLAGS says of a link (Linux; EMLINK on FreeBSD) or a file
-_NOT_A_FOLDER = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)
 #: the longest path, in bytes and with its final NUL, that the OS opens by name
 _PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
 
@@ -88,7 +87,7 @@ def walk_job_folder(
     except FileNotFoundError:
         return  # no folder, or gone since the listing
     except OSError as exc:
-        mode = _mode(path) if exc.errno in _NOT_A_FOLDER else None
+        mode = _mode(path) if exc.errno in NOT_FOLLOWED else None
         if mode is None or stat.S_ISDIR(mode):
             raise  # a folder after all (made so since), or one that cannot be opened
         if stat.S_ISLNK(mode):
@@ -170,7 +169,7 @@ class _Walk:
         except FileNotFoundError:
             return  # removed since the listing
         except OSError as exc:
-            mode = _mode(name, parent) if exc.errno in _NOT_A_FOLDER else None
+            mode = _mode(name, parent) if exc.errno in NOT_FOLLOWED else None
             if mode is None or stat.S_ISDIR(mode):
                 raise
             # replaced since the listing: a link is not followed, a file is the next scan's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -19,6 +20,7 @@ __all__ = [
     "FOLDER_FLAGS",
     "JOBS",
     "NORMALISER_VERSION",
+    "NOT_FOLLOWED",
     "OUTPUTS",
     "UPLOADS",
     "FileStat",
@@ -48,6 +50,9 @@ JOBS, UPLOADS, OUTPUTS = "jobs", "uploads", "outputs"
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 #: a file of the tree is opened the same way, and is a file
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: what opening with those flags says of a link (Linux; EMLINK on FreeBSD), or of a file
+#: where a folder was
+NOT_FOLLOWED = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)
 FILE_TYPE_OF_FOLDER = {UPLOADS: "input", OUTPUTS: "output"}
 _UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _UUID = re.compile(_UUID_PATTERN, re.I)

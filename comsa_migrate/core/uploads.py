@@ -8,7 +8,13 @@ import os
 import stat
 from pathlib import Path
 
-from comsa_migrate.core.layout import FILE_FLAGS, FOLDER_FLAGS, JobSource, os_reason
+from comsa_migrate.core.layout import (
+    FILE_FLAGS,
+    FOLDER_FLAGS,
+    NOT_FOLLOWED,
+    JobSource,
+    os_reason,
+)
 from comsa_migrate.problems import Problem
 
 __all__ = ["DEFAULT_MAX_INPUT_BYTES", "input_contents"]
@@ -84,6 +90,6 @@ def _read(data_dir: Path, rel: str) -> bytes:
 
 
 def _reason(exc: OSError) -> str:
-    if exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR):
+    if exc.errno in NOT_FOLLOWED:
         return "a symbolic link or a file since the scan, where a folder or file was; not followed"
     return os_reason(exc)
