@@ -118,7 +118,7 @@ def test_a_sigkill_mid_run_with_four_writers_converges_on_rerun(
 
 
 @pytest.mark.slow
-def test_without_pipeline_mode_two_writers_write_and_tell_the_same_and_a_rerun_trusts_stat(
+def test_without_pipeline_mode_two_writers_write_and_tell_the_same_and_rerun_unchanged(
     quirky_tree: Path, dsn: str, one_writer: OneWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A libpq older than 14 has no pipeline mode: each batch's fingerprints are then read

@@ -22,14 +22,12 @@ from comsa_migrate.core.layout import (
     is_ignored_name,
     is_utf8,
     kind_of_file,
+    link_skipped,
     unlistable,
 )
 from comsa_migrate.problems import Problem
 
-__all__ = ["FOLDER", "LINK", "OTHER", "Listing", "walk_job_folder"]
-
-#: what an entry of uploads/ or outputs/ is
-FOLDER, LINK, OTHER = 0, 1, 2
+__all__ = ["Listing", "walk_job_folder"]
 
 #: the longest path, in bytes and with its final NUL, that the OS opens by name
 _PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
@@ -61,14 +59,13 @@ class Listing:
         """Whether the job named ``stem`` may have a folder here; it is then nobody's orphan."""
         return self.names is None or self.names.pop(stem, False)
 
-    def unclaimed(self) -> Iterator[tuple[str, int]]:
-        """The names no job claimed, in listing order, with what each is now (FOLDER, LINK
-        or OTHER); one gone since the listing is left out."""
-        for name in self.names or ():
-            mode = _mode(f"{self.path}/{name}")
-            if mode is not None:
-                kind = FOLDER if stat.S_ISDIR(mode) else LINK if stat.S_ISLNK(mode) else OTHER
-                yield name, kind
+    def unclaimed(self) -> Iterator[str]:
+        """The names no job claimed, in listing order."""
+        yield from self.names or ()
+
+    def mode(self, name: str) -> int | None:
+        """What lstat says of the entry ``name`` now; None when it is gone."""
+        return _mode(f"{self.path}/{name}")
 
 
 def walk_job_folder(
@@ -87,11 +84,8 @@ def walk_job_folder(
     except FileNotFoundError:
         return  # no folder, or gone since the listing
     except OSError as exc:
-        mode = _mode(path) if exc.errno in NOT_FOLLOWED else None
-        if mode is None or stat.S_ISDIR(mode):
-            raise  # a folder after all (made so since), or one that cannot be opened
-        if stat.S_ISLNK(mode):
-            problems.append(Problem("symlink_skipped", "symbolic link not followed", job_id, rel))
+        if stat.S_ISLNK(_not_a_folder(exc, path)):
+            problems.append(link_skipped(rel, job_id))
         else:
             message = "a file where the job's folder belongs"
             problems.append(Problem("stray_file", message, job_id, rel))
@@ -109,6 +103,15 @@ def _mode(name: str, dir_fd: int | None = None) -> int | None:
         return os.lstat(name, dir_fd=dir_fd).st_mode
     except OSError:
         return None
+
+
+def _not_a_folder(exc: OSError, name: str, dir_fd: int | None = None) -> int:
+    """The mode of what ``name`` is, when opening it as a folder failed (``exc``) because
+    it is a link or a file; any other failure, or a folder after all, raises ``exc``."""
+    mode = _mode(name, dir_fd) if exc.errno in NOT_FOLLOWED else None
+    if mode is None or stat.S_ISDIR(mode):
+        raise exc
+    return mode
 
 
 class _Walk:
@@ -143,9 +146,7 @@ class _Walk:
                 message = f"a {what} name that is not UTF-8 cannot be stored as text; skipped"
                 problems.append(Problem("invalid_file_name", message, job_id, entry_rel))
             elif entry.is_symlink():
-                problems.append(
-                    Problem("symlink_skipped", "symbolic link not followed", job_id, entry_rel)
-                )
+                problems.append(link_skipped(entry_rel, job_id))
             elif entry.is_dir(follow_symlinks=False):
                 self.subfolder(fd, name, entry_rel)
             else:
@@ -169,13 +170,9 @@ class _Walk:
         except FileNotFoundError:
             return  # removed since the listing
         except OSError as exc:
-            mode = _mode(name, parent) if exc.errno in NOT_FOLLOWED else None
-            if mode is None or stat.S_ISDIR(mode):
-                raise
             # replaced since the listing: a link is not followed, a file is the next scan's
-            if stat.S_ISLNK(mode):
-                message = "symbolic link not followed"
-                self.problems.append(Problem("symlink_skipped", message, self.job_id, rel))
+            if stat.S_ISLNK(_not_a_folder(exc, name, parent)):
+                self.problems.append(link_skipped(rel, self.job_id))
             return
         try:
             self.folder(fd, rel)

@@ -33,6 +33,7 @@ __all__ = [
     "job_id_of_json",
     "is_utf8",
     "kind_of_file",
+    "link_skipped",
     "os_reason",
     "read_job_json",
     "unlistable",
@@ -229,6 +230,11 @@ def kind_of_file(mode: int) -> str:
 
 def os_reason(exc: OSError) -> str:
     return exc.strerror.lower() if exc.strerror else str(exc)
+
+
+def link_skipped(rel: str, job_id: str | None = None) -> Problem:
+    """The problem of a symbolic link at ``rel``: the scan never follows one."""
+    return Problem("symlink_skipped", "symbolic link not followed", job_id, rel)
 
 
 def unlistable(rel: str, exc: OSError) -> Problem:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from operator import itemgetter
 from pathlib import Path
 
-from comsa_migrate.core.job_folders import FOLDER, LINK, Listing, walk_job_folder
+from comsa_migrate.core.job_folders import Listing, walk_job_folder
 from comsa_migrate.core.layout import (
     JOBS,
     OUTPUTS,
@@ -23,6 +23,7 @@ from comsa_migrate.core.layout import (
     is_real_dir,
     job_id_of_json,
     kind_of_file,
+    link_skipped,
     os_reason,
     unlistable,
 )
@@ -103,7 +104,7 @@ def scan_job(data_dir: Path, job_id: str, *, any_case: bool = False) -> list[Sca
     """
     jobs_dir = data_dir / JOBS
     if os.path.islink(jobs_dir):
-        return [Problem("symlink_skipped", "symbolic link not followed", path=JOBS)]
+        return [link_skipped(JOBS)]
     name = f"{job_id}.json"
     if any_case:
         try:
@@ -125,7 +126,7 @@ def scan_job(data_dir: Path, job_id: str, *, any_case: bool = False) -> list[Sca
     except OSError as exc:
         return [Problem("unreadable", os_reason(exc), job_id, rel)]
     if stat.S_ISLNK(st.st_mode):
-        return [Problem("symlink_skipped", "symbolic link not followed", path=rel)]
+        return [link_skipped(rel)]
     return [_job_of_json(_listings(data_dir, listed=False), rel, st)]
 
 
@@ -136,7 +137,7 @@ def _scan_top_level(data_dir: Path) -> Iterator[Problem]:
         elif entry.name in (JOBS, UPLOADS, OUTPUTS) and entry.is_dir(follow_symlinks=False):
             continue
         elif entry.is_symlink():
-            yield Problem("symlink_skipped", "symbolic link not followed", path=entry.name)
+            yield link_skipped(entry.name)
         else:
             yield Problem("stray_file", "not part of the job store", path=entry.name)
 
@@ -158,7 +159,7 @@ def _scan_jobs(data_dir: Path, listings: list[Listing], others: _JsonNames) -> I
                         yield from _duplicates(job_id, names)
                     continue
                 if entry.is_symlink():
-                    yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
+                    yield link_skipped(rel)
                 elif job_id is None:
                     yield _not_a_job(entry, rel)
                 else:
@@ -287,13 +288,16 @@ def _scan_orphans(listing: Listing, others: _JsonNames) -> Iterator[Problem]:
     """What is in uploads/ or outputs/ that no job claimed, in listing order."""
     folder = listing.folder
     code = "orphan_upload_dir" if folder == UPLOADS else "orphan_output_dir"
-    for name, kind in listing.unclaimed():
+    for name in listing.unclaimed():
         rel = f"{folder}/{name}"
         if is_job_id(name) and others.has_json_named(name):
             continue  # the job's own scan reports anything odd about its folder
-        if kind == LINK:
-            yield Problem("symlink_skipped", "symbolic link not followed", path=rel)
-        elif kind != FOLDER:
+        mode = listing.mode(name)
+        if mode is None:
+            continue  # gone since the listing
+        if stat.S_ISLNK(mode):
+            yield link_skipped(rel)
+        elif not stat.S_ISDIR(mode):
             yield Problem("stray_file", "not inside a job folder", path=rel)
         elif not is_job_id(name):
             yield Problem("invalid_job_dir", "job folder whose name is not a UUID", path=rel)

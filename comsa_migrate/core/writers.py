@@ -70,8 +70,8 @@ def migrate_in_parallel(
     True when ``stop`` ended it before the last batch.
 
     At most ``writers`` batches are in flight; the next is prepared, and the one after it
-    scanned while its fingerprints are compared with the recorded ones. A stop ends the
-    scan; the batches in flight on every connection are finished and told.
+    scanned while its recorded fingerprints are looked up. A stop ends the scan; the
+    batches in flight on every connection are finished and told.
     """
     local = threading.local()
     opened: list[psycopg.Connection[Any]] = []
@@ -116,7 +116,7 @@ def migrate_in_parallel(
             _pipelined(conn),
         ):
             try:
-                waiting: _Scanned | None = None  # scanned; its fingerprints being compared
+                waiting: _Scanned | None = None  # scanned; its fingerprints being looked up
                 for batch in batches(items, options.batch_size, held):
                     # the answer for the batch before was due by the end of this scan; its
                     # query went first, and reading it never waits for this batch's
@@ -147,8 +147,8 @@ def migrate_in_parallel(
 @contextlib.contextmanager
 def _pipelined(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """Pipeline mode on ``conn``, where libpq has it: a query is sent without waiting for
-    its answer, so the server compares one batch while the next one is scanned. Without
-    it, each comparison is answered before the scan goes on.
+    its answer, so the server looks up one batch's fingerprints while the next batch is
+    scanned. Without it, each lookup is answered before the scan goes on.
 
     When the block fails, ending the pipeline may fail too (the connection lost): the
     block's error is the one that tells what happened, and the only one raised.
