@@ -7,7 +7,6 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
@@ -131,11 +130,12 @@ class FileStat(NamedTuple):
     mtime_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class JobSource:
+class JobSource(NamedTuple):
     """A job JSON on disk and the files that belong to it: everything known before reading.
 
-    The scan makes one with seen(), which also takes its fingerprint.
+    The scan makes one with seen(), which also takes its fingerprint. A named tuple, as
+    FileStat is: one is made per job, in the scan and again where a scan worker's answer
+    is read (see scan_workers).
     """
 
     job_id: str  # lower-case UUID taken from the file name

@@ -94,7 +94,8 @@ class Summary:
 
     def on_job(self, result: JobResult) -> None:
         self.actions[result.action] += 1
-        self.rows.update(result.rows)
+        if result.rows:  # none for an unchanged job, the most common
+            self.rows.update(result.rows)
 
     @property
     def tables(self) -> tuple[str, ...]:
