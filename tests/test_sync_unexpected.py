@@ -66,7 +66,7 @@ def test_a_rescan_that_fails_is_logged_and_the_daemon_goes_on(
 ) -> None:
     real_scan = tree.scan
     broken = {"on": False}
-    monkeypatch.setattr(tree, "scan", failing(real_scan, lambda *a: broken["on"]))
+    monkeypatch.setattr(tree, "scan", failing(real_scan, lambda *a, **kw: broken["on"]))
     job_id = new_job_id()
     with running_daemon(dsn, data) as daemon:
         broken["on"] = True

@@ -104,7 +104,7 @@ def test_a_folder_that_cannot_be_listed_leaves_every_job_to_look_for_its_own(
     listing = Listing(str(FAKE), "uploads")
 
     assert listing.problem is not None and listing.problem.code == "unreadable"
-    assert listing.claim(JOBS[0]) and listing.claim("anything")
+    assert listing.holds(JOBS[0]) and listing.holds("anything")
     assert list(listing.unclaimed()) == []
 
 

@@ -56,7 +56,8 @@ __all__ = ["backfill_command", "init_db_command", "psql_command", "report_comman
 @batch_size_option
 @writers_option(
     "Writer connections, each writing its own batches (one server backend, so one "
-    "of the server's cores, each). On a remote server with C free cores, try C."
+    "of the server's cores, each), and up to as many processes scanning the tree (no "
+    "more than this machine's cores). On a remote server with C free cores, try C."
 )
 @dashboard_options
 @click.option(
@@ -159,6 +160,10 @@ def backfill_command(
 @click.option("--all", "show_all", is_flag=True, help="List every problem, not 10 per code.")
 @quiet_option
 @max_json_bytes_option
+@writers_option(
+    "Processes scanning the tree (no more than this machine's cores); the database is "
+    "read on one connection."
+)
 @dashboard_options
 def report_command(
     data_dir: Path,
@@ -170,6 +175,7 @@ def report_command(
     show_all: bool,
     quiet: bool,
     max_json_bytes: int,
+    writers: int,
     dashboard: dict[str, Any],
 ) -> int:
     """Say what the next backfill of DATA_DIR would do, and what is wrong with the data.
@@ -193,7 +199,7 @@ def report_command(
     a warning); 2 usage, configuration or connection error; 130 interrupted.
     """
     log_to_stderr()
-    options = BackfillOptions(data_dir, max_json_bytes=max_json_bytes, **dashboard)
+    options = BackfillOptions(data_dir, max_json_bytes=max_json_bytes, writers=writers, **dashboard)
     out = _ReportOutput(fmt, output, fail_on, show_all)
     return _report(options, dsn, offline=offline, out=out, quiet=quiet)
 

@@ -95,8 +95,9 @@ __all__ = ["status_command", "sync_command"]
 @max_json_bytes_option
 @batch_size_option
 @writers_option(
-    "Writer connections of the catch-up scan and the rescans (see backfill --jobs); "
-    "jobs synced as they change are written on one."
+    "Writer connections of the catch-up scan and the rescans, and processes scanning "
+    "the tree for them (see backfill --jobs); jobs synced as they change are written "
+    "on one."
 )
 @dashboard_options
 def sync_command(

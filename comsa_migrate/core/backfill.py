@@ -84,7 +84,7 @@ def backfill(
     try:
         if settings.owner_id is not None:
             summary.rows["owned"] += store.give_owner(conn, settings.owner_id)
-        items = tree.scan(options.data_dir)
+        items = tree.scan(options.data_dir, workers=options.writers)
         observer = Observers([summary, *observers])
         summary.interrupted = migrate_jobs(
             conn, options, items, observer, run_id, stop, settings=settings, connect=connect

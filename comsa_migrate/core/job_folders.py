@@ -46,18 +46,23 @@ class Listing:
         self.path = f"{data_dir}/{folder}"
         self.root_bytes = len(os.fsencode(data_dir)) + 1  # DATA_DIR and its "/", in bytes
         self.problem: Problem | None = None
-        self.names: dict[str, bool] | None = None  # None: not listed, every job looks
+        self.names: dict[str, None] | None = None  # None: not listed, every job looks
         if listed:
             try:
                 names = os.listdir(self.path)
             except OSError as exc:
                 self.problem = unlistable(folder, exc)
             else:
-                self.names = dict.fromkeys((n for n in names if not is_ignored_name(n)), True)
+                self.names = dict.fromkeys(n for n in names if not is_ignored_name(n))
 
-    def claim(self, stem: str) -> bool:
-        """Whether the job named ``stem`` may have a folder here; it is then nobody's orphan."""
-        return self.names is None or self.names.pop(stem, False)
+    def holds(self, stem: str) -> bool:
+        """Whether the job named ``stem`` may have a folder here."""
+        return self.names is None or stem in self.names
+
+    def claim(self, stem: str) -> None:
+        """The folder ``stem`` here, if any, is a job's: nobody's orphan."""
+        if self.names is not None:
+            self.names.pop(stem, None)
 
     def unclaimed(self) -> Iterator[str]:
         """The names no job claimed, in listing order."""

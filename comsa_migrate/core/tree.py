@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from functools import partial
 from operator import itemgetter
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from comsa_migrate.core.layout import (
     os_reason,
     unlistable,
 )
+from comsa_migrate.core.scan_workers import can_fork, scan_in_workers, usable_cores
 from comsa_migrate.errors import DataDirError
 from comsa_migrate.problems import Problem
 
@@ -36,13 +38,16 @@ _TYPE_AND_PATH = itemgetter(0, 2)
 __all__ = ["check_data_dir", "count_job_files", "job_source", "scan", "scan_job"]
 
 
-def scan(data_dir: Path) -> Iterator[ScanItem]:
+def scan(data_dir: Path, *, workers: int = 1) -> Iterator[ScanItem]:
     """Walk DATA_DIR once: yield a JobSource per job JSON, and a Problem for everything else.
 
     Raises DataDirError before yielding anything when DATA_DIR cannot be scanned; from
     then on, whatever goes wrong is a problem and the scan goes on. What it holds while
     it lasts: the names in uploads/ and outputs/ (see Listing), and the job JSONs named
-    other than ``<id>.json``.
+    other than ``<id>.json``. With ``workers`` above one, the job JSONs are scanned in
+    that many processes, no more than the machine's cores (see scan_workers), and jobs/
+    is listed whole first; what is yielded, and in which order, does not depend on
+    ``workers``.
     """
     check_data_dir(data_dir)
     yield from _scan_top_level(data_dir)
@@ -53,7 +58,7 @@ def scan(data_dir: Path) -> Iterator[ScanItem]:
     jobs_dir = data_dir / JOBS
     others = _JsonNames(jobs_dir if is_real_dir(jobs_dir) else None)
     if others.jobs_dir is not None:
-        yield from _scan_jobs(data_dir, listings, others)
+        yield from _scan_jobs(jobs_dir, listings, others, workers)
     for listing in listings:
         yield from _scan_orphans(listing, others)
 
@@ -142,35 +147,68 @@ def _scan_top_level(data_dir: Path) -> Iterator[Problem]:
             yield Problem("stray_file", "not part of the job store", path=entry.name)
 
 
-def _scan_jobs(data_dir: Path, listings: list[Listing], others: _JsonNames) -> Iterator[ScanItem]:
-    """jobs/, streamed in directory order: memory does not grow with the number of jobs."""
+def _scan_jobs(
+    jobs_dir: Path, listings: list[Listing], others: _JsonNames, workers: int
+) -> Iterator[ScanItem]:
+    """Every name in jobs/, in directory order: a job JSON's JobSource (or the problem
+    stopping it), and the problem of any other name.
+
+    Each job JSON claims its folders once it is scanned: what is left in the listings
+    are the orphans. With ``workers``, jobs/ is listed whole before the first is scanned.
+    """
+    scan_one = partial(_job_of_name, os.fspath(jobs_dir), listings)
+    pairs: Iterable[tuple[str | Problem, ScanItem]]
+    workers = min(workers, usable_cores())
+    if workers > 1 and can_fork():
+        tasks = list(_job_tasks(jobs_dir, others))
+        pairs = zip(tasks, scan_in_workers(tasks, scan_one, workers), strict=True)
+    else:
+        pairs = (
+            (task, task if isinstance(task, Problem) else scan_one(task))
+            for task in _job_tasks(jobs_dir, others)
+        )
+    for task, item in pairs:
+        if not isinstance(task, Problem):
+            stem = task[:-5]
+            for listing in listings:
+                listing.claim(stem)
+        yield item
+
+
+def _job_tasks(jobs_dir: Path, others: _JsonNames) -> Iterator[str | Problem]:
+    """jobs/, streamed in directory order: the name of each job JSON to scan, and a
+    Problem for any other name (a link, a JSON named by no UUID, one of several names of
+    a job…)."""
     reported: set[str] = set()  # job ids whose duplicate JSONs were reported
     try:
-        with os.scandir(data_dir / JOBS) as it:
+        with os.scandir(jobs_dir) as it:
             for entry in it:
                 name = entry.name
                 if is_ignored_name(name):
                     continue
-                rel = f"{JOBS}/{name}"
                 job_id = job_id_of_json(name)
                 if job_id is not None and (names := others.of_job(job_id, name)) is not None:
                     if job_id not in reported:  # all of them at once: the job is skipped once
                         reported.add(job_id)
                         yield from _duplicates(job_id, names)
-                    continue
-                if entry.is_symlink():
-                    yield link_skipped(rel)
+                elif entry.is_symlink():
+                    yield link_skipped(f"{JOBS}/{name}")
                 elif job_id is None:
-                    yield _not_a_job(entry, rel)
+                    yield _not_a_job(entry, f"{JOBS}/{name}")
                 else:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError as exc:
-                        yield Problem("unreadable", os_reason(exc), job_id, rel)
-                        continue
-                    yield _job_of_json(listings, rel, st)
+                    yield name
     except OSError as exc:
         yield unlistable(JOBS, exc)
+
+
+def _job_of_name(jobs_root: str, listings: list[Listing], name: str) -> ScanItem:
+    """The JobSource of the job JSON ``name`` in jobs/, or the problem that stops it."""
+    rel = f"{JOBS}/{name}"
+    try:
+        st = os.lstat(f"{jobs_root}/{name}")
+    except OSError as exc:
+        return Problem("unreadable", os_reason(exc), name[:-5].lower(), rel)
+    return _job_of_json(listings, rel, st)
 
 
 def _not_a_job(entry: os.DirEntry[str], rel: str) -> Problem:
@@ -275,11 +313,12 @@ def _job_source(listings: list[Listing], stem: str, rel: str, st: os.stat_result
     files: list[FileStat] = []
     problems: list[Problem] = []
     for listing in listings:
-        if listing.claim(stem):
-            try:
-                walk_job_folder(listing, stem, job_id, files, problems)
-            except OSError as exc:
-                return Problem("unreadable", os_reason(exc), job_id, f"{listing.folder}/{stem}")
+        if not listing.holds(stem):
+            continue
+        try:
+            walk_job_folder(listing, stem, job_id, files, problems)
+        except OSError as exc:
+            return Problem("unreadable", os_reason(exc), job_id, f"{listing.folder}/{stem}")
     files.sort(key=_TYPE_AND_PATH)
     return JobSource.seen(job_id, rel, st, tuple(files), tuple(problems), time.time_ns())
 

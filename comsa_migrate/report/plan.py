@@ -155,7 +155,7 @@ class _Run:
         self, fingerprints: psycopg.Connection[Any] | None, decide: _Decider, stop: Any
     ) -> None:
         """The backfill's own path up to the write, with ``decide`` in place of the write."""
-        items = self._watch(tree.scan(self.options.data_dir))
+        items = self._watch(tree.scan(self.options.data_dir, workers=self.options.writers))
         batches = PreparedBatches(
             fingerprints, self.options, items, _ValidatingUnchanged(self), stop
         )

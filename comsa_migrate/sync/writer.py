@@ -97,7 +97,7 @@ class JobSyncer:
         """
         run = _Pass(self, {}, quiet_unchanged=True)
         self._settings = self.options.settings(conn)
-        items = self._noting_names(tree.scan(self.options.data_dir))
+        items = self._noting_names(tree.scan(self.options.data_dir, workers=self.options.writers))
         if connect is not None and self.options.writers > 1:
             try:
                 run.summary.interrupted = migrate_jobs(

@@ -1,0 +1,186 @@
+"""A scan's job JSONs spread over forked processes, given back in the scan's own order.
+
+A rerun's scan is system calls and the Python around them, one job after another on one
+core. With N workers, the list of jobs/ is cut into chunks of CHUNK entries; worker k, a
+forked copy of this process, scans chunks k, k+N, k+2N… and sends each back through its
+own pipe, and this process reads the chunks in turn. What comes out, and in which order,
+is what one process would give. A worker only reads the file system and writes its pipe.
+
+A worker that dies or fails leaves the rest of its chunks to this process, which scans
+them itself: the scan is never short of a job. Closing the iterator early kills and reaps
+the workers; a worker whose parent is gone stops at its next write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+from comsa_migrate.core.layout import FileStat, JobSource, ScanItem
+from comsa_migrate.problems import Problem
+
+__all__ = ["CHUNK", "can_fork", "scan_in_workers", "usable_cores"]
+
+#: entries of jobs/ per chunk: a worker's answer for one is about 40 KB, within a pipe
+CHUNK = 100
+_LENGTH_BYTES = 8
+_PIPE_BYTES = 1 << 20  # a worker may run this far ahead of the reader, where Linux allows
+
+Task = TypeVar("Task")
+
+
+def can_fork() -> bool:
+    return hasattr(os, "fork")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (taskset and cpusets count), at least one."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def scan_in_workers(
+    tasks: Sequence[Task | Problem], scan_one: Callable[[Task], ScanItem], workers: int
+) -> Iterator[ScanItem]:
+    """``scan_one(task)`` for every task, and every Problem as it is, in order, scanned in
+    up to ``workers`` forked processes."""
+    chunks = range(0, len(tasks), CHUNK)
+    started: list[_Worker] = []
+    try:
+        for number in range(min(workers, len(chunks))):
+            started.append(_Worker.start(tasks, scan_one, number, workers, started))
+        for number, first in enumerate(chunks):
+            chunk = tasks[first : first + CHUNK]
+            expected = sum(1 for task in chunk if not isinstance(task, Problem))
+            scanned = started[number % len(started)].take(expected) if started else None
+            if scanned is None:  # the worker is gone: this process scans its chunk
+                scanned = [scan_one(task) for task in chunk if not isinstance(task, Problem)]
+            answers = iter(scanned)
+            for task in chunk:
+                yield task if isinstance(task, Problem) else next(answers)
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+class _Worker:
+    """One forked scanner, seen from this process: its pid and the pipe it answers on."""
+
+    def __init__(self, pid: int, reader: Any) -> None:
+        self.pid = pid
+        self.reader = reader  # a buffered binary file; None once the worker is given up
+        self.reaped = False
+
+    @classmethod
+    def start(
+        cls,
+        tasks: Sequence[Any],
+        scan_one: Callable[[Any], ScanItem],
+        number: int,
+        workers: int,
+        siblings: list[_Worker],
+    ) -> _Worker:
+        read_fd, write_fd = os.pipe()
+        with contextlib.suppress(AttributeError, OSError):  # Linux only, a larger buffer
+            import fcntl
+
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            os.close(read_fd)
+            for sibling in siblings:  # its pipe must close when the parent dies
+                with contextlib.suppress(Exception):
+                    sibling.reader.close()
+            _work(tasks, scan_one, number, workers, write_fd)
+        os.close(write_fd)
+        return cls(pid, os.fdopen(read_fd, "rb", buffering=_PIPE_BYTES))
+
+    def take(self, expected: int) -> list[ScanItem] | None:
+        """The worker's next chunk, of ``expected`` items; None when it cannot give it."""
+        if self.reader is None:
+            return None
+        try:
+            header = self.reader.read(_LENGTH_BYTES)
+            payload = self.reader.read(int.from_bytes(header, "little")) if header else b""
+            if len(header) == _LENGTH_BYTES and payload:
+                scanned = [_decode(item) for item in marshal.loads(payload)]
+                if len(scanned) == expected:
+                    return scanned
+        except Exception:  # noqa: BLE001 - a garbled answer is a failed worker: scan here
+            pass
+        self.stop()
+        return None
+
+    def stop(self) -> None:
+        """Close the pipe, kill the worker if it is still at work, and reap it."""
+        if self.reader is not None:
+            with contextlib.suppress(OSError):
+                self.reader.close()
+            self.reader = None
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+        if not self.reaped:
+            self.reaped = True
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+
+
+def _work(
+    tasks: Sequence[Any],
+    scan_one: Callable[[Any], ScanItem],
+    number: int,
+    workers: int,
+    write_fd: int,
+) -> None:
+    """The worker's whole life: scan its chunks, write each, and exit without a word."""
+    status = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        with os.fdopen(write_fd, "wb") as out:
+            for first in range(number * CHUNK, len(tasks), workers * CHUNK):
+                payload = marshal.dumps(
+                    [
+                        _encode(scan_one(task))
+                        for task in tasks[first : first + CHUNK]
+                        if not isinstance(task, Problem)
+                    ]
+                )
+                out.write(len(payload).to_bytes(_LENGTH_BYTES, "little"))
+                out.write(payload)
+                out.flush()
+        status = 0
+    finally:
+        os._exit(status)  # no atexit, no buffers of the parent's flushed twice
+
+
+def _encode(item: ScanItem) -> tuple[Any, ...] | list[Any]:
+    """An item as marshal carries it: a Problem as a tuple of its fields, a JobSource as a
+    list of its fields, with its files as plain tuples."""
+    if isinstance(item, Problem):
+        return (item.code, item.message, item.job_id, item.path)
+    fields = list(item)
+    fields[_FILES] = [tuple(file) for file in item.files]
+    fields[_PROBLEMS] = [_encode(problem) for problem in item.problems]
+    return fields
+
+
+_FILES = JobSource._fields.index("files")
+_PROBLEMS = JobSource._fields.index("problems")
+_file_stat = partial(tuple.__new__, FileStat)  # FileStat._make, without its Python frame
+_job_source = partial(tuple.__new__, JobSource)
+
+
+def _decode(item: tuple[Any, ...] | list[Any]) -> ScanItem:
+    if isinstance(item, tuple):
+        return Problem(*item)
+    item[_FILES] = tuple(map(_file_stat, item[_FILES]))
+    item[_PROBLEMS] = tuple(Problem(*problem) for problem in item[_PROBLEMS])
+    return _job_source(item)
