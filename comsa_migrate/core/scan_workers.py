@@ -107,8 +107,9 @@ class _Worker:
             return None
         try:
             header = self.reader.read(_LENGTH_BYTES)
-            payload = self.reader.read(int.from_bytes(header, "little")) if header else b""
-            if len(header) == _LENGTH_BYTES and payload:
+            length = int.from_bytes(header, "little")
+            payload = self.reader.read(length) if len(header) == _LENGTH_BYTES else b""
+            if payload and len(payload) == length:  # not cut short by the worker's end
                 scanned = [_decode(item) for item in marshal.loads(payload)]
                 if len(scanned) == expected:
                     return scanned
