@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
 from bench.generate import TreeShape, generate
 from comsa_migrate.core import scan_workers, tree
+from comsa_migrate.core.backfill import BackfillOptions, backfill
 from comsa_migrate.core.layout import ScanItem
 from comsa_migrate.problems import Problem
 
-from .conftest import copy_fixture
-from .helpers import age_tree, wait_until
+from .conftest import Databases, copy_fixture, fresh_database
+from .helpers import age_tree, running_daemon, stored_contents, table_counts, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,13 +64,14 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_scan_in_two_workers_yields_item_for_item_what_one_process_yields(
-    quirky_tree: Path, small_chunks: None
+    quirky_tree: Path, small_chunks: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     alone = list(tree.scan(quirky_tree))
     problems = [p for i in alone for p in ([i] if isinstance(i, Problem) else i.problems)]
     codes = {problem.code for problem in problems}
 
     assert list(tree.scan(quirky_tree, workers=2)) == alone
+    assert "scan worker" not in caplog.text  # the workers scanned: none fell back
     # the tree holds what the listing of jobs/ finds odd, and what the workers' scans do
     assert {"duplicate_job_id", "symlink_skipped", "orphan_output_dir"} <= codes
     assert {"not_a_file", "special_file_skipped", "invalid_file_name"} <= codes
@@ -106,7 +109,7 @@ def test_the_workers_are_no_more_than_the_usable_cores(
 
 
 def test_a_worker_killed_mid_scan_leaves_the_rest_of_its_chunks_to_the_parent(
-    small_chunks: None,
+    small_chunks: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     tasks = _tasks(100)
     parent = os.getpid()
@@ -123,9 +126,13 @@ def test_a_worker_killed_mid_scan_leaves_the_rest_of_its_chunks_to_the_parent(
     assert _scanners(scanned[35:42]) == {parent}  # the chunk of task-41, scanned again here
     assert parent not in _scanners(scanned[42:49])  # the other worker went on
     assert _scanners(scanned[49:56]) == {parent}  # and so on, every other chunk
+    (warning,) = [r.getMessage() for r in caplog.records if r.name.endswith("scan_workers")]
+    assert "was killed by signal SIGKILL; this process scans the rest of its share" in warning
 
 
-def test_a_worker_that_fails_leaves_its_chunks_to_the_parent(small_chunks: None) -> None:
+def test_a_worker_that_fails_leaves_its_chunks_to_the_parent(
+    small_chunks: None, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
     tasks = _tasks(50)
     parent = os.getpid()
 
@@ -138,6 +145,8 @@ def test_a_worker_that_fails_leaves_its_chunks_to_the_parent(small_chunks: None)
 
     assert _what(scanned) == _what(_alone(tasks))
     assert _scanners(scanned[14:21]) == {parent}
+    assert "exited with status 1 before it answered" in caplog.text
+    assert capfd.readouterr().err == ""  # the worker's own end shows no traceback
 
 
 def test_a_failure_the_parent_meets_too_is_raised_not_hidden(small_chunks: None) -> None:
@@ -248,3 +257,28 @@ def test_the_report_is_the_same_from_one_scanning_process_or_two(
         assert report.pop("generated_at") and report["summary"].pop("elapsed_s") >= 0
     assert two == one
     assert one["problems"] and len(one["jobs"]) > 150
+
+
+@pytest.mark.slow
+def test_a_daemon_catching_up_in_two_scan_workers_writes_what_one_process_writes(
+    quirky_tree: Path,
+    small_chunks: None,
+    dsn: str,
+    databases: Databases,
+    template_db: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with (
+        fresh_database(databases, template_db) as alone_dsn,
+        psycopg.connect(alone_dsn, autocommit=True) as conn,
+    ):
+        backfill(conn, BackfillOptions(quirky_tree, writers=1))
+        alone = stored_contents(conn), table_counts(conn)
+
+    with running_daemon(dsn, quirky_tree, ready=False, writers=2) as daemon:
+        wait_until(daemon.ready.is_set, 120, "the daemon to catch up")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert (stored_contents(conn), table_counts(conn)) == alone
+
+    assert alone[1]["jobs"] > 150
+    assert "scan worker" not in caplog.text  # the workers scanned: none fell back

@@ -14,6 +14,7 @@ the workers; a worker whose parent is gone stops at its next write.
 from __future__ import annotations
 
 import contextlib
+import logging
 import marshal
 import os
 import signal
@@ -25,6 +26,8 @@ from comsa_migrate.core.layout import FileStat, JobSource, ScanItem
 from comsa_migrate.problems import Problem
 
 __all__ = ["CHUNK", "can_fork", "scan_in_workers", "usable_cores"]
+
+log = logging.getLogger(__name__)
 
 #: entries of jobs/ per chunk: a worker's answer for one is about 40 KB, within a pipe
 CHUNK = 100
@@ -115,21 +118,41 @@ class _Worker:
                     return scanned
         except Exception:  # noqa: BLE001 - a garbled answer is a failed worker: scan here
             pass
-        self.stop()
+        status = self.stop()
+        log.warning(
+            "scan worker %d %s; this process scans the rest of its share of jobs/",
+            self.pid,
+            _how_it_ended(status),
+        )
         return None
 
-    def stop(self) -> None:
-        """Close the pipe, kill the worker if it is still at work, and reap it."""
+    def stop(self) -> int | None:
+        """Close the pipe, kill the worker if it is still at work, and reap it; its wait
+        status, when this call reaped it."""
         if self.reader is not None:
             with contextlib.suppress(OSError):
                 self.reader.close()
             self.reader = None
             with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
-        if not self.reaped:
-            self.reaped = True
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
+                os.kill(self.pid, signal.SIGKILL)  # not yet reaped: the pid is still its own
+        if self.reaped:
+            return None
+        self.reaped = True
+        try:
+            return os.waitpid(self.pid, 0)[1]
+        except ChildProcessError:
+            return None
+
+
+def _how_it_ended(status: int | None) -> str:
+    """A worker's end, as its wait status tells it (a live one was killed by SIGKILL)."""
+    if status is None:
+        return "is gone"
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        name = signal.Signals(number).name if number in set(signal.Signals) else number
+        return f"was killed by signal {name}"
+    return f"exited with status {os.WEXITSTATUS(status)} before it answered"
 
 
 def _work(
