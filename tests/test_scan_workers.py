@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -149,6 +150,27 @@ def test_a_worker_that_fails_leaves_its_chunks_to_the_parent(
     assert capfd.readouterr().err == ""  # the worker's own end shows no traceback
 
 
+def test_a_worker_that_cannot_be_forked_leaves_its_chunks_to_the_parent(
+    small_chunks: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    tasks = _tasks(50)
+    real_fork, forks = os.fork, []
+
+    def second_fails() -> int:
+        forks.append(1)
+        if len(forks) == 2:
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", second_fails)
+    scanned = list(scan_workers.scan_in_workers(tasks, _scanned, 3))
+
+    assert _what(scanned) == _what(_alone(tasks))
+    assert _scanners(scanned[7:14]) == _scanners(scanned[28:35]) == {os.getpid()}
+    assert len(_scanners(scanned[:7] + scanned[14:21])) == 2  # workers 1 and 3 scanned
+    assert "could not start scan worker 2: Resource temporarily unavailable" in caplog.text
+
+
 def test_a_failure_the_parent_meets_too_is_raised_not_hidden(small_chunks: None) -> None:
     def always_fails(task: str) -> ScanItem:
         if task == "task-20":
@@ -168,6 +190,44 @@ def test_closing_the_scan_early_kills_and_reaps_its_workers(small_chunks: None) 
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # gone, and reaped: not even a zombie is left
+
+
+def test_a_worker_keeps_no_database_session_of_its_parent_alive(dsn: str) -> None:
+    script = textwrap.dedent(
+        """
+        import os, signal, sys, time
+        import psycopg
+        from comsa_migrate.core import scan_workers
+        from comsa_migrate.problems import Problem
+
+        scan_workers.CHUNK = 1
+        conn = psycopg.connect(sys.argv[1], autocommit=True)
+        conn.execute("SELECT pg_advisory_lock(424242)")
+
+        def slow(task):
+            time.sleep(0 if task == "t0" else 60)
+            return Problem("stray_file", str(os.getpid()), path=task)
+
+        scanned = scan_workers.scan_in_workers(["t0", "t1"], slow, 1)
+        print(next(scanned).message, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    parent = subprocess.run(
+        [sys.executable, "-c", script, dsn], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    worker = int(parent.stdout)
+
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            wait_until(
+                lambda: conn.execute("SELECT pg_try_advisory_lock(424242)").fetchone() == (True,),
+                10,
+                "the killed parent's session to end",
+            )
+        assert _running(worker)  # asleep in its scan, holding no copy of the connection
+    finally:
+        os.kill(worker, signal.SIGKILL)
 
 
 def test_workers_whose_parent_is_killed_stop_at_their_next_write(tmp_path: Path) -> None:

@@ -25,6 +25,11 @@ from typing import Any, TypeVar
 from comsa_migrate.core.layout import FileStat, JobSource, ScanItem
 from comsa_migrate.problems import Problem
 
+try:
+    import fcntl
+except ImportError:  # no POSIX descriptors, and no os.fork either: no workers
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["CHUNK", "can_fork", "scan_in_workers", "usable_cores"]
 
 log = logging.getLogger(__name__)
@@ -54,22 +59,25 @@ def scan_in_workers(
     """``scan_one(task)`` for every task, and every Problem as it is, in order, scanned in
     up to ``workers`` forked processes."""
     chunks = range(0, len(tasks), CHUNK)
-    started: list[_Worker] = []
+    workers = min(workers, len(chunks))
+    started: list[_Worker | None] = []  # worker k answers chunks k, k + workers…
     try:
-        for number in range(min(workers, len(chunks))):
-            started.append(_Worker.start(tasks, scan_one, number, workers, started))
+        for number in range(workers):
+            started.append(_Worker.start(tasks, scan_one, number, workers))
         for number, first in enumerate(chunks):
             chunk = tasks[first : first + CHUNK]
             expected = sum(1 for task in chunk if not isinstance(task, Problem))
-            scanned = started[number % len(started)].take(expected) if started else None
-            if scanned is None:  # the worker is gone: this process scans its chunk
+            worker = started[number % workers]
+            scanned = None if worker is None else worker.take(expected)
+            if scanned is None:  # no worker, or a failed one: this process scans the chunk
                 scanned = [scan_one(task) for task in chunk if not isinstance(task, Problem)]
             answers = iter(scanned)
             for task in chunk:
                 yield task if isinstance(task, Problem) else next(answers)
     finally:
         for worker in started:
-            worker.stop()
+            if worker is not None:
+                worker.stop()
 
 
 class _Worker:
@@ -87,19 +95,23 @@ class _Worker:
         scan_one: Callable[[Any], ScanItem],
         number: int,
         workers: int,
-        siblings: list[_Worker],
-    ) -> _Worker:
-        read_fd, write_fd = os.pipe()
+    ) -> _Worker | None:
+        """Worker ``number`` of ``workers``, forked; None when no process could be had."""
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError as exc:
+            log.warning("could not start scan worker %d: %s", number + 1, exc.strerror)
+            return None
         with contextlib.suppress(AttributeError, OSError):  # Linux only, a larger buffer
-            import fcntl
-
             fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        pid = os.fork()
-        if pid == 0:  # the worker: never returns
+        try:
+            pid = os.fork()
+        except OSError as exc:  # too many processes, or no memory for one more
             os.close(read_fd)
-            for sibling in siblings:  # its pipe must close when the parent dies
-                with contextlib.suppress(Exception):
-                    sibling.reader.close()
+            os.close(write_fd)
+            log.warning("could not start scan worker %d: %s", number + 1, exc.strerror)
+            return None
+        if pid == 0:  # the worker: never returns
             _work(tasks, scan_one, number, workers, write_fd)
         os.close(write_fd)
         return cls(pid, os.fdopen(read_fd, "rb", buffering=_PIPE_BYTES))
@@ -144,6 +156,31 @@ class _Worker:
             return None
 
 
+def _keep_only(write_fd: int) -> int:
+    """In a worker, close every descriptor but its own pipe, which it returns (moved above
+    the standard three): not the siblings' pipes, which must close when the parent dies,
+    nor the parent's database connections, whose sessions (and locks) must end with the
+    parent. Standard input and output become /dev/null, so that whoever reads the
+    parent's output is not kept waiting by a worker."""
+    assert fcntl is not None  # only where os.fork is
+    pipe = fcntl.fcntl(write_fd, fcntl.F_DUPFD, 3)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd != null:
+            os.dup2(null, fd)
+    os.closerange(3, pipe)
+    os.closerange(pipe + 1, _open_max())
+    return pipe
+
+
+def _open_max() -> int:
+    """One past the highest descriptor this process may have open."""
+    try:
+        return max(os.sysconf("SC_OPEN_MAX"), 1024)
+    except (AttributeError, OSError, ValueError):
+        return 65536
+
+
 def _how_it_ended(status: int | None) -> str:
     """A worker's end, as its wait status tells it (a live one was killed by SIGKILL)."""
     if status is None:
@@ -165,6 +202,7 @@ def _work(
     """The worker's whole life: scan its chunks, write each, and exit without a word."""
     status = 1
     try:
+        write_fd = _keep_only(write_fd)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
