@@ -83,8 +83,8 @@ def scan_in_workers(
 class _Worker:
     """One forked scanner, seen from this process: its pid and the pipe it answers on."""
 
-    def __init__(self, pid: int, reader: Any) -> None:
-        self.pid = pid
+    def __init__(self, number: int, pid: int, reader: Any) -> None:
+        self.number, self.pid = number, pid
         self.reader = reader  # a buffered binary file; None once the worker is given up
         self.reaped = False
 
@@ -114,7 +114,7 @@ class _Worker:
         if pid == 0:  # the worker: never returns
             _work(tasks, scan_one, number, workers, write_fd)
         os.close(write_fd)
-        return cls(pid, os.fdopen(read_fd, "rb", buffering=_PIPE_BYTES))
+        return cls(number, pid, os.fdopen(read_fd, "rb", buffering=_PIPE_BYTES))
 
     def take(self, expected: int) -> list[ScanItem] | None:
         """The worker's next chunk, of ``expected`` items; None when it cannot give it."""
@@ -132,7 +132,8 @@ class _Worker:
             pass
         status = self.stop()
         log.warning(
-            "scan worker %d %s; this process scans the rest of its share of jobs/",
+            "scan worker %d (pid %d) %s; this process scans the rest of its share of jobs/",
+            self.number + 1,
             self.pid,
             _how_it_ended(status),
         )
