@@ -44,6 +44,8 @@ def quirky_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _odd_entries(data: Path) -> None:
     """What the scan itself finds odd, spread over the listing of jobs/."""
     jobs = sorted(p.stem for p in (data / "jobs").glob("*.json"))
+    outside = data.parent / "outside.txt"
+    outside.write_bytes(b"not the job's")
     (data / "jobs" / f"{jobs[10].upper()}.json").write_bytes(b"{}")  # one job, two names
     (data / "jobs" / f"{jobs[20]}.json").unlink()
     (data / "jobs" / f"{jobs[20]}.json").symlink_to(data / "jobs" / f"{jobs[21]}.json")
@@ -53,7 +55,7 @@ def _odd_entries(data: Path) -> None:
         folder = data / "outputs" / job
         folder.mkdir(exist_ok=True)
         os.mkfifo(folder / f"pipe{n}")
-        (folder / f"link{n}").symlink_to("/etc/hostname")
+        (folder / f"link{n}").symlink_to(outside)
         (folder / os.fsdecode(b"bad\xff" + str(n).encode())).write_bytes(b"x")
     (data / "outputs" / "11111111-2222-4333-8444-555555555555").mkdir()  # an orphan
 
