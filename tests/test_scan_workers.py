@@ -80,6 +80,14 @@ def test_a_scan_in_two_workers_yields_item_for_item_what_one_process_yields(
     assert {"not_a_file", "special_file_skipped", "invalid_file_name"} <= codes
 
 
+def test_one_chunk_is_scanned_in_this_process(small_chunks: None) -> None:
+    tasks = _tasks(7)
+    scanned = list(scan_workers.scan_in_workers(tasks, _scanned, 2))
+
+    assert _what(scanned) == _what(_alone(tasks))
+    assert _scanners(scanned) == {os.getpid()}
+
+
 @pytest.mark.parametrize("workers", [3, 5])
 def test_more_workers_than_cores_still_yield_what_one_process_yields(
     small_chunks: None, workers: int
@@ -210,7 +218,7 @@ def test_a_worker_keeps_no_database_session_of_its_parent_alive(dsn: str) -> Non
             time.sleep(0 if task == "t0" else 60)
             return Problem("stray_file", str(os.getpid()), path=task)
 
-        scanned = scan_workers.scan_in_workers(["t0", "t1"], slow, 1)
+        scanned = scan_workers.scan_in_workers(["t0", "t1", "t2"], slow, 2)
         print(next(scanned).message, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """

@@ -57,9 +57,13 @@ def scan_in_workers(
     tasks: Sequence[Task | Problem], scan_one: Callable[[Task], ScanItem], workers: int
 ) -> Iterator[ScanItem]:
     """``scan_one(task)`` for every task, and every Problem as it is, in order, scanned in
-    up to ``workers`` forked processes."""
+    up to ``workers`` forked processes: no more than there are chunks, and none for one
+    chunk (this process would only wait for it)."""
     chunks = range(0, len(tasks), CHUNK)
     workers = min(workers, len(chunks))
+    if workers < 2:
+        yield from (task if isinstance(task, Problem) else scan_one(task) for task in tasks)
+        return
     started: list[_Worker | None] = []  # worker k answers chunks k, k + workers…
     try:
         for number in range(workers):
