@@ -137,49 +137,87 @@ class _Walk:
         self.root_bytes = root_bytes  # the length of DATA_DIR's path and its "/", in bytes
 
     def folder(self, fd: int, rel: str) -> None:
-        """Every regular file under the open folder ``fd`` (at ``rel``), at any depth."""
-        job_id, problems = self.job_id, self.problems
-        with os.scandir(fd) as it:
-            entries = list(it)
-        for entry in entries:
-            name = entry.name
-            if is_ignored_name(name):
-                continue
-            entry_rel = f"{rel}/{name}"
-            if not name.isascii() and not is_utf8(name):
-                what = "folder" if entry.is_dir(follow_symlinks=False) else "file"
-                message = f"a {what} name that is not UTF-8 cannot be stored as text; skipped"
-                problems.append(Problem("invalid_file_name", message, job_id, entry_rel))
-            elif entry.is_symlink():
-                problems.append(link_skipped(entry_rel, job_id))
-            elif entry.is_dir(follow_symlinks=False):
-                self.subfolder(fd, name, entry_rel)
-            else:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed since the listing: not on disk, not mirrored
-                if S_ISREG(st.st_mode):
-                    self.files.append(
-                        FileStat(self.file_type, name, entry_rel, st.st_size, st.st_mtime_ns)
-                    )
-                else:
-                    message = f"{kind_of_file(st.st_mode)}, not a file; skipped"
-                    problems.append(Problem("special_file_skipped", message, job_id, entry_rel))
+        """Every regular file under the open folder ``fd`` (at ``rel``), at any depth.
 
-    def subfolder(self, parent: int, name: str, rel: str) -> None:
+        Depth first, in listing order, and without recursion: folders nested as deep as a
+        path may go are walked as any others, with a descriptor open per level of the
+        folder being read. ``fd`` stays open; it is the caller's.
+        """
+        levels = [(fd, rel, _listed(fd))]  # the folders being read, the deepest last
+        try:
+            while levels:
+                parent, parent_rel, entries = levels[-1]
+                for entry in entries:
+                    level = self.entry(parent, parent_rel, entry)
+                    if level is not None:
+                        levels.append(level)
+                        break  # read it now; this folder's next entries come after
+                else:  # every entry read: back to the folder above
+                    levels.pop()
+                    if levels:
+                        os.close(parent)
+        finally:
+            for parent, _, _ in levels[1:]:
+                os.close(parent)
+
+    def entry(self, parent: int, rel: str, entry: os.DirEntry[str]) -> _Level | None:
+        """Note one entry of the folder ``parent`` (at ``rel``): a file, or a problem; a
+        subfolder comes back opened and listed, to be read next."""
+        name = entry.name
+        if is_ignored_name(name):
+            return None
+        entry_rel = f"{rel}/{name}"
+        if not name.isascii() and not is_utf8(name):
+            what = "folder" if entry.is_dir(follow_symlinks=False) else "file"
+            message = f"a {what} name that is not UTF-8 cannot be stored as text; skipped"
+            self.problems.append(Problem("invalid_file_name", message, self.job_id, entry_rel))
+        elif entry.is_symlink():
+            self.problems.append(link_skipped(entry_rel, self.job_id))
+        elif entry.is_dir(follow_symlinks=False):
+            return self.subfolder(parent, name, entry_rel)
+        else:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                return None  # removed since the listing: not on disk, not mirrored
+            if S_ISREG(st.st_mode):
+                self.files.append(
+                    FileStat(self.file_type, name, entry_rel, st.st_size, st.st_mtime_ns)
+                )
+            else:
+                message = f"{kind_of_file(st.st_mode)}, not a file; skipped"
+                self.problems.append(
+                    Problem("special_file_skipped", message, self.job_id, entry_rel)
+                )
+        return None
+
+    def subfolder(self, parent: int, name: str, rel: str) -> _Level | None:
+        """The subfolder ``name`` of ``parent``, opened and listed; None when it is gone,
+        or is no folder any more."""
         if self.root_bytes + len(rel.encode()) >= _PATH_MAX:
             raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), rel)
         try:
             fd = os.open(name, FOLDER_FLAGS, dir_fd=parent)
         except FileNotFoundError:
-            return  # removed since the listing
+            return None  # removed since the listing
         except OSError as exc:
             # replaced since the listing: a link is not followed, a file is the next scan's
             if stat.S_ISLNK(_not_a_folder(exc, name, parent)):
                 self.problems.append(link_skipped(rel, self.job_id))
-            return
+            return None
         try:
-            self.folder(fd, rel)
-        finally:
+            return fd, rel, _listed(fd)
+        except BaseException:
             os.close(fd)
+            raise
+
+
+#: a folder being walked: its descriptor, its path, and its entries still to read
+_Level = tuple[int, str, Iterator[os.DirEntry[str]]]
+
+
+def _listed(fd: int) -> Iterator[os.DirEntry[str]]:
+    """The entries of the open folder ``fd``, listed at once (the listing's own descriptor
+    is closed before any of them is read)."""
+    with os.scandir(fd) as it:
+        return iter(list(it))
