@@ -4,6 +4,9 @@ the scan, the backfill, the report and the daemon."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +37,27 @@ def deep_data(tmp_path: Path) -> Path:
     top = data / "outputs" / JOB
     top.mkdir()
     (top / "top.csv").write_bytes(b"t")
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    _nest(top, DEPTH, {DEPTH // 2 + 1: {"half.csv": b"hh"}, DEPTH: {"bottom.csv": b"bbb"}})
+    os.symlink("bottom.csv", top / DEEP / "link.csv")
+    return data
+
+
+def _nest(folder: Path, depth: int, files: dict[int, dict[str, bytes]] | None = None) -> None:
+    """``depth`` levels of folders named d under ``folder``, made through descriptors (no
+    path that long is ever opened); ``files[level]`` are written at that level."""
+    folder.mkdir(exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for level in range(DEPTH):
+        for level in range(1, depth + 1):
             os.mkdir("d", dir_fd=fd)
             child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)
             fd = child
-            if level == DEPTH // 2:
-                with open(os.open("half.csv", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "wb") as fh:
-                    fh.write(b"hh")
-        with open(os.open("bottom.csv", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "wb") as fh:
-            fh.write(b"bbb")
-        os.symlink("bottom.csv", "link.csv", dir_fd=fd)
+            for name, data in (files or {}).get(level, {}).items():
+                with open(os.open(name, os.O_WRONLY | os.O_CREAT, dir_fd=fd), "wb") as fh:
+                    fh.write(data)
     finally:
         os.close(fd)
-    return data
 
 
 def expected_files() -> dict[str, int]:
@@ -106,3 +114,30 @@ def test_the_daemon_syncs_the_job_with_every_file(dsn: str, deep_data: Path) -> 
         rows = wait_until(lambda: file_rows(dsn, JOB), what="the job's files")
 
     assert rows == expected_files()
+
+
+@pytest.fixture
+def deeper_than_watchdog_walks(tmp_path: Path) -> Iterator[Path]:
+    """One job whose outputs folder is nested 1,200 deep, past what os.walk() reaches on
+    Python 3.11; removed by `rm`, which does not recurse either, not by pytest."""
+    data = make_empty_tree(tmp_path)
+    write_job(data, JOB)
+    _nest(data / "outputs" / JOB, 1200)
+    try:
+        yield data
+    finally:
+        subprocess.run(["rm", "-rf", str(data / "outputs" / JOB)], check=True)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="os.walk() no longer recurses")
+def test_the_daemon_that_cannot_watch_so_deep_says_why_without_a_traceback(
+    cli: Any, dsn: str, deeper_than_watchdog_walks: Path
+) -> None:
+    result = cli("sync", deeper_than_watchdog_walks, "--dsn", dsn)
+
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "is nested deeper than the file watcher can walk" in result.stderr
+    assert "backfill and report still read it" in result.stderr
+    backfill = cli("backfill", deeper_than_watchdog_walks, "--dsn", dsn)
+    assert backfill.exit_code == 0, backfill.output

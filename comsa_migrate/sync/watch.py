@@ -6,6 +6,7 @@ import errno
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -180,6 +181,13 @@ def start_observer(root: str, handler: JobEventHandler, *, polling: bool) -> Bas
     except OSError as exc:
         _stop(observer)
         raise WatchError(f"cannot watch {root}: {explain_os_error(exc)}") from None
+    except RecursionError:  # watchdog walks the tree with a recursive os.walk() (Python 3.11)
+        _stop(observer)
+        raise WatchError(
+            f"cannot watch {root}: a folder in it is nested deeper than the file watcher can "
+            f"walk (about {sys.getrecursionlimit() - 50} levels here); backfill and report "
+            "still read it"
+        ) from None
     return observer
 
 
