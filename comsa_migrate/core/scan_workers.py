@@ -4,11 +4,12 @@ A rerun's scan is system calls and the Python around them, one job after another
 core. With N workers, the list of jobs/ is cut into chunks of CHUNK entries; worker k, a
 forked copy of this process, scans chunks k, k+N, k+2N… and sends each back through its
 own pipe, and this process reads the chunks in turn. What comes out, and in which order,
-is what one process would give. A worker only reads the file system and writes its pipe.
+is what one process would give. A worker only reads the file system and writes its pipe;
+it keeps no other descriptor of this process (no database connection).
 
-A worker that dies or fails leaves the rest of its chunks to this process, which scans
-them itself: the scan is never short of a job. Closing the iterator early kills and reaps
-the workers; a worker whose parent is gone stops at its next write.
+A worker that dies, fails or cannot be forked leaves the rest of its chunks to this
+process, which scans them itself: the scan is never short of a job. Closing the iterator
+early kills and reaps the workers; a worker whose parent is gone stops at its next write.
 """
 
 from __future__ import annotations
