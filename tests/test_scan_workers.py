@@ -191,6 +191,24 @@ def test_a_failure_the_parent_meets_too_is_raised_not_hidden(small_chunks: None)
         list(scan_workers.scan_in_workers(_tasks(50), always_fails, 2))
 
 
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"]
+)
+def test_a_signal_for_the_whole_group_is_the_parents_to_handle_not_the_workers(
+    small_chunks: None, caplog: pytest.LogCaptureFixture, signum: int
+) -> None:
+    tasks = _tasks(300)  # about 0.3 s of work for each worker: signalled well before its end
+    scanned = scan_workers.scan_in_workers(tasks, _slow, 2)
+    first = [next(scanned) for _ in range(14)]  # chunks 0 and 1: both workers at work
+    for pid in _scanners(first):
+        os.kill(pid, signum)  # as Ctrl-C, or systemd's stop, reaches every process
+    rest = list(scanned)
+
+    assert _what(first + rest) == _what(_alone(tasks))
+    assert os.getpid() not in _scanners(rest)  # the workers went on to the end
+    assert "scan worker" not in caplog.text
+
+
 def test_closing_the_scan_early_kills_and_reaps_its_workers(small_chunks: None) -> None:
     scanned = scan_workers.scan_in_workers(_tasks(500), _slow, 2)
     workers = _scanners([next(scanned) for _ in range(14)])  # chunks 0 and 1: both workers

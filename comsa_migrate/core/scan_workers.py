@@ -209,9 +209,11 @@ def _work(
     status = 1
     try:
         write_fd = _keep_only(write_fd)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_DFL)
+        # Ctrl-C, or a stop sent to the whole group (systemd's), is the parent's to handle:
+        # it stops the workers it no longer needs, and a worker whose parent died stops at
+        # its next write
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         with os.fdopen(write_fd, "wb") as out:
             for first in range(number * CHUNK, len(tasks), workers * CHUNK):
                 payload = marshal.dumps(
