@@ -30,6 +30,7 @@ __all__ = [
     "is_job_json",
     "is_real_dir",
     "job_id_of_json",
+    "json_stem",
     "is_utf8",
     "kind_of_file",
     "link_skipped",
@@ -95,6 +96,11 @@ def job_id_of_json(name: str) -> str | None:
     if dot and suffix.lower() == "json" and is_job_id(stem):
         return stem.lower()
     return None
+
+
+def json_stem(name: str) -> str:
+    """A job JSON's name without its ``.json`` (in any case): the name of its folders."""
+    return name.rpartition(".")[0]
 
 
 def is_real_dir(path: Path) -> bool:

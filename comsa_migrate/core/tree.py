@@ -23,6 +23,7 @@ from comsa_migrate.core.layout import (
     is_job_json,
     is_real_dir,
     job_id_of_json,
+    json_stem,
     kind_of_file,
     link_skipped,
     os_reason,
@@ -169,7 +170,7 @@ def _scan_jobs(
         )
     for task, item in pairs:
         if not isinstance(task, Problem):
-            stem = task[:-5]
+            stem = json_stem(task)
             for listing in listings:
                 listing.claim(stem)
         yield item
@@ -207,7 +208,7 @@ def _job_of_name(jobs_root: str, listings: list[Listing], name: str) -> ScanItem
     try:
         st = os.lstat(f"{jobs_root}/{name}")
     except OSError as exc:
-        return Problem("unreadable", os_reason(exc), name[:-5].lower(), rel)
+        return Problem("unreadable", os_reason(exc), job_id_of_json(name), rel)
     return _job_of_json(listings, rel, st)
 
 
@@ -221,7 +222,7 @@ def _not_a_job(entry: os.DirEntry[str], rel: str) -> Problem:
 
 def _job_of_json(listings: list[Listing], rel: str, st: os.stat_result) -> ScanItem:
     """The JobSource of the one JSON of a job, or not_a_file for anything but a file."""
-    stem = rel[len(JOBS) + 1 :].rpartition(".")[0]
+    stem = json_stem(rel.rpartition("/")[2])
     if not stat.S_ISREG(st.st_mode):
         what = kind_of_file(st.st_mode)
         return Problem("not_a_file", f"{what} where the job JSON belongs", stem.lower(), rel)
@@ -289,7 +290,7 @@ class _JsonNames:
             return False
         if job_id not in self.names:  # the common case: one lstat, as for a plain name
             return stem == job_id and is_job_json(f"{self._root}/{job_id}.json")
-        return any(n.rpartition(".")[0] == stem for n in self.jsons_of(job_id))
+        return any(json_stem(n) == stem for n in self.jsons_of(job_id))
 
 
 def _names_of_job(jobs_dir: Path, job_id: str) -> list[str]:
