@@ -232,6 +232,37 @@ def test_an_inotify_overflow_restarts_the_observer_and_rescans(
         assert not first_observer.is_alive()  # type: ignore[union-attr]
 
 
+def test_a_watchdog_whose_internals_changed_is_watched_blind_with_rescans(
+    dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Simulated: a later watchdog whose inotify reader calls a callback the adapter does not
+    know. The daemon still syncs from events, and rescans on its own for what was lost."""
+    from watchdog.observers.inotify_c import WatchCallback
+
+    from comsa_migrate.sync import inotify_signals
+
+    monkeypatch.setattr(WatchCallback, "on_watches_reshuffled", lambda self: None, raising=False)
+    monkeypatch.setattr("comsa_migrate.sync.daemon.BLIND_RESCAN_S", 0.5)
+    inotify_signals._internals.cache_clear()
+    try:
+        seen, lost = new_job_id(), new_job_id()
+        with running_daemon(dsn, data) as daemon:
+            assert type(daemon.observer).__name__ == "InotifyObserver"
+            write_job_atomically(data, seen)
+            wait_until(lambda: job_row(dsn, seen), what="the job from its events")
+            with pytest.MonkeyPatch.context() as dropping:
+                marker_seen = lose_events_until_marker(dropping, data)
+                write_job_atomically(data, lost)
+                (data / "jobs" / ".marker").write_text("")
+                assert marker_seen.wait(5)
+
+            wait_until(lambda: job_row(dsn, lost), what="a rescan to find the job")
+            assert daemon.stats()["rescans"] >= 2
+    finally:
+        inotify_signals._internals.cache_clear()
+    assert caplog.text.count("rescanning every 60 s instead") == 1
+
+
 def lose_events_until_marker(monkeypatch: pytest.MonkeyPatch, data: Path) -> Any:
     """Drop every file event until one for jobs/.marker has gone by."""
     import threading

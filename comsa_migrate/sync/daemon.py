@@ -20,6 +20,7 @@ from comsa_migrate.errors import ComsaMigrateError, ConfigurationError
 from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.debounce import Debouncer
+from comsa_migrate.sync.inotify_signals import BLIND_RESCAN_S, signals_heard
 from comsa_migrate.sync.lock import default_name
 from comsa_migrate.sync.metrics import Gauge, MetricsServer, StatsCollector
 from comsa_migrate.sync.options import SyncOptions
@@ -320,6 +321,8 @@ class Daemon:
         now = time.monotonic()
         if self._watch_budget.exhausted(now):
             self._rescans.no_later_than(now + 60)  # new folders go unwatched
+        if not self.options.polling and not signals_heard():
+            self._rescans.no_later_than(now + BLIND_RESCAN_S)  # overflows go unheard
         self._session.check_lock()
         if self._session.conn is not None and self._session.daemon_id is not None:
             beat = self._heartbeat(self._stats.snapshot())

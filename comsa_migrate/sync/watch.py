@@ -38,6 +38,7 @@ from comsa_migrate.core.layout import (
     job_id_of_json,
 )
 from comsa_migrate.errors import ComsaMigrateError
+from comsa_migrate.sync.inotify_signals import inotify_observer, reader_alive, watches_left
 
 __all__ = [
     "JobEvents",
@@ -47,7 +48,6 @@ __all__ = [
     "explain_os_error",
     "observer_alive",
     "start_observer",
-    "watches_left",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,6 @@ WATCHED_EVENTS = (
     FileMovedEvent,
     DirMovedEvent,
 )
-#: inotify events on the watched folder itself that mean it is gone or no longer the tree
-_ROOT_GONE_MASK = 0x00000400 | 0x00000800 | 0x00002000  # DELETE_SELF, MOVE_SELF, UNMOUNT
 
 
 class WatchError(ComsaMigrateError):
@@ -174,7 +172,10 @@ def start_observer(root: str, handler: JobEventHandler, *, polling: bool) -> Bas
 
         observer = PollingObserver(timeout=1.0)
     else:
-        observer = _inotify_observer(root, handler.events)
+        try:
+            observer = inotify_observer(root, handler.events)
+        except OSError as exc:
+            raise WatchError(f"cannot watch {root}: {explain_os_error(exc)}") from None
     try:
         observer.schedule(handler, root, recursive=True, event_filter=list(WATCHED_EVENTS))
         observer.start()
@@ -200,29 +201,7 @@ def observer_alive(observer: BaseObserver | None) -> bool:
     """The observer thread and every emitter thread are running."""
     if observer is None or not observer.is_alive():
         return False
-    return all(emitter.is_alive() for emitter in observer.emitters)
-
-
-def watches_left() -> bool:
-    """Whether this user may still add an inotify watch.
-
-    watchdog does not report a watch it could not add for a folder created after
-    start-up; a probe on an inotify instance of its own tells when the per-user limit
-    (fs.inotify.max_user_watches) is reached.
-    """
-    import ctypes
-
-    from watchdog.observers.inotify_c import inotify_add_watch, inotify_init
-
-    fd = inotify_init()
-    if fd < 0:
-        return True  # no instance to probe with: not a question of watches
-    try:
-        if inotify_add_watch(fd, b"/", 0x00000400) >= 0:  # IN_DELETE_SELF, on a folder
-            return True
-        return ctypes.get_errno() != errno.ENOSPC
-    finally:
-        os.close(fd)
+    return reader_alive(observer) and all(emitter.is_alive() for emitter in observer.emitters)
 
 
 class WatchBudget:
@@ -272,62 +251,3 @@ def _stop(observer: BaseObserver) -> None:
             observer.join(timeout=5)
     except Exception:  # stopping a half-started observer must not hide the original error
         log.debug("stopping the observer failed", exc_info=True)
-
-
-def _inotify_observer(root: str, events: JobEvents) -> BaseObserver:
-    """An inotify observer that also reports queue overflows and the loss of ``root``.
-
-    watchdog handles IN_Q_OVERFLOW itself (it rebuilds its watches) and calls
-    ``on_queue_overflow`` on every callback registered with its inotify instance, but it
-    does not tell the event handler. So this observer owns its inotify instance and
-    registers one more callback on ``root`` to hear about it.
-    """
-    from watchdog.observers.inotify import InotifyEmitter
-    from watchdog.observers.inotify_c import (
-        CallbackId,
-        InotifyConstants,
-        InotifyEvent,
-        InotifyFD,
-        Mask,
-    )
-
-    class RootSentinel:
-        def on_event(self, event: InotifyEvent) -> None:
-            if event.mask & _ROOT_GONE_MASK:
-                events.tree_changed(f"{root} was removed, moved or unmounted")
-
-        def on_watch_deleted(self, wd: int) -> None:
-            pass
-
-        def on_queue_overflow(self) -> None:
-            events.events_lost("inotify queue overflow")
-
-    class Observer(BaseObserver):
-        def __init__(self) -> None:
-            self.inotify_fd = InotifyFD()
-            self.inotify_fd.start()
-            super().__init__(InotifyEmitter, timeout=1.0, inotify_fd=self.inotify_fd)
-            self._sentinel = RootSentinel()
-
-        def on_thread_start(self) -> None:
-            super().on_thread_start()  # the emitter's watches are in place from here on
-            # IN_MASK_ADD: share the root's watch with the emitter without narrowing it
-            mask = Mask(
-                InotifyConstants.IN_MASK_ADD
-                | InotifyConstants.IN_DELETE_SELF
-                | InotifyConstants.IN_MOVE_SELF
-                | InotifyConstants.IN_DONT_FOLLOW
-            )
-            self.inotify_fd.add_callback(
-                os.fsencode(root), mask, self._sentinel, CallbackId(id(self._sentinel))
-            )
-
-        def on_thread_stop(self) -> None:
-            super().on_thread_stop()
-            self.inotify_fd.stop()
-            self.inotify_fd.join()
-
-    try:
-        return Observer()
-    except OSError as exc:
-        raise WatchError(f"cannot watch {root}: {explain_os_error(exc)}") from None
