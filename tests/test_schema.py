@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from comsa_migrate.db.migrations import migrations
+from comsa_migrate.db.migrations import migrations, repeatables
 
 SPEC_INDEXES = {
     "jobs_pkey",
@@ -30,14 +30,21 @@ def test_init_db_applies_every_migration_once_and_records_its_checksum(
     second = cli("init-db", "--dsn", empty_dsn)
 
     assert first.exit_code == 0, first.output
-    assert first.stdout.splitlines() == [f"applied {m.file_name}" for m in migrations()]
+    assert first.stdout.splitlines() == [
+        *(f"applied {m.file_name}" for m in migrations()),
+        *(f"applied {r.name}" for r in repeatables()),
+    ]
     assert second.exit_code == 0
     assert second.stdout.strip().endswith("schema is up to date")
     with psycopg.connect(empty_dsn) as conn:
         recorded = conn.execute(
             "SELECT version, checksum, adopted FROM comsa_migrate.schema_migrations ORDER BY 1"
         ).fetchall()
+        functions = conn.execute(
+            "SELECT name, checksum FROM comsa_migrate.schema_repeatables ORDER BY 1"
+        ).fetchall()
     assert recorded == [(m.version, m.checksum, False) for m in migrations()]
+    assert functions == [(r.name, r.checksum) for r in repeatables()]
 
 
 def test_the_tables_match_the_spec_with_every_named_index_and_constraint(

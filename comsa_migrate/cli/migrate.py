@@ -320,9 +320,11 @@ def init_db_command(
             click.echo(f"applied {name}")
         for name in result.adopted:
             click.echo(f"adopted the existing tables as {name}")
+        for name in result.functions:
+            click.echo(f"applied {name}")
         for role, kind in result.regranted:
             click.echo(f"granted {role} the rights of a {kind} on the new objects")
-        if not result.applied and not result.adopted:
+        if not result.changed:
             click.echo(f"{target}: schema is up to date")
         if input_files:
             created = create_input_files_table(conn)

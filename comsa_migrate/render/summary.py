@@ -21,6 +21,9 @@ def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
         done = [*summary.migrations.applied]
         done += [f"{name} (adopted existing tables)" for name in summary.migrations.adopted]
         lines.append(field("migrations", "applied " + ", ".join(done)))
+    if summary.migrations and summary.migrations.functions:
+        count = len(summary.migrations.functions)
+        lines.append(field("functions", f"applied {count} file{'s' if count != 1 else ''}"))
     jobs = actions_done(summary.actions)
     if summary.actions["metadata_only"]:
         jobs += f"; {summary.actions['metadata_only']} metadata only"

@@ -1,0 +1,127 @@
+-- Write one job (inside the caller's transaction) and return what was done:
+-- {"action": ..., "jobs": n, "job_logs": n, "job_files": n, "job_input_files": n,
+--  "owned": n}.
+-- The job's advisory lock comes first: a second writer of the same job waits for the
+-- first to commit, then plans against what the first wrote. A part (the job row, its
+-- logs, its files, its uploads) is rewritten only when it differs; logs and files are
+-- replaced whole. The digest covers what stored_content() gives (never the uploads); a
+-- job's uploads are made equal to "inputs" in job_input_files, upserted on
+-- (job_id, filename) as the dashboard does; and "owner_id" becomes the job's user_id
+-- when it has none.
+CREATE OR REPLACE FUNCTION comsa_migrate.apply_job(job jsonb, force boolean, p_run_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    plan record;
+    v_job_id uuid := (job->>'id')::uuid;
+    n_jobs int := 0;
+    n_logs int := 0;
+    n_files int := 0;
+    n_inputs int := 0;
+    n_owned int := 0;
+BEGIN
+    -- 1668115041 is 'cmja' (comsa-migrate job apply) read as a 32-bit integer
+    PERFORM pg_advisory_xact_lock(1668115041, comsa_migrate.job_lock_key(v_job_id));
+    -- a statement of its own after the lock: under READ COMMITTED it sees every commit
+    -- made before the lock was granted
+    plan := comsa_migrate.plan_job(job, force);
+    IF plan.action IN ('insert', 'update') THEN
+        IF plan.stored IS NULL OR plan.stored->'job' <> plan.incoming->'job' THEN
+            INSERT INTO public.jobs
+            SELECT r.* FROM jsonb_populate_record(NULL::public.jobs, job) AS r
+            ON CONFLICT (id) DO UPDATE SET
+                type = EXCLUDED.type, status = EXCLUDED.status,
+                algorithm = EXCLUDED.algorithm, age_group = EXCLUDED.age_group,
+                country = EXCLUDED.country, calib_model_type = EXCLUDED.calib_model_type,
+                ensemble = EXCLUDED.ensemble, created_at = EXCLUDED.created_at,
+                started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at,
+                error = EXCLUDED.error, result = EXCLUDED.result,
+                input_file_path = EXCLUDED.input_file_path;
+            n_jobs := 1;
+        END IF;
+        IF plan.stored IS NULL OR plan.stored->'logs' <> plan.incoming->'logs' THEN
+            IF plan.stored IS NOT NULL THEN
+                DELETE FROM public.job_logs l WHERE l.job_id = v_job_id;
+            END IF;
+            INSERT INTO public.job_logs (job_id, timestamp, message)
+            SELECT v_job_id, (e.v->>0)::timestamp, e.v->>1
+            FROM jsonb_array_elements(job->'logs') WITH ORDINALITY AS e(v, n) ORDER BY e.n;
+            GET DIAGNOSTICS n_logs = ROW_COUNT;
+        END IF;
+        IF plan.stored IS NULL OR plan.stored->'files' <> plan.incoming->'files' THEN
+            IF plan.stored IS NOT NULL THEN
+                DELETE FROM public.job_files f WHERE f.job_id = v_job_id;
+            END IF;
+            INSERT INTO public.job_files
+                (job_id, file_type, file_name, file_path, file_size, created_at)
+            SELECT v_job_id, e.v->>0, e.v->>1, e.v->>2, (e.v->>3)::bigint,
+                   (e.v->>4)::timestamp
+            FROM jsonb_array_elements(job->'files') AS e(v);
+            GET DIAGNOSTICS n_files = ROW_COUNT;
+        END IF;
+        IF job ? 'inputs' AND (plan.stored IS NULL
+                               OR plan.stored->'inputs' <> plan.incoming->'inputs') THEN
+            -- job_input_files is the dashboard's table, and may come after this function:
+            -- these statements run only for a job that carries "inputs", given only when
+            -- the table exists
+            IF plan.stored IS NOT NULL THEN
+                DELETE FROM public.job_input_files i
+                WHERE i.job_id = v_job_id
+                  AND NOT i.filename IN (SELECT e.v->>0
+                                         FROM jsonb_array_elements(job->'inputs') AS e(v));
+            END IF;
+            IF jsonb_array_length(job->'inputs') > 0 THEN
+                INSERT INTO public.job_input_files AS i (job_id, filename, content_b64)
+                SELECT v_job_id, e.v->>0, e.v->>1 FROM jsonb_array_elements(job->'inputs') AS e(v)
+                ON CONFLICT (job_id, filename) DO UPDATE
+                SET content_b64 = EXCLUDED.content_b64
+                WHERE i.content_b64 IS DISTINCT FROM EXCLUDED.content_b64;
+                GET DIAGNOSTICS n_inputs = ROW_COUNT;
+            END IF;
+        END IF;
+    END IF;
+    IF job ? 'owner_id' AND plan.action <> 'conflict' THEN
+        UPDATE public.jobs SET user_id = (job->>'owner_id')::uuid
+        WHERE id = v_job_id AND user_id IS NULL;
+        GET DIAGNOSTICS n_owned = ROW_COUNT;
+    END IF;
+    IF plan.action <> 'conflict' THEN
+        INSERT INTO comsa_migrate.job_state AS s
+            (job_id, fingerprint, content_digest, source_path, run_id)
+        VALUES (v_job_id, job->>'fingerprint', md5((plan.incoming - 'inputs')::text),
+                job->>'source_path', p_run_id)
+        ON CONFLICT (job_id) DO UPDATE SET
+            fingerprint = EXCLUDED.fingerprint, content_digest = EXCLUDED.content_digest,
+            source_path = EXCLUDED.source_path, written_at = now(), run_id = EXCLUDED.run_id;
+    END IF;
+    RETURN jsonb_build_object('action', plan.action, 'jobs', n_jobs, 'job_logs', n_logs,
+                              'job_files', n_files, 'job_input_files', n_inputs,
+                              'owned', n_owned);
+END
+$$;
+
+-- Write a batch of jobs, each in a transaction of its own (COMMIT after each), in one
+-- round trip. A job whose rows the database refuses is rolled back alone.
+-- The jobs are taken by index, not by a FOR loop over a query, whose cursor the first
+-- COMMIT would copy whole; outcomes gather in an array, not by appending to jsonb,
+-- which would copy the growing value once per job.
+CREATE OR REPLACE PROCEDURE comsa_migrate.apply_jobs(batch jsonb, force boolean, p_run_id bigint,
+                                          INOUT outcomes jsonb DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    outcome jsonb;
+    done jsonb[] := '{}';
+BEGIN
+    FOR i IN 0 .. jsonb_array_length(batch) - 1 LOOP
+        BEGIN
+            outcome := comsa_migrate.apply_job(batch->i, force, p_run_id);
+        EXCEPTION WHEN OTHERS THEN
+            outcome := jsonb_build_object('action', 'error',
+                                          'message', SQLERRM, 'sqlstate', SQLSTATE);
+        END;
+        done := done || outcome;
+        COMMIT;
+    END LOOP;
+    outcomes := to_jsonb(done);
+END
+$$;

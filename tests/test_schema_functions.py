@@ -1,0 +1,133 @@
+"""Functions and procedures live once each, in the repeatable files of schema/functions/,
+applied again whenever their text changes; databases of earlier releases upgrade in place."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from comsa_migrate.db import migrations
+from comsa_migrate.db.migrations import EARLIER_FORMS, Repeatable, repeatables
+
+SCHEMA = Path(__file__).resolve().parent.parent / "schema"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+DEFINITION = re.compile(
+    r"^CREATE (?:OR REPLACE )?(?:FUNCTION|PROCEDURE) comsa_migrate\.(\w+)\(", re.M | re.I
+)
+
+
+def definitions(path: Path) -> list[str]:
+    return DEFINITION.findall(path.read_text())
+
+
+def test_every_function_is_defined_in_exactly_one_file_of_schema_functions() -> None:
+    defined: dict[str, list[str]] = {}
+    for path in sorted(SCHEMA.rglob("*.sql")):
+        for name in definitions(path):
+            defined.setdefault(name, []).append(str(path.relative_to(SCHEMA)))
+
+    assert defined["apply_job"] == ["functions/40_apply_job.sql"]
+    assert all(len(files) == 1 for files in defined.values()), defined
+    assert all(files[0].startswith("functions/") for files in defined.values()), defined
+
+
+def test_no_numbered_migration_defines_a_lasting_function() -> None:
+    for path in sorted(SCHEMA.glob("0*.sql")):
+        text = path.read_text()
+        assert not definitions(path), path.name
+        # a conversion may need functions of its own, for its session only, and drops them
+        for name in re.findall(r"CREATE FUNCTION (pg_temp\.\w+)\(", text):
+            assert f"DROP FUNCTION {name}(" in text, (path.name, name)
+
+
+def test_a_changed_function_file_is_applied_again_and_the_others_are_not(
+    cli: Any, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = repeatables()
+    changed = replace(shipped[0], sql=shipped[0].sql + "\n-- a comment is a change too\n")
+    monkeypatch.setattr(migrations, "repeatables", lambda: [changed, *shipped[1:]])
+
+    first = cli("init-db", "--dsn", dsn)
+    second = cli("init-db", "--dsn", dsn)
+
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines() == [f"applied {changed.name}"]
+    assert second.stdout.strip().endswith("schema is up to date")
+    with psycopg.connect(dsn) as conn:
+        recorded = dict(
+            conn.execute("SELECT name, checksum FROM comsa_migrate.schema_repeatables").fetchall()
+        )
+    assert recorded == {r.name: r.checksum for r in [changed, *shipped[1:]]}
+
+
+def test_a_function_file_that_fails_applies_nothing_and_names_itself(
+    cli: Any, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = Repeatable("functions/99_broken.sql", "CREATE FUNCTION comsa_migrate.x( AS")
+    monkeypatch.setattr(migrations, "repeatables", lambda: [*repeatables(), broken])
+
+    result = cli("init-db", "--dsn", dsn)
+
+    assert result.exit_code == 2
+    assert "functions/99_broken.sql" in result.stderr
+    assert "Traceback" not in result.stderr
+    with psycopg.connect(dsn) as conn:
+        names = conn.execute("SELECT name FROM comsa_migrate.schema_repeatables").fetchall()
+    assert ("functions/99_broken.sql",) not in names
+
+
+def test_the_forms_migrations_shipped_in_before_are_not_the_files_of_today() -> None:
+    today = {m.version: m.checksum for m in migrations.migrations()}
+
+    assert all(today[version] not in forms for version, forms in EARLIER_FORMS.items())
+
+
+@pytest.mark.parametrize("release", ["0.1.0", "0.2.0"])
+def test_a_database_of_an_earlier_release_upgrades_in_place(
+    cli: Any, empty_dsn: str, sample_tree: Path, release: str
+) -> None:
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        dump = FIXTURES / "upgrade" / f"comsa-migrate-{release}.sql"
+        conn.execute(dump.read_text().encode())
+
+    upgrade = cli("init-db", "--dsn", empty_dsn)
+    backfill = cli("backfill", sample_tree, "--dsn", empty_dsn)
+    rerun = cli("backfill", sample_tree, "--dsn", empty_dsn)
+
+    assert upgrade.exit_code == 0, upgrade.output
+    assert [f"applied {r.name}" for r in repeatables()] == [
+        line for line in upgrade.stdout.splitlines() if "functions/" in line
+    ]
+    assert backfill.exit_code == 0, backfill.output
+    # updated, not inserted: 0.1.0 wrote paths relative to DATA_DIR, and in both the copied
+    # files have new mtimes
+    assert "  jobs        0 inserted, " in backfill.stdout
+    assert " 0 skipped, 0 conflicts\n" in backfill.stdout
+    assert "11 unchanged" in rerun.stdout
+    with psycopg.connect(empty_dsn) as conn:
+        functions = conn.execute(
+            "SELECT count(*) FROM pg_proc WHERE pronamespace = 'comsa_migrate'::regnamespace"
+        ).fetchone()
+        owner = conn.execute(
+            "SELECT u.email FROM public.jobs j JOIN public.users u ON u.id = j.user_id"
+        ).fetchall()
+    assert functions == (sum(len(DEFINITION.findall(r.sql)) for r in repeatables()),)
+    assert owner == [("analyst@example.org",)]  # the dashboard's owner, kept
+
+
+def test_the_dashboards_ddl_that_init_db_runs_is_the_dashboards_own() -> None:
+    """schema/dashboard_job_input_files.sql runs the statements of the dashboard's 003."""
+    shipped = _statements(SCHEMA / "dashboard_job_input_files.sql")
+    dashboards = _statements(FIXTURES / "dashboard-schema" / "003_input_file_storage.sql")
+
+    assert shipped == dashboards
+
+
+def _statements(path: Path) -> list[str]:
+    code = "\n".join(line.split("--")[0] for line in path.read_text().splitlines())
+    return [" ".join(s.split()) for s in code.split(";") if s.strip()]
