@@ -17,6 +17,7 @@ from comsa_migrate.core.pipeline import migrate_jobs
 from comsa_migrate.core.summary import Observer, Observers, Summary
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.core.writers import Connect
+from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_fault
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.errors import RunStopped, first_line
 
@@ -43,6 +44,7 @@ class BackfillOptions:
     owner: str | None = None  # e-mail of the dashboard user given the jobs nobody owns
     #: writer connections (--jobs); more than one needs a way to open them (``connect``)
     writers: int = DEFAULT_WRITERS
+    limits: Limits = DEFAULT_LIMITS  # the tool's own limits, whatever the role's are
 
     def settings(self, conn: psycopg.Connection[Any] | None) -> store.WriteSettings:
         """How this run writes to ``conn``; ConfigurationError for an --owner not found."""
@@ -78,7 +80,6 @@ def backfill(
     settings = options.settings(conn)  # an unknown --owner stops here, before any write
     summary = Summary(migrations=migrate(conn))
     summary.inputs_stored, summary.owner = settings.store_inputs, options.owner
-    store.prepare_session(conn)
     run_id = store.start_run(conn, "backfill", str(options.data_dir))
     outcome = "failed"
     try:
@@ -90,6 +91,11 @@ def backfill(
             conn, options, items, observer, run_id, stop, settings=settings, connect=connect
         )
         outcome = "interrupted" if summary.interrupted else ("ok" if summary.ok else "skipped")
+    except store.BatchStopped as stopped:
+        summary.stopped = describe_fault(stopped.sqlstate, stopped.message, options.limits)
+        if not stopped.counted:
+            summary.stopped += " (the jobs of the batch being written then are not counted)"
+        raise RunStopped(summary.stopped, summary) from None
     except psycopg.Error as exc:  # each job's own refusals are caught server-side: the run ends
         if isinstance(exc, psycopg.errors.InsufficientPrivilege) and not any(summary.rows.values()):
             raise  # nothing written yet: the missing right is the whole story

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from comsa_migrate.core.backfill import BackfillOptions
     from comsa_migrate.core.writers import Connect
 
-__all__ = ["PreparedBatches", "migrate_jobs", "tell_outcome"]
+__all__ = ["PreparedBatches", "migrate_jobs", "tell_outcome", "tell_written"]
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +186,21 @@ def prepare(
 def apply(
     conn: psycopg.Connection[Any], options: BackfillOptions, batch: Batch, run_id: int | None
 ) -> list[store.Outcome]:
-    return store.apply_batch(conn, batch.payloads, force=options.force, run_id=run_id)
+    return store.apply_batch(
+        conn, batch.payloads, force=options.force, run_id=run_id, limits=options.limits
+    )
 
 
-def tell_outcomes(observer: Observer, batch: Batch, outcomes: list[store.Outcome]) -> None:
+def tell_written(observer: Observer, batch: Batch, writing: Future[list[store.Outcome]]) -> None:
+    """Wait for a batch's write and tell its outcomes; when it stopped part-way, tell those
+    of the jobs committed before the fault, then raise BatchStopped."""
+    try:
+        outcomes = writing.result()
+    except store.BatchStopped as stopped:
+        for source, outcome in zip(batch.sources, stopped.outcomes, strict=True):
+            if outcome is not None:
+                tell_outcome(observer, source, outcome)
+        raise
     for source, outcome in zip(batch.sources, outcomes, strict=True):
         tell_outcome(observer, source, outcome)
 
@@ -309,7 +320,7 @@ class _Migration:
         """Wait for the batch being written, if any, and tell its outcomes."""
         if self.writing is not None:
             (batch, future), self.writing = self.writing, None
-            tell_outcomes(self.observer, batch, future.result())
+            tell_written(self.observer, batch, future)
 
 
 def _read_and_normalise(

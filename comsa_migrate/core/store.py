@@ -14,10 +14,13 @@ from psycopg.types.json import Jsonb
 
 from comsa_migrate.core.layout import utc_from_ns
 from comsa_migrate.core.normalise import JobRecord
+from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits
+from comsa_migrate.db.job_writes import BatchFault, write_batch
 from comsa_migrate.errors import ConfigurationError, first_line
 
 __all__ = [
     "Answer",
+    "BatchStopped",
     "Outcome",
     "Plan",
     "WriteSettings",
@@ -27,7 +30,6 @@ __all__ = [
     "job_payload",
     "owner_of",
     "plan_batch",
-    "prepare_session",
     "recorded_fingerprints",
     "start_run",
     "write_settings",
@@ -165,18 +167,6 @@ def job_payload(
     return _dumps(payload)
 
 
-def prepare_session(conn: psycopg.Connection[Any]) -> None:
-    """Session settings for writing.
-
-    Each job still commits atomically; without waiting for the WAL flush a server crash
-    may lose the last few commits, and the bookkeeping goes with them, so a rerun
-    redoes exactly those jobs. READ COMMITTED whatever the role's default: apply_job()
-    plans after it has taken the job's lock, and must see what a writer committed before.
-    """
-    conn.execute("SET synchronous_commit = off")
-    conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
-
-
 #: a question sent to the server; calling it reads the answer
 Answer = Callable[[], dict[str, str]]
 
@@ -208,24 +198,69 @@ def recorded_fingerprints(conn: psycopg.Connection[Any], job_ids: Sequence[str])
     return answer
 
 
+class BatchStopped(Exception):
+    """A batch's write stopped on a fault of the run (see db/faults.py).
+
+    ``outcomes`` are aligned with the batch: each job's outcome, or None for a job not
+    written (the fault met it, or came before it). ``counted`` is False when some jobs'
+    answers never came: whether they were committed is not known.
+    """
+
+    def __init__(
+        self, outcomes: list[Outcome | None], sqlstate: str | None, message: str, *, counted: bool
+    ) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes
+        self.sqlstate = sqlstate
+        self.message = message
+        self.counted = counted
+
+
 def apply_batch(
-    conn: psycopg.Connection[Any], payloads: Sequence[bytes], *, force: bool, run_id: int | None
+    conn: psycopg.Connection[Any],
+    payloads: Sequence[bytes],
+    *,
+    force: bool,
+    run_id: int | None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[Outcome]:
-    """Write a batch of jobs in one round trip, each job in its own transaction."""
-    batch = b"[" + b",".join(payloads) + b"]"
-    row = conn.execute(
-        "CALL comsa_migrate.apply_jobs(%s::jsonb, %s, %s, NULL)",
-        [batch.decode(), force, run_id],
-    ).fetchone()
-    assert row is not None  # CALL with an INOUT parameter always returns one row
-    return [
-        Outcome(
-            item["action"],
-            {key: int(item.get(key, 0)) for key in (*TABLES, "owned")},
-            item.get("message"),
-        )
-        for item in row[0]
-    ]
+    """Write a batch of jobs in one round trip, each job in its own transaction.
+
+    Raises BatchStopped on a fault of the run: the jobs written before and after it
+    in the batch are in its outcomes.
+    """
+    try:
+        answers = write_batch(conn, payloads, force=force, run_id=run_id, limits=limits)
+    except BatchFault as fault:
+        told = [None if answer is None else _outcome(answer) for answer in fault.outcomes]
+        counted = all(outcome is not None for outcome in told)
+        raise BatchStopped(_written(told), fault.sqlstate, fault.message, counted=counted) from None
+    outcomes = [_outcome(answer) for answer in answers]
+    stop = next((answer for answer in answers if answer["action"] == "stopped"), None)
+    if stop is not None:
+        raise BatchStopped(_written(outcomes), stop.get("sqlstate"), stop["message"], counted=True)
+    return outcomes
+
+
+def _outcome(answer: dict[str, Any]) -> Outcome:
+    return Outcome(
+        answer["action"],
+        {key: int(answer.get(key, 0)) for key in (*TABLES, "owned")},
+        _refusal(answer),
+    )
+
+
+def _written(outcomes: Sequence[Outcome | None]) -> list[Outcome | None]:
+    """The outcomes, with None for the jobs a fault stopped."""
+    return [None if o is None or o.action == "stopped" else o for o in outcomes]
+
+
+def _refusal(item: dict[str, Any]) -> str | None:
+    """The database's reason for refusing a job, naming the limit when one cancelled it."""
+    message = item.get("message")
+    if item.get("sqlstate") == "55P03" and message:
+        return f"lock_timeout cancelled the wait for the job's lock ({message})"
+    return message
 
 
 @dataclass(frozen=True, slots=True)

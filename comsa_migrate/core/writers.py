@@ -26,7 +26,7 @@ from comsa_migrate.core.pipeline import (
     apply,
     batches,
     prepare,
-    tell_outcomes,
+    tell_written,
     unchanged_by_stat,
 )
 from comsa_migrate.core.summary import Observer
@@ -83,13 +83,12 @@ def migrate_in_parallel(
             writer = local.conn = connect()
             with opened_lock:
                 opened.append(writer)
-            store.prepare_session(writer)
         return apply(writer, options, batch, run_id)
 
     def tell(turn: _Turn) -> None:
         turn.told.replay(observer)
         if turn.batch is not None and turn.writing is not None:
-            tell_outcomes(observer, turn.batch, turn.writing.result())
+            tell_written(observer, turn.batch, turn.writing)
 
     held = Held()
     interrupted = False

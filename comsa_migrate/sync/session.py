@@ -213,7 +213,6 @@ class SyncSession:
             self.daemon_id = bookkeeping.register(
                 conn, self.run_id, self.name, self.data_dir, __version__, "starting"
             )
-        store.prepare_session(conn)
 
     def writer_connection(self) -> psycopg.Connection[Any]:
         """One more connection for a rescan's writers (--jobs), named as the daemon's writer."""

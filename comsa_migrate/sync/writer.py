@@ -110,6 +110,8 @@ class JobSyncer:
                     settings=self._settings,
                     connect=connect,
                 )
+            except store.BatchStopped:
+                raise  # a fault of the server, not of the batch: the daemon waits it out
             except psycopg.Error as exc:
                 if conn.closed or conn.broken:
                     raise
@@ -161,6 +163,8 @@ class JobSyncer:
             if self._settings is None:
                 self._settings = self.options.settings(conn)
             migrate_jobs(conn, self.options, items, run, run_id, settings=self._settings)
+        except store.BatchStopped:
+            raise  # a fault of the server, not of the job: the daemon waits it out
         except psycopg.Error as exc:
             if conn.closed or conn.broken:
                 raise

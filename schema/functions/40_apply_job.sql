@@ -100,28 +100,32 @@ BEGIN
 END
 $$;
 
--- Write a batch of jobs, each in a transaction of its own (COMMIT after each), in one
--- round trip. A job whose rows the database refuses is rolled back alone.
--- The jobs are taken by index, not by a FOR loop over a query, whose cursor the first
--- COMMIT would copy whole; outcomes gather in an array, not by appending to jsonb,
--- which would copy the growing value once per job.
-CREATE OR REPLACE PROCEDURE comsa_migrate.apply_jobs(batch jsonb, force boolean, p_run_id bigint,
-                                          INOUT outcomes jsonb DEFAULT NULL)
+-- apply_job() as one job's transaction sees it: a job the database refuses (a value its
+-- row types reject, say) comes back as {"action": "error", "message", "sqlstate"}, its
+-- writes undone, and the caller goes on with the next job; a fault of the server or the
+-- session (out of disk space or memory, too many connections, shutting down, I/O and
+-- internal errors, a statement cancelled) as {"action": "stopped", ...}, after which the
+-- caller stops. The caller runs each job in a transaction of its own, READ COMMITTED
+-- (apply_job() plans after it has taken the job's lock, and must see what a writer
+-- committed before), with its own limits given by set_config(..., true): see
+-- store.apply_batch(). The SQLSTATE classes are those of db/faults.py.
+CREATE OR REPLACE FUNCTION comsa_migrate.apply_job_outcome(job jsonb, force boolean,
+                                                           p_run_id bigint)
+RETURNS jsonb
 LANGUAGE plpgsql AS $$
-DECLARE
-    outcome jsonb;
-    done jsonb[] := '{}';
 BEGIN
-    FOR i IN 0 .. jsonb_array_length(batch) - 1 LOOP
-        BEGIN
-            outcome := comsa_migrate.apply_job(batch->i, force, p_run_id);
-        EXCEPTION WHEN OTHERS THEN
-            outcome := jsonb_build_object('action', 'error',
-                                          'message', SQLERRM, 'sqlstate', SQLSTATE);
-        END;
-        done := done || outcome;
-        COMMIT;
-    END LOOP;
-    outcomes := to_jsonb(done);
+    RETURN comsa_migrate.apply_job(job, force, p_run_id);
+EXCEPTION
+    WHEN query_canceled THEN
+        RETURN jsonb_build_object('action', 'stopped', 'message', SQLERRM, 'sqlstate', SQLSTATE);
+    WHEN OTHERS THEN
+        RETURN jsonb_build_object(
+            'action', CASE WHEN left(SQLSTATE, 2) IN ('08', '53', '57', '58', 'XX')
+                           THEN 'stopped' ELSE 'error' END,
+            'message', SQLERRM, 'sqlstate', SQLSTATE);
 END
 $$;
+
+-- The batch procedure of 0.2.0, replaced by a transaction per job that the caller opens
+-- with limits of its own: a procedure's COMMIT cannot follow the statement that sets them.
+DROP PROCEDURE IF EXISTS comsa_migrate.apply_jobs(jsonb, boolean, bigint, jsonb);

@@ -1,0 +1,77 @@
+"""Faults of the server or the session, as opposed to a refusal of one job's rows.
+
+A job the database refuses (a value out of range, a constraint) is that job's problem,
+and the run goes on. A fault of the whole run (the disk full, memory or connections run
+out, the server shutting down, the connection lost, a limit that cancelled a statement)
+would refuse every job after it the same way: the run stops there with one line that
+names the cause, and a daemon waits for the server to recover. The SQLSTATE classes
+taken as such are those of ``RUN_FAULT_CLASSES``; schema/functions/40_apply_job.sql
+stops a batch on the same ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_LIMITS", "RUN_FAULT_CLASSES", "Limits", "describe_fault", "is_run_fault"]
+
+#: SQLSTATE classes that are faults of the run, not of a job
+RUN_FAULT_CLASSES = frozenset({"08", "53", "57", "58", "XX"})
+
+_CAUSES = {
+    "53100": "the database is out of disk space",
+    "53200": "the database server is out of memory",
+    "53300": "the database server has too many connections",
+    "53400": "the database server refused a configuration limit",
+    "57P01": "the database server is shutting down",
+    "57P02": "the database server crashed and is restarting",
+    "57P03": "the database server is not accepting connections yet",
+    "57P04": "the database was dropped",
+    "57P05": "the database session was ended for being idle",
+    "58030": "the database server could not read or write a file",
+    "25P03": "the database ended a transaction left idle",
+}
+_CLASS_CAUSES = {
+    "08": "the database connection was lost",
+    "53": "the database server ran out of a resource",
+    "57": "an operator or the server stopped the work",
+    "58": "the database server met a system error",
+    "XX": "the database server met an internal error",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The tool's own limits for its own transactions, set with set_config(..., true)
+    whatever the role's defaults are; "0" turns a limit off."""
+
+    statement_timeout: str = "0"  # each statement the tool sends: a batch's write is one
+    lock_timeout: str = "0"  # each wait for a lock, a job's own lock included
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def is_run_fault(sqlstate: str | None) -> bool:
+    """Whether an error with this SQLSTATE is a fault of the run (None: no answer at all,
+    which is a connection lost)."""
+    return sqlstate is None or sqlstate[:2] in RUN_FAULT_CLASSES or sqlstate == "25P03"
+
+
+def describe_fault(sqlstate: str | None, message: str, limits: Limits | None = None) -> str:
+    """One line naming the cause of a run-level fault, and the server's own words."""
+    if sqlstate == "57014":
+        return _cancelled(message, limits or Limits())
+    cause = _CAUSES.get(sqlstate or "") or _CLASS_CAUSES.get((sqlstate or "08")[:2])
+    return f"{cause or 'the database stopped the run'}: {message}"
+
+
+def _cancelled(message: str, limits: Limits) -> str:
+    if "statement timeout" in message:
+        setting = (
+            f"--statement-timeout {limits.statement_timeout}"
+            if limits.statement_timeout != "0"
+            else "statement_timeout"
+        )
+        return f"{setting} cancelled the write of a batch of jobs ({message})"
+    return f"the database cancelled the write of a batch of jobs: {message}"

@@ -1,0 +1,143 @@
+"""Writing a batch of jobs: each job in a transaction of its own, the batch in one round trip.
+
+Each job's transaction is ``BEGIN ISOLATION LEVEL READ COMMITTED``, the tool's own limits
+with ``set_config(..., true)``, ``comsa_migrate.apply_job_outcome()``, ``COMMIT``: the
+limits, and ``synchronous_commit = off``, hold for that transaction only, whatever the
+role's defaults, and nothing outlives it, so a pooler (PgBouncer in transaction mode)
+hands its next client the session as it was. The statements are sent in libpq's
+pipeline mode, unnamed (no prepared statement outlives a transaction), with one sync
+point for the batch. libpq is used directly: through psycopg's cursors the four
+statements of a job cost more time on the client than the job costs the server.
+
+Without waiting for the WAL flush, a server crash may lose the last few commits, and
+their bookkeeping with them, so a rerun redoes exactly those jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import pq
+
+from comsa_migrate.db.faults import Limits
+
+__all__ = ["BatchFault", "write_batch"]
+
+_BEGIN = b"BEGIN ISOLATION LEVEL READ COMMITTED"
+_LIMITS = (
+    b"SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true),"
+    b" set_config('idle_in_transaction_session_timeout', '0', true),"
+    b" set_config('synchronous_commit', 'off', true)"
+)
+_APPLY = b"SELECT comsa_migrate.apply_job_outcome($1::jsonb, $2::boolean, $3::bigint)"
+_COMMIT = b"COMMIT"
+_ROLLBACK = b"ROLLBACK"
+#: the statements sent for each job, in order; the outcome is the answer to the third
+_PER_JOB = 4
+_OUTCOME = 2
+
+
+class BatchFault(Exception):
+    """The batch could not be read back whole: the connection failed, or a statement
+    outside a job's own guard was refused. ``outcomes`` holds what was read (None for a
+    job without an answer); ``sqlstate`` and ``message`` say what failed."""
+
+    def __init__(self, outcomes: list[dict[str, Any] | None], sqlstate: str | None, message: str):
+        super().__init__(message)
+        self.outcomes = outcomes
+        self.sqlstate = sqlstate
+        self.message = message
+
+
+def write_batch(
+    conn: psycopg.Connection[Any],
+    payloads: Sequence[bytes],
+    *,
+    force: bool,
+    run_id: int | None,
+    limits: Limits,
+) -> list[dict[str, Any]]:
+    """Write each payload (a job as apply_job() reads it) in a transaction of its own, and
+    return apply_job_outcome()'s answer for each, in order.
+
+    Raises BatchFault when the answers cannot all be read.
+    """
+    limits_args = [limits.statement_timeout.encode(), limits.lock_timeout.encode()]
+    tail = [b"t" if force else b"f", None if run_id is None else str(run_id).encode()]
+    with conn.lock:
+        pgconn = conn.pgconn
+        blocking = pgconn.nonblocking
+        # blocking while sending: libpq then reads what the server answers meanwhile
+        pgconn.nonblocking = 0
+        pgconn.enter_pipeline_mode()
+        try:
+            for payload in payloads:
+                pgconn.send_query_params(_BEGIN, None)
+                pgconn.send_query_params(_LIMITS, limits_args)
+                pgconn.send_query_params(_APPLY, [payload, *tail])
+                pgconn.send_query_params(_COMMIT, None)
+            pgconn.pipeline_sync()
+            pgconn.flush()
+            outcomes, failure = _read_answers(pgconn, len(payloads))
+        except psycopg.Error as exc:  # libpq could not send: the connection is gone
+            raise BatchFault([None] * len(payloads), exc.sqlstate, str(exc)) from None
+        finally:
+            _leave_pipeline(pgconn, len(payloads) * _PER_JOB)
+            pgconn.nonblocking = blocking
+    if failure is not None:
+        raise BatchFault(outcomes, *failure)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _read_answers(
+    pgconn: pq.abc.PGconn, jobs: int
+) -> tuple[list[dict[str, Any] | None], tuple[str | None, str] | None]:
+    """Every job's outcome, and the first failure (SQLSTATE, message) if one came."""
+    outcomes: list[dict[str, Any] | None] = [None] * jobs
+    failure: tuple[str | None, str] | None = None
+    for statement in range(jobs * _PER_JOB):
+        result = pgconn.get_result()
+        if result is None:
+            failure = failure or (None, _connection_error(pgconn))
+            return outcomes, failure
+        status = result.status
+        if status == pq.ExecStatus.FATAL_ERROR:
+            if failure is None:
+                state = result.error_field(pq.DiagnosticField.SQLSTATE)
+                message = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""
+                failure = (state.decode() if state else None, message.decode(errors="replace"))
+            if pgconn.status != pq.ConnStatus.OK:
+                return outcomes, failure
+        elif status == pq.ExecStatus.TUPLES_OK and statement % _PER_JOB == _OUTCOME:
+            value = result.get_value(0, 0)
+            outcomes[statement // _PER_JOB] = None if value is None else orjson.loads(value)
+        pgconn.get_result()  # the None that ends each statement's answers
+    sync = pgconn.get_result()
+    if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
+        failure = failure or (None, _connection_error(pgconn))
+    return outcomes, failure
+
+
+def _leave_pipeline(pgconn: pq.abc.PGconn, statements: int) -> None:
+    """Read what is left of the batch's answers, roll back a transaction a failure left
+    open, and leave pipeline mode; on a broken connection, only leave it."""
+    for _ in range(2 * statements + 2):  # each answer, the None after it, and the sync
+        if pgconn.status != pq.ConnStatus.OK:
+            break
+        try:
+            pgconn.exit_pipeline_mode()
+            break
+        except psycopg.OperationalError:  # answers are still due
+            pgconn.get_result()
+    if pgconn.status != pq.ConnStatus.OK:
+        return
+    if pgconn.transaction_status == pq.TransactionStatus.INERROR:
+        pgconn.exec_(_ROLLBACK)
+
+
+def _connection_error(pgconn: pq.abc.PGconn) -> str:
+    message = pgconn.error_message.decode(errors="replace").strip()
+    return message.splitlines()[0] if message else "the connection was lost"
