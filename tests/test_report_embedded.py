@@ -99,6 +99,20 @@ def test_the_report_reads_the_embedded_database_the_quick_start_filled(home: Hom
 
 
 @pytest.mark.slow
+def test_quiet_silences_the_notice_of_the_embedded_database(home: Home) -> None:
+    backfill = home.run("backfill", str(SAMPLE), "--quiet")
+    report = home.run("report", str(SAMPLE), "--quiet")
+    dry_run = home.run("backfill", str(SAMPLE), "--dry-run", "-q")
+
+    assert backfill.returncode == 0, backfill.stderr
+    assert backfill.stderr == ""
+    assert report.returncode == 0
+    assert report.stderr == ""
+    assert report.stdout.startswith("Dry-run report: what the next backfill would do")
+    assert dry_run.stderr == ""
+
+
+@pytest.mark.slow
 def test_offline_reads_no_database_even_when_the_embedded_one_is_there(home: Home) -> None:
     assert home.run("backfill", str(SAMPLE), "--quiet").returncode == 0
 

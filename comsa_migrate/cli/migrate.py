@@ -108,7 +108,7 @@ def backfill_command(
     if dry_run:
         return _report(options, dsn, offline=False, out=_ReportOutput(), quiet=quiet)
     tree.check_data_dir(data_dir)  # before a server is started or connected to
-    with connection(dsn) as (conn, target), stop_on_signals() as stop:
+    with connection(dsn, quiet=quiet) as (conn, target), stop_on_signals() as stop:
         show_progress = not quiet and sys.stderr.isatty()
         total = tree.count_job_files(data_dir) if show_progress else 0
         try:

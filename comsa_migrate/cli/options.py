@@ -59,7 +59,7 @@ quiet_option = click.option(
     "-q",
     "--quiet",
     is_flag=True,
-    help="No progress bar; for report, no notice of the embedded PostgreSQL on stderr.",
+    help="No progress bar, and no notice of the embedded PostgreSQL on stderr.",
 )
 
 
@@ -142,18 +142,20 @@ def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return decorated
 
 
-def target_for(dsn: str | None) -> Target:
-    """The database to use; with none configured, the embedded one, said on stderr."""
+def target_for(dsn: str | None, *, quiet: bool = False) -> Target:
+    """The database to use; with none configured, the embedded one, said on stderr
+    unless ``quiet``."""
     target = resolve_target(dsn)
     if target is None:
         home = embedded_home()
         target = start_embedded(home)
-        click.echo(
-            f"comsa-migrate: no database configured; using the embedded PostgreSQL in "
-            f"{display_path(home)} "
-            "(set --dsn, COMSA_DSN or DATABASE_URL to use your own server)",
-            err=True,
-        )
+        if not quiet:
+            click.echo(
+                f"comsa-migrate: no database configured; using the embedded PostgreSQL in "
+                f"{display_path(home)} "
+                "(set --dsn, COMSA_DSN or DATABASE_URL to use your own server)",
+                err=True,
+            )
     return target
 
 
@@ -189,8 +191,10 @@ def display_path(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def connection(dsn: str | None) -> Iterator[tuple[psycopg.Connection[Any], Target]]:
-    target = target_for(dsn)
+def connection(
+    dsn: str | None, *, quiet: bool = False
+) -> Iterator[tuple[psycopg.Connection[Any], Target]]:
+    target = target_for(dsn, quiet=quiet)
     with connect(target) as conn:
         yield conn, target
 
