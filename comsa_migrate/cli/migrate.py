@@ -22,13 +22,14 @@ from comsa_migrate.cli.options import (
     quiet_option,
     stop_on_signals,
     target_for,
+    target_to_read,
     writers_option,
 )
 from comsa_migrate.core import tree
 from comsa_migrate.core.backfill import BackfillOptions, backfill
 from comsa_migrate.db import grants
 from comsa_migrate.db.migrations import create_input_files_table, migrate
-from comsa_migrate.db.target import connect, psql_path, resolve_target
+from comsa_migrate.db.target import connect, psql_path
 from comsa_migrate.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -107,7 +108,7 @@ def backfill_command(
     if dry_run:
         return _report(options, dsn, offline=False, out=_ReportOutput(), quiet=quiet)
     tree.check_data_dir(data_dir)  # before a server is started or connected to
-    with connection(dsn) as (conn, target), stop_on_signals() as stop:
+    with connection(dsn, quiet=quiet) as (conn, target), stop_on_signals() as stop:
         show_progress = not quiet and sys.stderr.isatty()
         total = tree.count_job_files(data_dir) if show_progress else 0
         try:
@@ -132,7 +133,8 @@ def backfill_command(
     metavar="DSN",
     help="PostgreSQL to compare with, read only (postgresql://user@host:5432/dbname). "
     "Default: COMSA_DSN, DATABASE_URL, then libpq's PG* variables (a .env file counts); "
-    "with none of these, the files alone are validated.",
+    "with none of these, the embedded PostgreSQL if a backfill made it, else the files "
+    "alone are validated.",
 )
 @click.option("--offline", is_flag=True, help="Validate the files alone; connect to nothing.")
 @click.option(
@@ -184,8 +186,9 @@ def report_command(
     is applied, no run is recorded. Each job gets the action the next backfill would
     take, and the database is checked for drift (jobs with no JSON, rows changed by
     something else, job_files rows that no longer match the disk). With no database
-    configured, or with --offline, the files alone are validated (no server is started).
-    The report goes to stdout (or --output); progress and logs go to stderr.
+    configured, the embedded PostgreSQL is read if a backfill made it; without it, or
+    with --offline, the files alone are validated (no embedded database is made). The
+    report goes to stdout (or --output); progress and logs go to stderr.
 
     \b
     Example:
@@ -223,7 +226,7 @@ def _report(
 
     with stop_on_signals() as stop:
         tree.check_data_dir(options.data_dir)  # before a database is connected to
-        target = None if offline else resolve_target(dsn)
+        target = None if offline else target_to_read(dsn, quiet=quiet)
         show_progress = not quiet and sys.stderr.isatty()
         total = tree.count_job_files(options.data_dir) if show_progress else 0
         with progress(show_progress, total) as observers:

@@ -23,7 +23,14 @@ from comsa_migrate.core.backfill import (
 )
 from comsa_migrate.core.summary import JobResult, Observer
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
-from comsa_migrate.db.target import Target, connect, embedded_home, resolve_target, start_embedded
+from comsa_migrate.db.target import (
+    Target,
+    connect,
+    embedded_home,
+    find_embedded,
+    resolve_target,
+    start_embedded,
+)
 from comsa_migrate.problems import Problem
 
 dsn_option = click.option(
@@ -48,7 +55,12 @@ batch_size_option = click.option(
     show_default=True,
     help="Jobs sent per round trip; each job is still its own transaction.",
 )
-quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+quiet_option = click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="No progress bar, and no notice of the embedded PostgreSQL on stderr.",
+)
 
 
 def writers_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -130,18 +142,43 @@ def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return decorated
 
 
-def target_for(dsn: str | None) -> Target:
-    """The database to use; with none configured, the embedded one, said on stderr."""
+def target_for(dsn: str | None, *, quiet: bool = False) -> Target:
+    """The database to use; with none configured, the embedded one, said on stderr
+    unless ``quiet``."""
     target = resolve_target(dsn)
     if target is None:
         home = embedded_home()
         target = start_embedded(home)
-        click.echo(
-            f"comsa-migrate: no database configured; using the embedded PostgreSQL in "
-            f"{display_path(home)} "
-            "(set --dsn, COMSA_DSN or DATABASE_URL to use your own server)",
-            err=True,
+        if not quiet:
+            click.echo(
+                f"comsa-migrate: no database configured; using the embedded PostgreSQL in "
+                f"{display_path(home)} "
+                "(set --dsn, COMSA_DSN or DATABASE_URL to use your own server)",
+                err=True,
+            )
+    return target
+
+
+def target_to_read(dsn: str | None, *, quiet: bool = False) -> Target | None:
+    """The database a command that only reads uses: the one configured, else the embedded
+    one if a run made it, else None (none is created); said on stderr unless ``quiet``."""
+    target = resolve_target(dsn)
+    if target is not None:
+        return target
+    home = embedded_home()
+    target = find_embedded(home)
+    if target is not None:
+        notice = (
+            f"no database configured; reading the embedded PostgreSQL in {display_path(home)} "
+            "(set --dsn, COMSA_DSN or DATABASE_URL to read your own server)"
         )
+    else:
+        notice = (
+            f"no database configured, and no embedded PostgreSQL in {display_path(home)} yet "
+            "(a backfill makes it): only the files are validated"
+        )
+    if not quiet:
+        click.echo(f"comsa-migrate: {notice}", err=True)
     return target
 
 
@@ -154,8 +191,10 @@ def display_path(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def connection(dsn: str | None) -> Iterator[tuple[psycopg.Connection[Any], Target]]:
-    target = target_for(dsn)
+def connection(
+    dsn: str | None, *, quiet: bool = False
+) -> Iterator[tuple[psycopg.Connection[Any], Target]]:
+    target = target_for(dsn, quiet=quiet)
     with connect(target) as conn:
         yield conn, target
 

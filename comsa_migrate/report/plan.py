@@ -323,7 +323,8 @@ def _existing(conn: psycopg.Connection[Any], sources: list[JobSource]) -> set[st
 
 
 def _insert_plan(payload: bytes) -> store.Plan:
-    """What apply_job() writes for a job with no row: its row, every log line, every file."""
+    """What apply_job() writes for a job with no row: its row, every log line, every file,
+    and every upload it carries for job_input_files (a job with no row has none there)."""
     job = orjson.loads(payload)
     return store.Plan(
         "insert",
@@ -331,5 +332,6 @@ def _insert_plan(payload: bytes) -> store.Plan:
             "jobs": (1, 0, 0),
             "job_logs": (len(job["logs"]), 0, 0),
             "job_files": (len(job["files"]), 0, 0),
+            "job_input_files": (len(job.get("inputs", ())), 0, 0),
         },
     )
