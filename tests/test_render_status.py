@@ -20,7 +20,7 @@ def _daemon(queue_depth: int, oldest_pending_s: float | None) -> DaemonStatus:
         pid=4242,
         version="0.2.0",
         state="watching",
-        running=True,
+        liveness="running",
         started_at=started,
         stopped_at=None,
         heartbeat_age_s=1.0,

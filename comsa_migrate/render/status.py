@@ -7,6 +7,13 @@ from comsa_migrate.sync.status import DaemonStatus, Status
 
 __all__ = ["render_status"]
 
+#: a daemon that did not record its stop, by what says it is not running (sync/status.py)
+_NOT_RUNNING = {
+    "gone": "stopped: its process is gone, killed or crashed ({last})",
+    "unlocked": "not running: its lock is free, killed or disconnected ({last})",
+    "silent": "not running ({last}; its session still holds the lock)",
+}
+
 
 def render_status(status: Status, target: str) -> str:
     """The daemons newest first, then the last problems they recorded; ends with a newline."""
@@ -28,22 +35,25 @@ def render_status(status: Status, target: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _daemon_lines(d: DaemonStatus) -> list[str]:
+def _state(d: DaemonStatus) -> str:
     if d.running:
-        how = f"running, {d.state.replace('_', ' ')}"
-    elif d.stopped_at is None:
-        how = "not running (no lock held: killed or disconnected)"
-    else:
-        how = f"{'stopped' if d.state == 'stopped' else d.state} at {utc_time(d.stopped_at)}"
+        return f"running, {d.state.replace('_', ' ')}"
+    if d.stopped_at is not None:
+        return f"{'stopped' if d.state == 'stopped' else d.state} at {utc_time(d.stopped_at)}"
+    return _NOT_RUNNING[d.liveness].format(last=f"last heartbeat {age(d.heartbeat_age_s)} ago")
+
+
+def _daemon_lines(d: DaemonStatus) -> list[str]:
     lines = [
         "",
         f"  daemon {d.id}   {d.data_dir}",
         f"    name        {d.name}",
-        f"    state       {how}",
+        f"    state       {_state(d)}",
         f"    process     pid {d.pid} on {d.hostname}, comsa-migrate {d.version}, "
         f"started {utc_time(d.started_at)}",
-        f"    heartbeat   {age(d.heartbeat_age_s)} ago",
     ]
+    if d.running:  # of a daemon that does not run, the state says when it was last heard of
+        lines.append(f"    heartbeat   {age(d.heartbeat_age_s)} ago")
     if d.last_sync_at is not None and d.last_sync_age_s is not None:
         lag = "" if d.last_lag_ms is None else f", {d.last_lag_ms} ms after its first event"
         lines.append(
