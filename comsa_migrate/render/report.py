@@ -10,7 +10,7 @@ import orjson
 from comsa_migrate import __version__
 from comsa_migrate.problems import CODES, Problem, Severity
 from comsa_migrate.render.summary import REPORT_FORMATS
-from comsa_migrate.render.words import counted, field, human_bytes, planned, wrap
+from comsa_migrate.render.words import WIDTH, counted, field, human_bytes, planned, wrap
 from comsa_migrate.report.result import CHANGES, REPORT_VERSION, Report
 
 __all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
@@ -45,7 +45,7 @@ def render_text(report: Report, *, color: bool = False, show_all: bool = False) 
     lines = [_first_line(report)]
     lines.append(field("data", report.data_dir))
     if not report.offline:
-        lines.append(field("database", f"{report.database.target} (read only)"))
+        lines += _database_text(report)
     lines += [field("note", note) for note in report.database.notes[1 if report.offline else 0 :]]
     verdict = _verdict(report)
     lines.append(field("result", verdict).replace(verdict, paint(verdict, _verdict_colour(report))))
@@ -75,6 +75,16 @@ def _first_line(report: Report) -> str:
     if report.offline:
         return f"Dry-run report, offline ({_offline_reason(report)}): only the files were validated"
     return "Dry-run report: what the next backfill would do (nothing was written)"
+
+
+def _database_text(report: Report) -> list[str]:
+    """The database field: the target cut only between its parts, "(read only)" whole."""
+    lines = wrap(report.database.target or "", f"  {'database':<11} ", " " * 14)
+    if len(lines[-1]) + len(" (read only)") <= WIDTH:
+        lines[-1] += " (read only)"
+    else:
+        lines.append(f"{'':14}(read only)")
+    return lines
 
 
 def _offline_reason(report: Report) -> str:
