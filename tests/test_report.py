@@ -186,6 +186,30 @@ def test_text_report_keeps_a_long_database_name_whole_on_its_line(
     assert max(len(line) for line in lines) <= 80
 
 
+def test_text_report_aligns_the_job_input_files_row_with_the_others(
+    cli: Any, dsn: str, sample_tree: Path
+) -> None:
+    assert cli("init-db", "--dsn", dsn, "--input-files").exit_code == 0
+
+    result = cli("report", sample_tree, "--dsn", dsn)
+
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  rows "))
+    rows = lines[start : start + 5]
+    assert [line.split()[-4] for line in rows[1:]] == [
+        "jobs",
+        "job_logs",
+        "job_files",
+        "job_input_files",
+    ]
+    assert rows[0].split() == ["rows", "insert", "update", "delete"]
+    # every column ends where its heading does
+    assert len({len(line) for line in rows}) == 1, "\n".join(rows)
+    ends = [m.end() for m in re.finditer(r"\S+", rows[0])][1:]
+    for line in rows[1:]:
+        assert [m.end() for m in re.finditer(r"\S+", line)][1:] == ends, "\n".join(rows)
+
+
 def test_text_report_lists_10_examples_per_code_then_how_many_more(
     cli: Any, tmp_path: Path
 ) -> None:

@@ -117,10 +117,19 @@ def _actions_text(report: Report) -> str:
 def _rows_text(report: Report) -> list[str]:
     if report.offline:
         return [field("rows", "need a database")]
-    lines = [field("rows", f"{'':<10}{'insert':>9}{'update':>9}{'delete':>9}")]
-    for table in report.rows:
-        counts = "".join(f"{report.rows[table][c]:>9,}" for c in CHANGES)
-        lines.append(f"{'':14}{table:<10}{counts}")
+    # a column as wide as its longest entry and a space, at least 10 for the names and 9
+    # for the counts: the three tables the backfill writes keep their usual layout, and
+    # job_input_files or a count of millions widen their column instead of pushing it
+    name_width = max([10, *(len(table) + 1 for table in report.rows)])
+    widths = {
+        change: max([9, *(len(f"{counts[change]:,}") + 1 for counts in report.rows.values())])
+        for change in CHANGES
+    }
+    header = "".join(f"{change:>{widths[change]}}" for change in CHANGES)
+    lines = [f"  {'rows':<11} {'':<{name_width}}{header}"]
+    for table, counts in report.rows.items():
+        cells = "".join(f"{counts[change]:>{widths[change]},}" for change in CHANGES)
+        lines.append(f"{'':14}{table:<{name_width}}{cells}")
     return lines
 
 
