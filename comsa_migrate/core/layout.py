@@ -211,7 +211,7 @@ def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | 
             if size > max_bytes:
                 return Problem(
                     "file_too_large",
-                    f"{size} bytes is over the limit of {max_bytes} (--max-json-bytes)",
+                    f"{size:,} bytes is over the limit of {max_bytes:,} (--max-json-bytes)",
                     source.job_id,
                     source.json_path,
                 )

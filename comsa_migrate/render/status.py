@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comsa_migrate.render.words import actions_done, age, counted, utc_time
+from comsa_migrate.render.words import actions_done, age, counted, number, utc_time
 from comsa_migrate.sync.status import DaemonStatus, Status
 
 __all__ = ["render_status"]
@@ -55,7 +55,7 @@ def _daemon_lines(d: DaemonStatus) -> list[str]:
     if d.running:  # of a daemon that does not run, the state says when it was last heard of
         lines.append(f"    heartbeat   {age(d.heartbeat_age_s)} ago")
     if d.last_sync_at is not None and d.last_sync_age_s is not None:
-        lag = "" if d.last_lag_ms is None else f", {d.last_lag_ms} ms after its first event"
+        lag = "" if d.last_lag_ms is None else f", {number(d.last_lag_ms)} ms after its first event"
         lines.append(
             f"    last sync   {utc_time(d.last_sync_at)} ({age(d.last_sync_age_s)} ago): "
             f"{d.last_job_id} {d.last_action}{lag}"
@@ -71,6 +71,8 @@ def _daemon_lines(d: DaemonStatus) -> list[str]:
     lines.append(f"    lag         {waiting}")
     lines.append(f"    jobs        {actions_done(d.actions)}")
     if d.counters:
-        counters = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(d.counters.items()))
+        counters = ", ".join(
+            f"{k.replace('_', ' ')} {number(v)}" for k, v in sorted(d.counters.items())
+        )
         lines.append(f"    counters    {counters}")
     return lines

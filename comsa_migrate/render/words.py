@@ -16,6 +16,7 @@ __all__ = [
     "done",
     "field",
     "human_bytes",
+    "number",
     "planned",
     "plural",
     "utc_time",
@@ -43,7 +44,9 @@ def actions_done(counts: Mapping[str, int]) -> str:
 
     metadata_only is left out: it counts jobs that are also in another action.
     """
-    return ", ".join(f"{counts.get(a, 0)} {done(a)}" for a in ACTIONS if a != "metadata_only")
+    return ", ".join(
+        f"{number(counts.get(a, 0))} {done(a)}" for a in ACTIONS if a != "metadata_only"
+    )
 
 
 def plural(n: int, word: str) -> str:
@@ -51,9 +54,17 @@ def plural(n: int, word: str) -> str:
     return word if n == 1 else f"{word}s"
 
 
+def number(n: int) -> str:
+    """A count as every text for people writes it, with thousands separators: "20,000".
+
+    JSON keeps plain numbers; process ids, ports and other identifiers are not counts.
+    """
+    return f"{n:,}"
+
+
 def counted(n: int, word: str) -> str:
     """``n`` with thousands separators and its word: "1 error", "1,204 job files"."""
-    return f"{n:,} {plural(n, word)}"
+    return f"{number(n)} {plural(n, word)}"
 
 
 def human_bytes(n: int) -> str:
