@@ -246,7 +246,7 @@ def test_error_jobs_are_listed_with_id_file_and_reason_and_left_out_of_the_datab
     errors = listed_errors(result.stdout)
     assert [(code, job, path) for code, job, path, _ in errors] == EXPECTED_ERRORS
     reasons = {code: reason for code, _, _, reason in errors}
-    assert "over the limit of 4096" in reasons["file_too_large"]
+    assert "over the limit of 4,096" in reasons["file_too_large"]
     assert "country" in reasons["invalid_field"]
     assert "started_at" in reasons["invalid_timestamp"]
     assert "type" in reasons["missing_field"]

@@ -18,6 +18,7 @@ from comsa_migrate.render.report import render_text
 from comsa_migrate.report.plan import build_report
 from comsa_migrate.report.result import REPORT_ACTIONS
 
+from .conftest import database_name, dsn_for
 from .helpers import write_job
 
 SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "report-schema.json"
@@ -165,6 +166,48 @@ def test_text_report_fits_80_columns(cli: Any, dsn: str, quirks_tree: Path) -> N
 
     assert "symlink_skipped (2)" in result.stdout
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def test_text_report_keeps_a_long_database_name_whole_on_its_line(
+    cli: Any, databases: Any, template_db: str, sample_tree: Path
+) -> None:
+    name = database_name("long").ljust(63, "x")  # the longest name PostgreSQL keeps
+    with psycopg.connect(databases.admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    try:
+        result = cli("report", sample_tree, "--dsn", dsn_for(databases.admin_dsn, name))
+    finally:
+        databases.drop(name)
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert f"{'':14}{name}" in lines
+    assert lines[lines.index(f"{'':14}{name}") - 1].endswith("/")
+    assert max(len(line) for line in lines) <= 80
+
+
+def test_text_report_aligns_the_job_input_files_row_with_the_others(
+    cli: Any, dsn: str, sample_tree: Path
+) -> None:
+    assert cli("init-db", "--dsn", dsn, "--input-files").exit_code == 0
+
+    result = cli("report", sample_tree, "--dsn", dsn)
+
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  rows "))
+    rows = lines[start : start + 5]
+    assert [line.split()[-4] for line in rows[1:]] == [
+        "jobs",
+        "job_logs",
+        "job_files",
+        "job_input_files",
+    ]
+    assert rows[0].split() == ["rows", "insert", "update", "delete"]
+    # every column ends where its heading does
+    assert len({len(line) for line in rows}) == 1, "\n".join(rows)
+    ends = [m.end() for m in re.finditer(r"\S+", rows[0])][1:]
+    for line in rows[1:]:
+        assert [m.end() for m in re.finditer(r"\S+", line)][1:] == ends, "\n".join(rows)
 
 
 def test_text_report_lists_10_examples_per_code_then_how_many_more(

@@ -226,6 +226,24 @@ def test_status_shows_a_stopped_daemon_as_stopped(data: Path, dsn: str, cli: Any
     assert "state       stopped at " in result.stdout
 
 
+def test_status_says_a_daemon_killed_with_sigkill_stopped_without_a_heartbeat_line(
+    data: Path, dsn: str, daemon_process: Any, cli: Any
+) -> None:
+    daemon = daemon_process()
+    daemon.wait_for_line("watching")
+    assert "state       running, watching" in cli("status", "--dsn", dsn).stdout
+
+    daemon.process.kill()
+    daemon.process.wait(5)
+    result = cli("status", "--dsn", dsn)
+
+    assert result.exit_code == 0, result.output
+    state = "    state       stopped: its process is gone, killed or crashed (last heartbeat "
+    assert any(line.startswith(state) for line in result.stdout.splitlines()), result.stdout
+    assert "    heartbeat   " not in result.stdout
+    assert f"pid {daemon.process.pid} on " in result.stdout
+
+
 def test_a_metrics_port_already_taken_is_one_line_and_exit_2(
     data: Path, dsn: str, cli: Any
 ) -> None:

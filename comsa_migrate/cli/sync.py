@@ -162,7 +162,8 @@ def sync_command(
 def status_command(dsn: str | None) -> None:
     """Show what the sync daemons recorded: state, last sync, jobs by action, lag, problems.
 
-    Reads only; a daemon counts as running while it holds its lock.
+    Reads only. A daemon counts as running while it holds its lock and it has beaten
+    within the last minute or, on this host, its process lives.
 
     \b
     Example:

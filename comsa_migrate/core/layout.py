@@ -25,6 +25,8 @@ __all__ = [
     "FileStat",
     "JobSource",
     "ScanItem",
+    "data_dir_meant",
+    "has_data_folders",
     "is_ignored_name",
     "is_job_id",
     "is_job_json",
@@ -109,6 +111,44 @@ def is_real_dir(path: Path) -> bool:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def has_data_folders(path: Path) -> bool:
+    """Whether ``path`` has a jobs/, uploads/ or outputs/ folder, as DATA_DIR does."""
+    return any((path / name).is_dir() for name in (JOBS, UPLOADS, OUTPUTS))
+
+
+def data_dir_meant(path: Path) -> tuple[str, Path] | None:
+    """What ``path``, not a data folder, looks like, and the data folder it points to:
+    the dashboard's backend folder (its data/), the dashboard's own folder (its
+    backend/data/), or the jobs/, uploads/ or outputs/ of a data folder (their parent,
+    when it has another of the three or ``path`` holds a job's name). None when it looks
+    like none of these."""
+    for what, meant in (
+        ("the dashboard's backend folder", path / "data"),
+        ("the dashboard's folder", path / "backend" / "data"),
+    ):
+        if has_data_folders(meant):
+            return what, meant
+    whole = Path(os.path.abspath(path))
+    others = {JOBS, UPLOADS, OUTPUTS} - {whole.name}
+    if len(others) == 3 or not (
+        any((whole.parent / name).is_dir() for name in others) or _holds_a_job(whole)
+    ):
+        return None
+    # the parent as it was given, unless it was given as nothing ("jobs", ".")
+    parent = path.parent if path.name and str(path.parent) != "." else whole.parent
+    return f"the {whole.name}/ folder of a data folder", parent
+
+
+def _holds_a_job(folder: Path) -> bool:
+    """Whether one of the first entries of ``folder`` is named after a job: <id>.json, <id>."""
+    try:
+        with os.scandir(folder) as entries:
+            names = [entry.name for entry, _ in zip(entries, range(100), strict=False)]
+    except OSError:
+        return False
+    return any(is_job_id(json_stem(name) or name) for name in names)
 
 
 def is_job_json(path: str | Path) -> bool:
@@ -211,7 +251,7 @@ def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | 
             if size > max_bytes:
                 return Problem(
                     "file_too_large",
-                    f"{size} bytes is over the limit of {max_bytes} (--max-json-bytes)",
+                    f"{size:,} bytes is over the limit of {max_bytes:,} (--max-json-bytes)",
                     source.job_id,
                     source.json_path,
                 )

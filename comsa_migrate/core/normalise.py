@@ -217,7 +217,7 @@ def _limited(key: str, value: str) -> str:
     limit = COLUMN_LIMITS[key]
     if len(value) > limit:
         raise Invalid(
-            "invalid_field", f"`{key}` has {len(value)} characters; the column allows {limit}"
+            "invalid_field", f"`{key}` has {len(value):,} characters; the column allows {limit:,}"
         )
     return value
 

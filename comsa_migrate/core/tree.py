@@ -18,6 +18,8 @@ from comsa_migrate.core.layout import (
     FileStat,
     JobSource,
     ScanItem,
+    data_dir_meant,
+    has_data_folders,
     is_ignored_name,
     is_job_id,
     is_job_json,
@@ -69,14 +71,22 @@ def check_data_dir(data_dir: Path) -> None:
 
     Each of the three that exists must be a folder this process can list and enter:
     a scan that met an unreadable uploads/ only after writing most jobs would have
-    done half a run.
+    done half a run. A folder given instead of DATA_DIR that leads to one (backend/,
+    jobs/) names it. Backfill, report and sync all check here first.
     """
     if not data_dir.exists():
         raise DataDirError(f"{data_dir}: no such folder")
     if not data_dir.is_dir():
         raise DataDirError(f"{data_dir}: not a folder")
     _check_listable(data_dir)
-    if not any((data_dir / name).is_dir() for name in (JOBS, UPLOADS, OUTPUTS)):
+    if not has_data_folders(data_dir):
+        meant = data_dir_meant(data_dir)
+        if meant is not None:
+            what, folder = meant
+            raise DataDirError(
+                f"{data_dir}: not a legacy data folder, but it looks like {what};"
+                f" did you mean {folder}?"
+            )
         raise DataDirError(
             f"{data_dir}: not a legacy data folder (it has no jobs/, uploads/ or outputs/)"
         )

@@ -47,7 +47,7 @@ def input_contents(
             problems.append(
                 Problem(
                     "input_too_large",
-                    f"{f.size} bytes is over the limit of {max_bytes} (--max-input-bytes); "
+                    f"{f.size:,} bytes is over the limit of {max_bytes:,} (--max-input-bytes); "
                     "not stored in job_input_files",
                     source.job_id,
                     f.file_path,

@@ -10,7 +10,15 @@ import orjson
 from comsa_migrate import __version__
 from comsa_migrate.problems import CODES, Problem, Severity
 from comsa_migrate.render.summary import REPORT_FORMATS
-from comsa_migrate.render.words import counted, field, human_bytes, planned, wrap
+from comsa_migrate.render.words import (
+    WIDTH,
+    counted,
+    field,
+    human_bytes,
+    number,
+    planned,
+    wrap,
+)
 from comsa_migrate.report.result import CHANGES, REPORT_VERSION, Report
 
 __all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
@@ -45,7 +53,7 @@ def render_text(report: Report, *, color: bool = False, show_all: bool = False) 
     lines = [_first_line(report)]
     lines.append(field("data", report.data_dir))
     if not report.offline:
-        lines.append(field("database", f"{report.database.target} (read only)"))
+        lines += _database_text(report)
     lines += [field("note", note) for note in report.database.notes[1 if report.offline else 0 :]]
     verdict = _verdict(report)
     lines.append(field("result", verdict).replace(verdict, paint(verdict, _verdict_colour(report))))
@@ -58,16 +66,18 @@ def render_text(report: Report, *, color: bool = False, show_all: bool = False) 
     lines.append(field("files", _files_text(report)))
     for severity, group in _groups(report.problems):
         count = sum(len(problems) for _, problems in group)
-        lines += ["", paint(f"{_SEVERITY_TITLES[severity]} ({count})", _COLOURS[severity])]
+        heading = f"{_SEVERITY_TITLES[severity]} ({number(count)})"
+        lines += ["", paint(heading, _COLOURS[severity])]
         for code, problems in group:
-            title = wrap(f"{code} ({len(problems)}): {CODES[code][1]}", "  ", "      ")
+            title = wrap(f"{code} ({number(len(problems))}): {CODES[code][1]}", "  ", "      ")
             title[0] = title[0].replace(code, paint(code, _COLOURS[severity]), 1)
             lines += title
             shown = problems if show_all else problems[:EXAMPLES]
             for problem in shown:
                 lines += _problem_text(problem)
             if len(shown) < len(problems):
-                lines.append(f"    … and {len(problems) - len(shown)} more (--all lists them)")
+                more = number(len(problems) - len(shown))
+                lines.append(f"    … and {more} more (--all lists them)")
     return "\n".join(lines) + "\n"
 
 
@@ -75,6 +85,16 @@ def _first_line(report: Report) -> str:
     if report.offline:
         return f"Dry-run report, offline ({_offline_reason(report)}): only the files were validated"
     return "Dry-run report: what the next backfill would do (nothing was written)"
+
+
+def _database_text(report: Report) -> list[str]:
+    """The database field: the target cut only between its parts, "(read only)" whole."""
+    lines = wrap(report.database.target or "", f"  {'database':<11} ", " " * 14)
+    if len(lines[-1]) + len(" (read only)") <= WIDTH:
+        lines[-1] += " (read only)"
+    else:
+        lines.append(f"{'':14}(read only)")
+    return lines
 
 
 def _offline_reason(report: Report) -> str:
@@ -88,29 +108,39 @@ def _verdict_colour(report: Report) -> str:
 def _verdict(report: Report) -> str:
     counts = report.severity_counts
     errors = counts[Severity.ERROR]
-    rest = f"{counted(counts[Severity.WARNING], 'warning')}, {counts[Severity.INFO]} info"
+    rest = f"{counted(counts[Severity.WARNING], 'warning')}, {number(counts[Severity.INFO])} info"
     if errors:
         return f"FAIL: {counted(errors, 'error')}, {rest}"
     return f"OK: no errors; {rest}"
 
 
 def _actions_text(report: Report) -> str:
-    shown = [f"{report.actions[action]} {planned(action)}" for action in _shown_actions(report)]
+    actions = report.actions
+    shown = [f"{number(actions[action])} {planned(action)}" for action in _shown_actions(report)]
     if report.offline:
-        shown = [f"{report.actions['undecided']} valid (a database decides their action)"]
-        shown.append(f"{report.actions['skip']} skip")
-        if report.actions["metadata_only"]:
-            shown.append(f"{report.actions['metadata_only']} metadata only")
+        shown = [f"{number(actions['undecided'])} valid (a database decides their action)"]
+        shown.append(f"{number(actions['skip'])} skip")
+        if actions["metadata_only"]:
+            shown.append(f"{number(actions['metadata_only'])} metadata only")
     return ", ".join(shown)
 
 
 def _rows_text(report: Report) -> list[str]:
     if report.offline:
         return [field("rows", "need a database")]
-    lines = [field("rows", f"{'':<10}{'insert':>9}{'update':>9}{'delete':>9}")]
-    for table in report.rows:
-        counts = "".join(f"{report.rows[table][c]:>9,}" for c in CHANGES)
-        lines.append(f"{'':14}{table:<10}{counts}")
+    # a column as wide as its longest entry and a space, at least 10 for the names and 9
+    # for the counts: the three tables the backfill writes keep their usual layout, and
+    # job_input_files or a count of millions widen their column instead of pushing it
+    name_width = max([10, *(len(table) + 1 for table in report.rows)])
+    widths = {
+        change: max([9, *(len(f"{counts[change]:,}") + 1 for counts in report.rows.values())])
+        for change in CHANGES
+    }
+    header = "".join(f"{change:>{widths[change]}}" for change in CHANGES)
+    lines = [f"  {'rows':<11} {'':<{name_width}}{header}"]
+    for table, counts in report.rows.items():
+        cells = "".join(f"{counts[change]:>{widths[change]},}" for change in CHANGES)
+        lines.append(f"{'':14}{table:<{name_width}}{cells}")
     return lines
 
 
@@ -118,7 +148,7 @@ def _severities_text(report: Report) -> str:
     counts = report.severity_counts
     return (
         f"{counted(counts[Severity.ERROR], 'error')}, "
-        f"{counted(counts[Severity.WARNING], 'warning')}, {counts[Severity.INFO]} info"
+        f"{counted(counts[Severity.WARNING], 'warning')}, {number(counts[Severity.INFO])} info"
     )
 
 
@@ -173,11 +203,11 @@ def render_markdown(report: Report, *, show_all: bool = False) -> str:
     for severity, group in _groups(report.problems):
         lines += ["", f"### {_SEVERITY_TITLES[severity]}"]
         for code, problems in group:
-            lines += ["", f"- **`{code}`** ({len(problems)}): {_md(CODES[code][1])}"]
+            lines += ["", f"- **`{code}`** ({number(len(problems))}): {_md(CODES[code][1])}"]
             shown = problems if show_all else problems[:EXAMPLES]
             lines += [f"  - {_md_problem(problem)}" for problem in shown]
             if len(shown) < len(problems):
-                lines.append(f"  - … and {len(problems) - len(shown)} more")
+                lines.append(f"  - … and {number(len(problems) - len(shown))} more")
     return "\n".join(lines) + "\n"
 
 

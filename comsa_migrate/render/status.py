@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from comsa_migrate.render.words import actions_done, age, counted, utc_time
+from comsa_migrate.render.words import actions_done, age, counted, number, utc_time
 from comsa_migrate.sync.status import DaemonStatus, Status
 
 __all__ = ["render_status"]
+
+#: a daemon that did not record its stop, by what says it is not running (sync/status.py)
+_NOT_RUNNING = {
+    "gone": "stopped: its process is gone, killed or crashed ({last})",
+    "unlocked": "not running: its lock is free, killed or disconnected ({last})",
+    "silent": "not running ({last}; its session still holds the lock)",
+}
 
 
 def render_status(status: Status, target: str) -> str:
@@ -28,24 +35,27 @@ def render_status(status: Status, target: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _daemon_lines(d: DaemonStatus) -> list[str]:
+def _state(d: DaemonStatus) -> str:
     if d.running:
-        how = f"running, {d.state.replace('_', ' ')}"
-    elif d.stopped_at is None:
-        how = "not running (no lock held: killed or disconnected)"
-    else:
-        how = f"{'stopped' if d.state == 'stopped' else d.state} at {utc_time(d.stopped_at)}"
+        return f"running, {d.state.replace('_', ' ')}"
+    if d.stopped_at is not None:
+        return f"{'stopped' if d.state == 'stopped' else d.state} at {utc_time(d.stopped_at)}"
+    return _NOT_RUNNING[d.liveness].format(last=f"last heartbeat {age(d.heartbeat_age_s)} ago")
+
+
+def _daemon_lines(d: DaemonStatus) -> list[str]:
     lines = [
         "",
         f"  daemon {d.id}   {d.data_dir}",
         f"    name        {d.name}",
-        f"    state       {how}",
+        f"    state       {_state(d)}",
         f"    process     pid {d.pid} on {d.hostname}, comsa-migrate {d.version}, "
         f"started {utc_time(d.started_at)}",
-        f"    heartbeat   {age(d.heartbeat_age_s)} ago",
     ]
+    if d.running:  # of a daemon that does not run, the state says when it was last heard of
+        lines.append(f"    heartbeat   {age(d.heartbeat_age_s)} ago")
     if d.last_sync_at is not None and d.last_sync_age_s is not None:
-        lag = "" if d.last_lag_ms is None else f", {d.last_lag_ms} ms after its first event"
+        lag = "" if d.last_lag_ms is None else f", {number(d.last_lag_ms)} ms after its first event"
         lines.append(
             f"    last sync   {utc_time(d.last_sync_at)} ({age(d.last_sync_age_s)} ago): "
             f"{d.last_job_id} {d.last_action}{lag}"
@@ -61,6 +71,8 @@ def _daemon_lines(d: DaemonStatus) -> list[str]:
     lines.append(f"    lag         {waiting}")
     lines.append(f"    jobs        {actions_done(d.actions)}")
     if d.counters:
-        counters = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(d.counters.items()))
+        counters = ", ".join(
+            f"{k.replace('_', ' ')} {number(v)}" for k, v in sorted(d.counters.items())
+        )
         lines.append(f"    counters    {counters}")
     return lines

@@ -6,7 +6,7 @@ from collections import Counter
 
 from comsa_migrate.core.summary import Summary
 from comsa_migrate.problems import CODES, Severity, printable
-from comsa_migrate.render.words import actions_done, field, plural, wrap
+from comsa_migrate.render.words import actions_done, counted, field, number, wrap
 
 __all__ = ["REPORT_FORMATS", "backfill_summary"]
 
@@ -26,15 +26,16 @@ def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
         lines.append(field("functions", f"applied {count} file{'s' if count != 1 else ''}"))
     jobs = actions_done(summary.actions)
     if summary.actions["metadata_only"]:
-        jobs += f"; {summary.actions['metadata_only']} metadata only"
+        jobs += f"; {number(summary.actions['metadata_only'])} metadata only"
     lines.append(field("jobs", jobs))
-    lines.append(field("rows", ", ".join(f"{t} {summary.rows[t]}" for t in summary.tables)))
+    rows = ", ".join(f"{t} {number(summary.rows[t])}" for t in summary.tables)
+    lines.append(field("rows", rows))
     if summary.owner:
         given = summary.rows["owned"]
-        lines.append(field("owner", f"{given} {plural(given, 'job')} given {summary.owner}"))
+        lines.append(field("owner", f"{counted(given, 'job')} given {summary.owner}"))
     for severity, label in ((Severity.WARNING, "warnings"), (Severity.INFO, "info")):
         counts = _by_severity(summary.problem_counts, severity)
-        lines.append(field(label, ", ".join(f"{c} {n}" for c, n in counts) or "none"))
+        lines.append(field(label, ", ".join(f"{c} {number(n)}" for c, n in counts) or "none"))
     rate = summary.jobs / summary.elapsed if summary.elapsed > 0 else 0.0
     lines.append(field("elapsed", f"{summary.elapsed:.2f} s ({rate:,.0f} jobs/s)"))
     if summary.stopped:
@@ -46,7 +47,7 @@ def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
         lines.append("Interrupted: the jobs above were written; rerun to finish the rest.")
     if summary.errors:
         lines.append("")
-        lines.append(f"Errors ({len(summary.errors)}): these jobs were not written")
+        lines.append(f"Errors ({number(len(summary.errors))}): these jobs were not written")
         for problem in sorted(summary.errors, key=lambda p: (p.code, p.job_id or "", p.path or "")):
             lines.append(f"  {problem.code}  {problem.job_id or '-'}")
             lines.append(f"      {problem.path or '-'}")

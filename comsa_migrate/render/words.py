@@ -16,6 +16,7 @@ __all__ = [
     "done",
     "field",
     "human_bytes",
+    "number",
     "planned",
     "plural",
     "utc_time",
@@ -43,7 +44,9 @@ def actions_done(counts: Mapping[str, int]) -> str:
 
     metadata_only is left out: it counts jobs that are also in another action.
     """
-    return ", ".join(f"{counts.get(a, 0)} {done(a)}" for a in ACTIONS if a != "metadata_only")
+    return ", ".join(
+        f"{number(counts.get(a, 0))} {done(a)}" for a in ACTIONS if a != "metadata_only"
+    )
 
 
 def plural(n: int, word: str) -> str:
@@ -51,9 +54,17 @@ def plural(n: int, word: str) -> str:
     return word if n == 1 else f"{word}s"
 
 
+def number(n: int) -> str:
+    """A count as every text for people writes it, with thousands separators: "20,000".
+
+    JSON keeps plain numbers; process ids, ports and other identifiers are not counts.
+    """
+    return f"{n:,}"
+
+
 def counted(n: int, word: str) -> str:
     """``n`` with thousands separators and its word: "1 error", "1,204 job files"."""
-    return f"{n:,} {plural(n, word)}"
+    return f"{number(n)} {plural(n, word)}"
 
 
 def human_bytes(n: int) -> str:
@@ -87,15 +98,33 @@ def wrap(text: str, first: str, rest: str, *, break_on_hyphens: bool = False) ->
     """``text`` in lines of WIDTH columns at most, the first after ``first``, the others
     after ``rest``; empty text is the first indent alone, without its trailing spaces.
 
-    Words are kept whole at their hyphens (--max-json-bytes, uuids) unless asked.
+    Words are kept whole at their hyphens (--max-json-bytes, uuids) unless asked. A word
+    longer than a line is cut after a "/" (see _Wrapper).
     """
-    return textwrap.wrap(
-        text,
+    wrapper = _Wrapper(
         WIDTH,
         initial_indent=first,
         subsequent_indent=rest,
         break_on_hyphens=break_on_hyphens,
-    ) or [first.rstrip()]
+    )
+    return wrapper.wrap(text) or [first.rstrip()]
+
+
+class _Wrapper(textwrap.TextWrapper):
+    """Cuts a word too long for a line after its last "/" that fits, and mid-word only
+    where no "/" does: a path or a DSN is cut between its parts, and a database name
+    (63 characters at most, shorter than any line) stays whole."""
+
+    def _handle_long_word(
+        self, reversed_chunks: list[str], cur_line: list[str], cur_len: int, width: int
+    ) -> None:
+        chunk = reversed_chunks[-1]
+        slash = chunk.rfind("/", 0, max(width - cur_len, 1))
+        if slash <= 0:
+            super()._handle_long_word(reversed_chunks, cur_line, cur_len, width)
+            return
+        cur_line.append(chunk[: slash + 1])
+        reversed_chunks[-1] = chunk[slash + 1 :]
 
 
 def field(label: str, text: str) -> str:

@@ -17,6 +17,7 @@ from comsa_migrate.core import tree
 from comsa_migrate.core.layout import os_reason
 from comsa_migrate.db.target import Target
 from comsa_migrate.errors import ComsaMigrateError, ConfigurationError
+from comsa_migrate.render.words import counted
 from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.debounce import Debouncer
@@ -368,8 +369,8 @@ class Daemon:
         self._take_due()
         if self._pending:
             log.warning(
-                "stopping with %d jobs not synced; the next start's catch-up scan syncs them",
-                len(self._pending),
+                "stopping with %s not synced; the next start's catch-up scan syncs them",
+                counted(len(self._pending), "job"),
             )
         self.state = "stopped"
         stats = self._stats.snapshot()

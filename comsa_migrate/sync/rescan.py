@@ -12,7 +12,7 @@ import psycopg
 
 from comsa_migrate.core.summary import Summary
 from comsa_migrate.errors import ComsaMigrateError, DataDirError
-from comsa_migrate.render.words import actions_done
+from comsa_migrate.render.words import actions_done, counted
 from comsa_migrate.sync.session import SyncSession
 from comsa_migrate.sync.stats import SyncStats
 from comsa_migrate.sync.tree_guard import TreeGuard
@@ -115,9 +115,9 @@ class Rescans:
         self.next_at = self._clock() + self.interval
         self._tree.scanned()
         log.info(
-            "rescan (%s): %d jobs, %s in %.2f s",
+            "rescan (%s): %s, %s in %.2f s",
             reason,
-            summary.jobs,
+            counted(summary.jobs, "job"),
             actions_done(summary.actions),
             self._clock() - started,
         )

@@ -17,6 +17,7 @@ from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.db.target import Target, has_connect_timeout
 from comsa_migrate.errors import SchemaError, first_line
+from comsa_migrate.render.words import counted
 from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.lock import LockHeld, describe_holder, lock_key, try_lock, unlock
@@ -116,9 +117,9 @@ class SyncSession:
             return False
         if self._waiting_for is None and self.down_since is not None:
             log.info(
-                "the database is back after %.1f s; syncing %d pending jobs",
+                "the database is back after %.1f s; syncing %s pending",
                 self._clock() - self.down_since,
-                pending,
+                counted(pending, "job"),
             )
         self.down_since = None
         self._backoff.reset()
@@ -139,10 +140,10 @@ class SyncSession:
             self.down_since = now
             self._stats.count("outages")
             log.warning(
-                "the database is unavailable (%s); keeping %d pending jobs and retrying "
+                "the database is unavailable (%s); keeping %s pending and retrying "
                 "every %g s at most",
                 self._reason(exc),
-                pending,
+                counted(pending, "job"),
                 self._backoff.cap,
             )
             self._backoff.reset()

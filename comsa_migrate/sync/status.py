@@ -3,16 +3,33 @@ writes it out for `comsa-migrate status`)."""
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
 
 from comsa_migrate.sync.lock import lock_held_by_anyone, lock_key
 
-__all__ = ["DaemonStatus", "ProblemRow", "Status", "read_status"]
+__all__ = ["SILENT_AFTER_S", "DaemonStatus", "Liveness", "ProblemRow", "Status", "read_status"]
+
+#: how long a daemon may go without a heartbeat before it is taken for gone although its
+#: session still holds the lock (a host lost without closing its connections leaves the
+#: session behind for as long as the server's TCP keepalives allow, hours by default).
+#: Many heartbeats (5 s apart by default), because a full rescan does not beat while it runs.
+SILENT_AFTER_S = 60.0
+
+#: what the records and the server say of a daemon: ``running``; ``stopped`` (it recorded
+#: its stop, or a later daemon of its name found it gone); ``gone`` (not stopped, but its
+#: process on this host is gone: killed or crashed); ``unlocked`` (not stopped, but
+#: nobody holds its lock: killed, or cut off from the database); ``silent`` (its lock is
+#: held, but it has not beaten for SILENT_AFTER_S: its host is down or cut off, or the
+#: daemon hangs)
+Liveness = Literal["running", "stopped", "gone", "unlocked", "silent"]
 
 _DAEMONS = """
 SELECT id, COALESCE(to_jsonb(d)->>'name', hostname || ':' || data_dir) AS name,
@@ -39,7 +56,7 @@ class DaemonStatus:
     pid: int
     version: str
     state: str
-    running: bool  # not stopped, and someone holds its lock
+    liveness: Liveness
     started_at: datetime
     stopped_at: datetime | None
     heartbeat_age_s: float
@@ -52,6 +69,10 @@ class DaemonStatus:
     oldest_pending_s: float | None  # how long the oldest waiting job has waited: the lag
     actions: dict[str, int]
     counters: dict[str, int]
+
+    @property
+    def running(self) -> bool:
+        return self.liveness == "running"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +103,45 @@ def read_status(conn: psycopg.Connection[Any], *, daemons: int = 5, problems: in
         problem_rows = cur.execute(_PROBLEMS, [problems]).fetchall()
     found = []
     for row in rows:
-        running = row["stopped_at"] is None and lock_held_by_anyone(conn, lock_key(row["name"]))
         del row["heartbeat_at"]
-        found.append(DaemonStatus(running=running, **row))
+        found.append(DaemonStatus(liveness=_liveness(conn, row), **row))
     return Status(True, tuple(found), tuple(ProblemRow(**row) for row in problem_rows))
+
+
+def _liveness(conn: psycopg.Connection[Any], row: dict[str, Any]) -> Liveness:
+    """Whether a daemon runs, from its record, its lock and, on this host, its process.
+
+    A process id is only looked up on the host that recorded it, and a process found
+    there proves nothing by itself (the id may have been reused since): only its lock
+    held says a daemon runs. A process gone settles it, unless the daemon holds its lock
+    and still beats (another container may share this host name). Of a daemon on another
+    host, only the heartbeat tells whether the session holding its lock is still its.
+    """
+    if row["stopped_at"] is not None:
+        return "stopped"
+    locked = lock_held_by_anyone(conn, lock_key(row["name"]))
+    silent = row["heartbeat_age_s"] > SILENT_AFTER_S
+    here = row["hostname"] == socket.gethostname()
+    if here and not (locked and not silent) and not _process_exists(row["pid"]):
+        return "gone"
+    if not locked:
+        return "unlocked"
+    if silent and not here:
+        return "silent"
+    return "running"
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether a process of this id lives on this host; a zombie (killed, not yet reaped
+    by its parent) does not count."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc here, or the process ended meanwhile: as kill() said
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]

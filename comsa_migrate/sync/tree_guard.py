@@ -10,6 +10,7 @@ from pathlib import Path
 
 from comsa_migrate.core import tree
 from comsa_migrate.core.layout import JOBS
+from comsa_migrate.render.words import counted, number
 
 __all__ = ["TreeGuard"]
 
@@ -74,7 +75,7 @@ class TreeGuard:
             self.jobs = present
             if self.missing_since is None:
                 return "whole"
-            log.warning("the data folder is back (%d job JSONs); resuming", present)
+            log.warning("the data folder is back (%s); resuming", counted(present, "job JSON"))
             self.missing_since = None
             self._logged_at = -inf
             return "returned"
@@ -83,11 +84,11 @@ class TreeGuard:
         if now >= self._logged_at + LOG_EVERY_S:
             self._logged_at = now
             log.error(
-                "most of %s is gone (%s of the %d job JSONs last seen) for %.0f s: "
+                "most of %s is gone (%s of the %s last seen) for %.0f s: "
                 "is the share unmounted? Not syncing until it returns",
                 self.root,
-                "no jobs folder" if present < 0 else present,
-                self.jobs,
+                "no jobs folder" if present < 0 else number(present),
+                counted(self.jobs, "job JSON"),
                 now - self.missing_since,
             )
         return "missing"
