@@ -12,7 +12,9 @@ __all__ = [
     "ConfigurationError",
     "DataDirError",
     "DatabaseUnavailable",
+    "EmbeddedInUse",
     "EXIT_BUG",
+    "EXIT_CANNOT_RUN",
     "EXIT_INTERRUPTED",
     "EXIT_LOCKED",
     "EXIT_OK",
@@ -20,6 +22,7 @@ __all__ = [
     "EXIT_STOPPED",
     "EXIT_USAGE",
     "LockHeld",
+    "ProgramNotRun",
     "RunStopped",
     "SchemaError",
     "first_line",
@@ -32,6 +35,7 @@ EXIT_USAGE = 2  # usage, configuration, connection or a missing right: nothing w
 EXIT_LOCKED = 3  # another sync daemon of the same name holds the lock
 EXIT_STOPPED = 4  # a run stopped part-way: what was written before stays written
 EXIT_BUG = 70  # an unexpected error (a bug): its traceback is printed
+EXIT_CANNOT_RUN = 127  # embedded run: the program cannot be found or run (as env(1) says it)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; the jobs written so far stay written
 
 
@@ -51,6 +55,16 @@ class DataDirError(ComsaMigrateError):
 
 class DatabaseUnavailable(ComsaMigrateError):
     """The database cannot be reached or refused the connection."""
+
+
+class EmbeddedInUse(ComsaMigrateError):
+    """The embedded server cannot be removed: a live process uses it."""
+
+
+class ProgramNotRun(ComsaMigrateError):
+    """The program given to embedded run cannot be found or started."""
+
+    exit_code = EXIT_CANNOT_RUN
 
 
 class SchemaError(ComsaMigrateError):

