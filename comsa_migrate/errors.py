@@ -30,7 +30,8 @@ __all__ = [
 
 #: the exit codes of every command, in one place (the README's tables say them)
 EXIT_OK = 0  # every job written or unchanged; a report without errors; a daemon stopped
-EXIT_SKIPPED = 1  # some job skipped (an error or a conflict); a report that fails
+EXIT_SKIPPED = 1  # some job skipped (an error or a conflict); a report that fails;
+#                  embedded reset not confirmed
 EXIT_USAGE = 2  # usage, configuration, connection or a missing right: nothing written
 EXIT_LOCKED = 3  # another sync daemon of the same name holds the lock
 EXIT_STOPPED = 4  # a run stopped part-way: what was written before stays written
