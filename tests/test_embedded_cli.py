@@ -74,7 +74,7 @@ def test_path_says_where_everything_is_and_starts_nothing(cli: Any, home: Path) 
     ]
     assert lines[3].startswith("            PostgreSQL 18.")
     assert lines[4] == (
-        "server      not running (a command that uses it starts it, and stops it when it ends)"
+        "server      not running (a command on it starts it, and stops it as it ends)"
     )
     assert "remove it   comsa-migrate embedded reset" in result.stdout
     assert not (home / "pgdata").exists()

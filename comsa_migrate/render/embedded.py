@@ -20,7 +20,7 @@ DSN_NOTE = (
 _HINTS = (
     ("look at it", "comsa-migrate psql"),
     ("dump it", "comsa-migrate embedded run -- pg_dump -Fc -f comsa_dashboard.dump"),
-    ("remove it", "comsa-migrate embedded reset (uninstalling comsa-migrate leaves the data)"),
+    ("remove it", "comsa-migrate embedded reset (an uninstall leaves the data)"),
 )
 
 
@@ -33,10 +33,7 @@ def embedded_paths(state: EmbeddedState) -> str:
         version = f", PostgreSQL {state.data_version}" if state.data_version else ""
         data = f"{human_bytes(state.data_bytes)}{version}"
     programs = f"{state.version}, " if state.version else ""
-    programs += (
-        f"{human_bytes(state.install_bytes)} with their libraries, "
-        "part of comsa-migrate's Python environment"
-    )
+    programs += f"{human_bytes(state.install_bytes)}, in comsa-migrate's Python environment"
     lines = [
         _field("data", str(state.pgdata)),
         _field("", data),
@@ -52,7 +49,7 @@ def embedded_paths(state: EmbeddedState) -> str:
 
 def _server(state: EmbeddedState) -> str:
     if state.pid is None:
-        return "not running (a command that uses it starts it, and stops it when it ends)"
+        return "not running (a command on it starts it, and stops it as it ends)"
     running = f"running, pid {state.pid}"
     if state.socket is not None:
         running += f", socket {state.socket}"
