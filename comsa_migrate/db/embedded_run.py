@@ -20,7 +20,7 @@ from comsa_migrate.db.embedded import start_embedded
 from comsa_migrate.db.target import Target, embedded_bin_dir
 from comsa_migrate.errors import ProgramNotRun
 
-__all__ = ["DSN_VARIABLES", "embedded_environment", "run_with_embedded"]
+__all__ = ["DSN_VARIABLES", "embedded_environment", "run_program", "run_with_embedded"]
 
 #: the variables that carry the embedded DSN to the program: comsa-migrate's own (so that a
 #: comsa-migrate run inside writes there too) and the usual one of applications
@@ -33,11 +33,7 @@ def run_with_embedded(
     argv: Sequence[str], home: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> int:
     """Run ``argv`` with the embedded server up (started if need be) and its environment
-    (see embedded_environment); the program's exit code, 128 + N when signal N ended it.
-
-    While the program runs, SIGTERM and SIGHUP sent to this process are passed on to it, and
-    so is SIGINT unless it came from the terminal, which sends Ctrl-C to the program too.
-    """
+    (see embedded_environment), as run_program does."""
     if not argv:
         raise ProgramNotRun("no program to run")
     path = f"{embedded_bin_dir()}{os.pathsep}{(environ or os.environ).get('PATH', os.defpath)}"
@@ -47,8 +43,16 @@ def run_with_embedded(
             f"{argv[0]}: no such program (looked in the embedded server's bin folder, then PATH)"
         )
     env = embedded_environment(start_embedded(home), environ)
+    return run_program([program, *argv[1:]], env)
+
+
+def run_program(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Run ``argv`` (its program found already) until it ends; its exit code, 128 + N when
+    signal N ended it. This process stays until the program ends, so that a server it holds
+    runs as long: SIGTERM and SIGHUP go to the program, and so does SIGINT unless it came
+    from the terminal, which sends Ctrl-C to the program too (psql goes on after one)."""
     try:
-        child = subprocess.Popen([program, *argv[1:]], env=env)
+        child = subprocess.Popen(list(argv), env=env)
     except OSError as exc:
         raise ProgramNotRun(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
     with _signals_passed_on(child):
