@@ -119,10 +119,10 @@ def describe_embedded(home: Path | None = None) -> EmbeddedState:
     version_file = pgdata / "PG_VERSION"
     return EmbeddedState(
         pgdata=pgdata,
-        data_bytes=folder_bytes(pgdata) if exists else None,
+        data_bytes=_folder_bytes(pgdata) if exists else None,
         data_version=version_file.read_text().strip() if version_file.is_file() else None,
         bin_dir=bin_dir,
-        install_bytes=folder_bytes(bin_dir.parent),
+        install_bytes=_folder_bytes(bin_dir.parent),
         version=_programs_version(bin_dir),
         pid=info.pid if info is not None else None,
         socket=info.socket_path if info is not None else None,
@@ -146,7 +146,7 @@ def reset_embedded(home: Path | None = None) -> Reset:
     pgdata = pgdata_of(home)
     if not pgdata.is_dir():
         return Reset(pgdata, None, None)
-    size = folder_bytes(pgdata)
+    size = _folder_bytes(pgdata)
     with server_lock():
         others = [pid for pid in live_users(pgdata) if pid != os.getpid()]
         if others:
@@ -165,7 +165,7 @@ def reset_embedded(home: Path | None = None) -> Reset:
     return Reset(pgdata, size, stopped)
 
 
-def folder_bytes(folder: Path) -> int:
+def _folder_bytes(folder: Path) -> int:
     """The bytes of the files under ``folder`` (links not followed; unreadable ones left out)."""
     total = 0
     for parent, _, files in os.walk(folder):
