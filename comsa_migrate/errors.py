@@ -13,13 +13,16 @@ __all__ = [
     "DataDirError",
     "DatabaseUnavailable",
     "EXIT_BUG",
+    "EXIT_CANNOT_RUN",
     "EXIT_INTERRUPTED",
     "EXIT_LOCKED",
     "EXIT_OK",
     "EXIT_SKIPPED",
     "EXIT_STOPPED",
     "EXIT_USAGE",
+    "EmbeddedInUse",
     "LockHeld",
+    "ProgramNotRun",
     "RunStopped",
     "SchemaError",
     "first_line",
@@ -27,11 +30,13 @@ __all__ = [
 
 #: the exit codes of every command, in one place (the README's tables say them)
 EXIT_OK = 0  # every job written or unchanged; a report without errors; a daemon stopped
-EXIT_SKIPPED = 1  # some job skipped (an error or a conflict); a report that fails
+EXIT_SKIPPED = 1  # some job skipped (an error or a conflict); a report that fails;
+#                  embedded reset not confirmed
 EXIT_USAGE = 2  # usage, configuration, connection or a missing right: nothing written
 EXIT_LOCKED = 3  # another sync daemon of the same name holds the lock
 EXIT_STOPPED = 4  # a run stopped part-way: what was written before stays written
 EXIT_BUG = 70  # an unexpected error (a bug): its traceback is printed
+EXIT_CANNOT_RUN = 127  # embedded run: the program cannot be found or run (as env(1) says it)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; the jobs written so far stay written
 
 
@@ -51,6 +56,16 @@ class DataDirError(ComsaMigrateError):
 
 class DatabaseUnavailable(ComsaMigrateError):
     """The database cannot be reached or refused the connection."""
+
+
+class EmbeddedInUse(ComsaMigrateError):
+    """The embedded server cannot be removed: a live process uses it."""
+
+
+class ProgramNotRun(ComsaMigrateError):
+    """The program given to embedded run cannot be found or started."""
+
+    exit_code = EXIT_CANNOT_RUN
 
 
 class SchemaError(ComsaMigrateError):

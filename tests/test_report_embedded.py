@@ -18,7 +18,8 @@ import psycopg
 import pytest
 
 from comsa_migrate.cli.options import display_path
-from comsa_migrate.db.target import EMBEDDED_DATABASE, embedded_bin_dir, find_embedded
+from comsa_migrate.db.embedded import find_embedded
+from comsa_migrate.db.target import EMBEDDED_DATABASE, embedded_bin_dir
 
 from .conftest import FIXTURES
 

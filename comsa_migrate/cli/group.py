@@ -19,6 +19,7 @@ __all__ = ["main"]
 #: runs (or --help lists them): the daemon's pull in watchdog, the report's its planning
 _COMMANDS = {
     "backfill": ("comsa_migrate.cli.migrate", "backfill_command"),
+    "embedded": ("comsa_migrate.cli.embedded", "embedded_group"),
     "init-db": ("comsa_migrate.cli.migrate", "init_db_command"),
     "psql": ("comsa_migrate.cli.migrate", "psql_command"),
     "report": ("comsa_migrate.cli.migrate", "report_command"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from comsa_migrate.cli.options import (
 from comsa_migrate.core import tree
 from comsa_migrate.core.backfill import BackfillOptions, backfill
 from comsa_migrate.db import grants
+from comsa_migrate.db.embedded_run import run_program
 from comsa_migrate.db.migrations import create_input_files_table, migrate
 from comsa_migrate.db.target import connect, psql_path
 from comsa_migrate.errors import (
@@ -352,4 +352,4 @@ def psql_command(dsn: str | None, psql_args: tuple[str, ...]) -> int:
     log_to_stderr()
     target = target_for(dsn)
     psql = psql_path(target)
-    return subprocess.run([psql, "--dbname", target.dsn, *psql_args], check=False).returncode
+    return run_program([psql, "--dbname", target.dsn, *psql_args])

@@ -23,14 +23,8 @@ from comsa_migrate.core.backfill import (
 )
 from comsa_migrate.core.summary import JobResult, Observer
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
-from comsa_migrate.db.target import (
-    Target,
-    connect,
-    embedded_home,
-    find_embedded,
-    resolve_target,
-    start_embedded,
-)
+from comsa_migrate.db.embedded import find_embedded, start_embedded
+from comsa_migrate.db.target import Target, connect, embedded_home, resolve_target
 from comsa_migrate.problems import Problem
 
 dsn_option = click.option(

