@@ -20,6 +20,7 @@ from comsa_migrate.errors import ConfigurationError, DatabaseUnavailable, first_
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "EMBEDDED_DATABASE",
+    "POOLER_SAFE",
     "Target",
     "connect",
     "embedded_bin_dir",
@@ -34,6 +35,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "comsa_dashboard"
+#: Every connection the tool opens takes these. psycopg prepares a statement under a name
+#: (_pg3_0, ...) once a connection has run it a few times, and that name lives on the
+#: server connection: behind a pooler in transaction mode (PgBouncer before 1.21) the
+#: next transaction may run on another server connection, without it or where another
+#: client prepared the same name ("prepared statement "_pg3_0" already exists").
+POOLER_SAFE: dict[str, Any] = {"prepare_threshold": None}
 #: seconds to wait for a server, unless the DSN or PGCONNECT_TIMEOUT says otherwise
 DEFAULT_CONNECT_TIMEOUT = 10
 #: libpq's environment variables and the connection keywords they stand for
@@ -101,13 +108,14 @@ def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[An
     """Open a connection, turning every failure into one clear, password-free line.
 
     A connect_timeout in the DSN, or PGCONNECT_TIMEOUT, is honoured; without either,
-    DEFAULT_CONNECT_TIMEOUT applies (psycopg's own default is over two minutes).
+    DEFAULT_CONNECT_TIMEOUT applies (psycopg's own default is over two minutes). No
+    statement is prepared under a name (see POOLER_SAFE).
     """
     extra: dict[str, Any] = {}
     if not has_connect_timeout(target.dsn):
         extra["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
     try:
-        return psycopg.connect(target.dsn, autocommit=autocommit, **extra)
+        return psycopg.connect(target.dsn, autocommit=autocommit, **POOLER_SAFE, **extra)
     except psycopg.Error as exc:
         reason = first_line(exc, dsn=target.dsn)
         raise DatabaseUnavailable(f"cannot connect to {target}: {reason}") from None

@@ -15,7 +15,7 @@ from comsa_migrate import __version__
 from comsa_migrate.core import store
 from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.db.migrations import migrate
-from comsa_migrate.db.target import Target, has_connect_timeout
+from comsa_migrate.db.target import POOLER_SAFE, Target, has_connect_timeout
 from comsa_migrate.errors import SchemaError, first_line
 from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync.backoff import Backoff
@@ -220,7 +220,11 @@ class SyncSession:
         return self._connection(self._names[1])
 
     def _connection(self, application_name: str) -> psycopg.Connection[Any]:
-        settings: dict[str, Any] = {"application_name": application_name, **TCP_KEEPALIVE}
+        settings: dict[str, Any] = {
+            "application_name": application_name,
+            **TCP_KEEPALIVE,
+            **POOLER_SAFE,
+        }
         if not has_connect_timeout(self.target.dsn):
             settings["connect_timeout"] = CONNECT_TIMEOUT_S
         return psycopg.connect(self.target.dsn, autocommit=True, **settings)
