@@ -17,9 +17,15 @@ from bench.generate import TreeShape, generate
 from .conftest import Databases, fresh_database
 from .helpers import (
     job_counts,
+    job_row,
+    make_empty_tree,
+    new_job_id,
+    running_daemon,
     spawn_backfill,
     stored_contents,
     table_counts,
+    wait_until,
+    write_job_atomically,
 )
 from .pgbouncer import PgBouncer
 
@@ -135,3 +141,19 @@ def test_two_backfills_at_once_through_transaction_pooling_write_what_one_clean_
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert table_counts(conn) == counts
         assert stored_contents(conn) == contents
+
+
+def test_a_second_daemon_of_the_same_name_exits_3_through_transaction_pooling(
+    cli: Any, dsn: str, tmp_path: Path, pgbouncer: Callable[..., PgBouncer]
+) -> None:
+    pooled = pgbouncer(pool_mode="transaction").dsn(dsn)
+    data = make_empty_tree(tmp_path)
+    job_id = new_job_id()
+
+    with running_daemon(pooled, data, name="web1"):
+        second = cli("sync", data, "--dsn", pooled, "--name", "web1")
+        write_job_atomically(data, job_id)
+        wait_until(lambda: job_row(dsn, job_id), what="the first daemon to sync a job")
+
+    assert second.exit_code == 3, second.output
+    assert "another sync daemon named web1 holds its lock" in second.stderr

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from comsa_migrate.sync.lock import lock_held_by_anyone, lock_key
+from comsa_migrate.sync.lock import earlier_version_holder, lease_holders
 
 __all__ = ["DaemonStatus", "ProblemRow", "Status", "read_status"]
 
@@ -33,13 +33,13 @@ FROM comsa_migrate.daemon_problems ORDER BY seen_at DESC, id DESC LIMIT %s
 @dataclass(frozen=True, slots=True)
 class DaemonStatus:
     id: int
-    name: str  # keys the daemon's lock (schema/004 added it; older rows get the default)
+    name: str  # keys the daemon's lease (schema/004 added it; older rows get the default)
     data_dir: str
     hostname: str
     pid: int
     version: str
     state: str
-    running: bool  # not stopped, and someone holds its lock
+    running: bool  # not stopped, and it holds its lease
     started_at: datetime
     stopped_at: datetime | None
     heartbeat_age_s: float
@@ -80,9 +80,20 @@ def read_status(conn: psycopg.Connection[Any], *, daemons: int = 5, problems: in
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_DAEMONS, [daemons]).fetchall()
         problem_rows = cur.execute(_PROBLEMS, [problems]).fetchall()
+    holders = _lease_holders(conn)
     found = []
     for row in rows:
-        running = row["stopped_at"] is None and lock_held_by_anyone(conn, lock_key(row["name"]))
+        running = row["stopped_at"] is None and (
+            (row["name"], row["hostname"], row["pid"]) in holders
+            or earlier_version_holder(conn, row["name"]) is not None
+        )
         del row["heartbeat_at"]
         found.append(DaemonStatus(running=running, **row))
     return Status(True, tuple(found), tuple(ProblemRow(**row) for row in problem_rows))
+
+
+def _lease_holders(conn: psycopg.Connection[Any]) -> set[tuple[str, str, int]]:
+    """Who holds a lease; none before schema/006 (daemons of earlier versions held a
+    session advisory lock instead)."""
+    exists = conn.execute("SELECT to_regclass('comsa_migrate.daemon_leases') IS NOT NULL")
+    return lease_holders(conn) if exists.fetchone() == (True,) else set()
