@@ -15,9 +15,10 @@ import psycopg
 from comsa_migrate import __version__
 from comsa_migrate.core import store
 from comsa_migrate.core.backfill import BackfillOptions
+from comsa_migrate.db.failures import never_works
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.db.target import POOLER_SAFE, Target, has_connect_timeout
-from comsa_migrate.errors import SchemaError, first_line
+from comsa_migrate.errors import DatabaseUnavailable, SchemaError, first_line
 from comsa_migrate.sync import bookkeeping, lock
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.lock import LeaseKeeper, LockHeld, Process
@@ -54,6 +55,9 @@ class SyncSession:
     takes it, and then keeps renewing it on a thread of its own (LeaseKeeper) while the
     second connection writes and registers the daemon in comsa_migrate.daemons. Every
     statement stands alone, so it all works through a pooler in transaction mode.
+
+    A setting that can never work (see db/failures.py) stops the start-up; once a
+    connection has been made, every failure to connect is an outage, waited out.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class SyncSession:
         self._me = Process.this_one()
         self._lease = (lease_ttl, renew_every, on_lease_lost)
         self._migrated = False
+        self._reached = False  # a connection was made once: the settings work
         self.run_id: int | None = None
         self.daemon_id: int | None = None
         self.down_since: float | None = None
@@ -107,7 +112,8 @@ class SyncSession:
     def connect(self, pending: int) -> bool:
         """One attempt, if the backoff allows it: True once connected and holding the lease.
 
-        Raises LockHeld when another daemon holds the lease (unless waiting for it).
+        Raises LockHeld when another daemon holds the lease (unless waiting for it), and
+        DatabaseUnavailable when no connection was ever made and the settings never can.
         """
         if self.up:
             return True
@@ -119,6 +125,9 @@ class SyncSession:
             self._backoff.failed()
             return False
         except DB_ERRORS as exc:
+            if not self._reached and never_works(exc):
+                reason = self._reason(exc)
+                raise DatabaseUnavailable(f"cannot connect to {self.target}: {reason}") from None
             self.lost(exc, pending)
             return False
         if self._waiting_for is None and self.down_since is not None:
@@ -298,7 +307,9 @@ class SyncSession:
         }
         if not has_connect_timeout(self.target.dsn):
             settings["connect_timeout"] = CONNECT_TIMEOUT_S
-        return psycopg.connect(self.target.dsn, autocommit=True, **settings)
+        conn = psycopg.connect(self.target.dsn, autocommit=True, **settings)
+        self._reached = True
+        return conn
 
     def _close_quietly(self) -> None:
         keeper, self._keeper = self._keeper, None
