@@ -107,3 +107,35 @@ def test_after_its_start_the_daemon_waits_out_a_refused_login_as_an_outage(
 
         wait_until(lambda: job_row(dsn, job_id), what="the job once the role may log in")
         assert daemon.stats()["outages"] == 1
+
+
+BOGUS_URI = "postgresql://comsa:hunter2@127.0.0.1:5432/comsa_dashboard?bogus=1"
+BOGUS_PAIRS = "host=127.0.0.1 password=hunter2 bogus=1"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("backfill", "TREE"), ("report", "TREE"), ("sync", "TREE"), ("status",), ("init-db",)],
+    ids=lambda command: command[0],
+)
+@pytest.mark.parametrize("bogus", [BOGUS_URI, BOGUS_PAIRS], ids=["URI", "key=value"])
+def test_an_unknown_dsn_option_is_named_by_every_command_without_the_password(
+    cli: Any, sample_tree: Path, command: tuple[str, ...], bogus: str
+) -> None:
+    args = [str(sample_tree) if arg == "TREE" else arg for arg in command]
+
+    result = cli(*args, "--dsn", bogus)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        'comsa-migrate: error: --dsn is not a valid connection string: unknown option "bogus" '
+        "(see the parameter key words of libpq's documentation)\n"
+    )
+    assert "hunter2" not in result.output
+
+
+def test_an_unknown_option_in_comsa_dsn_names_comsa_dsn(cli: Any) -> None:
+    result = cli("status", env={"COMSA_DSN": BOGUS_URI})
+
+    assert result.exit_code == 2
+    assert 'COMSA_DSN is not a valid connection string: unknown option "bogus"' in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Mapping
@@ -116,6 +117,8 @@ def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[An
         extra["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
     try:
         return psycopg.connect(target.dsn, autocommit=autocommit, **POOLER_SAFE, **extra)
+    except psycopg.ProgrammingError as exc:  # a connection string libpq refuses
+        raise ConfigurationError(_not_a_dsn(f"the DSN from {target.source}", exc)) from None
     except psycopg.Error as exc:
         reason = first_line(exc, dsn=target.dsn)
         raise DatabaseUnavailable(f"cannot connect to {target}: {reason}") from None
@@ -192,12 +195,27 @@ def embedded_bin_dir() -> Path:
 def _check_dsn(dsn: str, source: str) -> None:
     try:
         conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        # libpq's reason quotes fragments of the string, which may hold a password
-        raise ConfigurationError(
-            f"{source} is not a valid connection string "
-            "(expected postgresql://user@host:port/dbname or key=value pairs)"
-        ) from None
+    except psycopg.ProgrammingError as exc:
+        raise ConfigurationError(_not_a_dsn(source, exc)) from None
+
+
+#: libpq's words for an option it does not know; they quote the option's name alone
+_UNKNOWN_OPTION = re.compile(r'^invalid (?:connection option|URI query parameter:) "([^"]+)"')
+
+
+def _not_a_dsn(source: str, exc: psycopg.ProgrammingError) -> str:
+    """Why a connection string is refused, naming an unknown option but never quoting the
+    rest: libpq's other reasons quote fragments of the string, which may hold a password."""
+    unknown = _UNKNOWN_OPTION.match(str(exc))
+    if unknown:
+        return (
+            f'{source} is not a valid connection string: unknown option "{unknown.group(1)}" '
+            "(see the parameter key words of libpq's documentation)"
+        )
+    return (
+        f"{source} is not a valid connection string "
+        "(expected postgresql://user@host:port/dbname or key=value pairs)"
+    )
 
 
 def has_connect_timeout(dsn: str) -> bool:
