@@ -256,7 +256,9 @@ class SyncSession:
             conn, self.name, self._me, ttl, instead_of=stale
         ):
             if found is not None:
-                log.warning("took over the lock for %s from %s: it is gone", self.name, found)
+                log.warning(
+                    "took over the lock for %s from a process that is gone: %s", self.name, found
+                )
             return
         found = lock.holder(conn, self.name)
         if found is None:
