@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from comsa_migrate.cli import main
 from comsa_migrate.db.migrations import migrate
 
 from .helpers import make_empty_tree, wait_until
+from .pgbouncer import PgBouncer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 #: "gw0", "gw1"... under pytest-xdist, "main" otherwise: part of every database name
@@ -342,6 +343,21 @@ def sample_db(
         options = "-c default_transaction_read_only=on"
         with psycopg.connect(dsn, autocommit=True, options=options) as connection:
             yield connection
+
+
+@pytest.fixture
+def pgbouncer(admin_dsn: str, tmp_path: Path) -> Iterator[Callable[..., PgBouncer]]:
+    """Start a real PgBouncer in front of the test server (see tests/pgbouncer.py):
+    ``pgbouncer(pool_mode="session")``; each one started is stopped after the test."""
+    started: list[PgBouncer] = []
+
+    def start(**options: Any) -> PgBouncer:
+        started.append(PgBouncer(admin_dsn, tmp_path / f"pgbouncer-{len(started)}", **options))
+        return started[-1]
+
+    yield start
+    for bouncer in started:
+        bouncer.stop()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from comsa_migrate.sync.lock import default_name, lock_held_by_anyone, lock_key
+from comsa_migrate.sync.lock import default_name, holder
 
 from .helpers import (
     job_row,
@@ -106,7 +106,7 @@ def test_a_stop_signal_exits_0_within_5_s_with_nothing_half_done(
     with psycopg.connect(dsn, autocommit=True) as conn:
         state = conn.execute("SELECT state, stopped_at IS NOT NULL FROM comsa_migrate.daemons")
         assert state.fetchall() == [("stopped", True)]
-        assert not lock_held_by_anyone(conn, lock_key(default_name(data)))
+        assert holder(conn, default_name(data)) is None  # the lease was let go
     # every job the daemon wrote is whole: a backfill finds each one unchanged or new
     result = cli("backfill", data, "--dsn", dsn)
     assert result.exit_code == 0, result.output

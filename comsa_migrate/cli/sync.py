@@ -47,7 +47,8 @@ __all__ = ["status_command", "sync_command"]
 @click.option(
     "--wait",
     is_flag=True,
-    help="If another daemon holds the lock, wait for it instead of exiting with code 3.",
+    help="If another daemon holds the lock, wait for it instead of exiting with code 3; "
+    "if another takes it while this one runs, wait for it again.",
 )
 @click.option(
     "--polling",

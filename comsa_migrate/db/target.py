@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from comsa_migrate.errors import ConfigurationError, DatabaseUnavailable, first_
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "EMBEDDED_DATABASE",
+    "POOLER_SAFE",
     "Target",
     "connect",
     "embedded_bin_dir",
@@ -33,6 +35,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "comsa_dashboard"
+#: Every connection the tool opens takes these. psycopg prepares a statement under a name
+#: (_pg3_0, ...) once a connection has run it a few times, and that name lives on the
+#: server connection: behind a pooler in transaction mode (PgBouncer before 1.21) the
+#: next transaction may run on another server connection, without it or where another
+#: client prepared the same name ("prepared statement "_pg3_0" already exists").
+POOLER_SAFE: dict[str, Any] = {"prepare_threshold": None}
 #: seconds to wait for a server, unless the DSN or PGCONNECT_TIMEOUT says otherwise
 DEFAULT_CONNECT_TIMEOUT = 10
 #: libpq's environment variables and the connection keywords they stand for
@@ -100,13 +108,16 @@ def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[An
     """Open a connection, turning every failure into one clear, password-free line.
 
     A connect_timeout in the DSN, or PGCONNECT_TIMEOUT, is honoured; without either,
-    DEFAULT_CONNECT_TIMEOUT applies (psycopg's own default is over two minutes).
+    DEFAULT_CONNECT_TIMEOUT applies (psycopg's own default is over two minutes). No
+    statement is prepared under a name (see POOLER_SAFE).
     """
     extra: dict[str, Any] = {}
     if not has_connect_timeout(target.dsn):
         extra["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
     try:
-        return psycopg.connect(target.dsn, autocommit=autocommit, **extra)
+        return psycopg.connect(target.dsn, autocommit=autocommit, **POOLER_SAFE, **extra)
+    except psycopg.ProgrammingError as exc:  # a connection string libpq refuses
+        raise ConfigurationError(_not_a_dsn(f"the DSN from {target.source}", exc)) from None
     except psycopg.Error as exc:
         reason = first_line(exc, dsn=target.dsn)
         raise DatabaseUnavailable(f"cannot connect to {target}: {reason}") from None
@@ -155,12 +166,27 @@ def embedded_bin_dir() -> Path:
 def _check_dsn(dsn: str, source: str) -> None:
     try:
         conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        # libpq's reason quotes fragments of the string, which may hold a password
-        raise ConfigurationError(
-            f"{source} is not a valid connection string "
-            "(expected postgresql://user@host:port/dbname or key=value pairs)"
-        ) from None
+    except psycopg.ProgrammingError as exc:
+        raise ConfigurationError(_not_a_dsn(source, exc)) from None
+
+
+#: libpq's words for an option it does not know; they quote the option's name alone
+_UNKNOWN_OPTION = re.compile(r'^invalid (?:connection option|URI query parameter:) "([^"]+)"')
+
+
+def _not_a_dsn(source: str, exc: psycopg.ProgrammingError) -> str:
+    """Why a connection string is refused, naming an unknown option but never quoting the
+    rest: libpq's other reasons quote fragments of the string, which may hold a password."""
+    unknown = _UNKNOWN_OPTION.match(str(exc))
+    if unknown:
+        return (
+            f'{source} is not a valid connection string: unknown option "{unknown.group(1)}" '
+            "(see the parameter key words of libpq's documentation)"
+        )
+    return (
+        f"{source} is not a valid connection string "
+        "(expected postgresql://user@host:port/dbname or key=value pairs)"
+    )
 
 
 def has_connect_timeout(dsn: str) -> bool:

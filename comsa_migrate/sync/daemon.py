@@ -76,6 +76,9 @@ class Daemon:
             retry_min=options.retry_min,
             retry_max=options.retry_max,
             stats=self._stats,
+            lease_ttl=options.lease_ttl,
+            renew_every=min(options.heartbeat_interval, options.lease_ttl / 3),
+            on_lease_lost=self._lease_lost,
         )
         self._syncer = JobSyncer(backfill_options, options.settle, self._stats, self._retry)
         self._observer: BaseObserver | None = None
@@ -289,6 +292,11 @@ class Daemon:
         return verdict == "missing"
 
     # -- bookkeeping --------------------------------------------------------------------
+
+    def _lease_lost(self) -> None:
+        """From the lease's thread: the next heartbeat, at once, says what to do."""
+        self._next_beat = 0.0
+        self._debouncer.wake()
 
     def _retry(self, job_id: str, delay: float) -> None:
         self._debouncer.add(job_id, delay)

@@ -13,6 +13,7 @@ from comsa_migrate.core.backfill import (
     BackfillOptions,
 )
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
+from comsa_migrate.sync.lock import LEASE_TTL_S
 
 __all__ = ["SyncOptions"]
 
@@ -39,6 +40,8 @@ class SyncOptions:
     retry_min: float = 0.5  # database reconnection backoff
     retry_max: float = 30.0
     heartbeat_interval: float = 5.0  # bookkeeping refresh and observer health check
+    #: seconds the daemon's lease lasts unless renewed (each heartbeat renews it)
+    lease_ttl: float = LEASE_TTL_S
     #: the tree counts as gone when fewer than this fraction of its job JSONs remain...
     vanish_fraction: float = 0.5
     #: ...out of at least this many

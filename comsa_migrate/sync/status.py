@@ -13,7 +13,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from comsa_migrate.sync.lock import lock_held_by_anyone, lock_key
+from comsa_migrate.sync.lock import earlier_version_holder, lease_holders
 
 __all__ = ["SILENT_AFTER_S", "DaemonStatus", "Liveness", "ProblemRow", "Status", "read_status"]
 
@@ -50,7 +50,7 @@ FROM comsa_migrate.daemon_problems ORDER BY seen_at DESC, id DESC LIMIT %s
 @dataclass(frozen=True, slots=True)
 class DaemonStatus:
     id: int
-    name: str  # keys the daemon's lock (schema/004 added it; older rows get the default)
+    name: str  # keys the daemon's lease (schema/004 added it; older rows get the default)
     data_dir: str
     hostname: str
     pid: int
@@ -101,14 +101,17 @@ def read_status(conn: psycopg.Connection[Any], *, daemons: int = 5, problems: in
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_DAEMONS, [daemons]).fetchall()
         problem_rows = cur.execute(_PROBLEMS, [problems]).fetchall()
+    holders = _lease_holders(conn)
     found = []
     for row in rows:
         del row["heartbeat_at"]
-        found.append(DaemonStatus(liveness=_liveness(conn, row), **row))
+        found.append(DaemonStatus(liveness=_liveness(conn, row, holders), **row))
     return Status(True, tuple(found), tuple(ProblemRow(**row) for row in problem_rows))
 
 
-def _liveness(conn: psycopg.Connection[Any], row: dict[str, Any]) -> Liveness:
+def _liveness(
+    conn: psycopg.Connection[Any], row: dict[str, Any], holders: set[tuple[str, str, int]]
+) -> Liveness:
     """Whether a daemon runs, from its record, its lock and, on this host, its process.
 
     A process id is only looked up on the host that recorded it, and a process found
@@ -119,7 +122,9 @@ def _liveness(conn: psycopg.Connection[Any], row: dict[str, Any]) -> Liveness:
     """
     if row["stopped_at"] is not None:
         return "stopped"
-    locked = lock_held_by_anyone(conn, lock_key(row["name"]))
+    locked = (row["name"], row["hostname"], row["pid"]) in holders or (
+        earlier_version_holder(conn, row["name"]) is not None
+    )
     silent = row["heartbeat_age_s"] > SILENT_AFTER_S
     here = row["hostname"] == socket.gethostname()
     if here and not (locked and not silent) and not _process_exists(row["pid"]):
@@ -145,3 +150,10 @@ def _process_exists(pid: int) -> bool:
     except OSError:  # no /proc here, or the process ended meanwhile: as kill() said
         return True
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _lease_holders(conn: psycopg.Connection[Any]) -> set[tuple[str, str, int]]:
+    """Who holds a lease; none before schema/006 (daemons of earlier versions held a
+    session advisory lock instead)."""
+    exists = conn.execute("SELECT to_regclass('comsa_migrate.daemon_leases') IS NOT NULL")
+    return lease_holders(conn) if exists.fetchone() == (True,) else set()
