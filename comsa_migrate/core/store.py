@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from comsa_migrate.core.layout import utc_from_ns
 from comsa_migrate.core.normalise import JobRecord
-from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits
+from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_refusal
 from comsa_migrate.db.job_writes import BatchFault, write_batch
 from comsa_migrate.errors import ConfigurationError, first_line
 
@@ -232,35 +232,28 @@ def apply_batch(
     try:
         answers = write_batch(conn, payloads, force=force, run_id=run_id, limits=limits)
     except BatchFault as fault:
-        told = [None if answer is None else _outcome(answer) for answer in fault.outcomes]
+        told = [None if answer is None else _outcome(answer, limits) for answer in fault.outcomes]
         counted = all(outcome is not None for outcome in told)
         raise BatchStopped(_written(told), fault.sqlstate, fault.message, counted=counted) from None
-    outcomes = [_outcome(answer) for answer in answers]
+    outcomes = [_outcome(answer, limits) for answer in answers]
     stop = next((answer for answer in answers if answer["action"] == "stopped"), None)
     if stop is not None:
         raise BatchStopped(_written(outcomes), stop.get("sqlstate"), stop["message"], counted=True)
     return outcomes
 
 
-def _outcome(answer: dict[str, Any]) -> Outcome:
+def _outcome(answer: dict[str, Any], limits: Limits) -> Outcome:
+    message = answer.get("message")
     return Outcome(
         answer["action"],
         {key: int(answer.get(key, 0)) for key in (*TABLES, "owned")},
-        _refusal(answer),
+        None if message is None else describe_refusal(answer.get("sqlstate"), message, limits),
     )
 
 
 def _written(outcomes: Sequence[Outcome | None]) -> list[Outcome | None]:
     """The outcomes, with None for the jobs a fault stopped."""
     return [None if o is None or o.action == "stopped" else o for o in outcomes]
-
-
-def _refusal(item: dict[str, Any]) -> str | None:
-    """The database's reason for refusing a job, naming the limit when one cancelled it."""
-    message = item.get("message")
-    if item.get("sqlstate") == "55P03" and message:
-        return f"lock_timeout cancelled the wait for the job's lock ({message})"
-    return message
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_LIMITS", "RUN_FAULT_CLASSES", "Limits", "describe_fault", "is_run_fault"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "RUN_FAULT_CLASSES",
+    "Limits",
+    "describe_fault",
+    "describe_refusal",
+    "is_run_fault",
+]
 
 #: SQLSTATE classes that are faults of the run, not of a job
 RUN_FAULT_CLASSES = frozenset({"08", "53", "57", "58", "XX"})
@@ -66,12 +73,17 @@ def describe_fault(sqlstate: str | None, message: str, limits: Limits | None = N
     return f"{cause or 'the database stopped the run'}: {message}"
 
 
+def describe_refusal(sqlstate: str | None, message: str, limits: Limits) -> str:
+    """The database's reason for refusing one job, naming the tool's limit that cancelled
+    its write when one did."""
+    if sqlstate == "57014" and "statement timeout" in message:
+        return f"--statement-timeout {limits.statement_timeout} cancelled its write ({message})"
+    if sqlstate == "55P03":
+        return f"--lock-timeout {limits.lock_timeout} cancelled the wait for a lock ({message})"
+    return message
+
+
 def _cancelled(message: str, limits: Limits) -> str:
     if "statement timeout" in message:
-        setting = (
-            f"--statement-timeout {limits.statement_timeout}"
-            if limits.statement_timeout != "0"
-            else "statement_timeout"
-        )
-        return f"{setting} cancelled the write of a batch of jobs ({message})"
-    return f"the database cancelled the write of a batch of jobs: {message}"
+        return f"--statement-timeout {limits.statement_timeout} cancelled a statement ({message})"
+    return f"the database cancelled a statement: {message}"

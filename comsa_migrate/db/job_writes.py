@@ -7,7 +7,9 @@ role's defaults, and nothing outlives it, so a pooler (PgBouncer in transaction 
 hands its next client the session as it was. The statements are sent in libpq's
 pipeline mode, unnamed (no prepared statement outlives a transaction), with one sync
 point for the batch. libpq is used directly: through psycopg's cursors the four
-statements of a job cost more time on the client than the job costs the server.
+statements of a job cost more time on the client than the job costs the server. The
+connection stays non-blocking, as psycopg keeps it: waits are select() calls, which let
+the other threads run (a blocking libpq call would hold the interpreter lock).
 
 Without waiting for the WAL flush, a server crash may lose the last few commits, and
 their bookkeeping with them, so a rerun redoes exactly those jobs.
@@ -15,6 +17,7 @@ their bookkeeping with them, so a rerun redoes exactly those jobs.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +26,7 @@ import psycopg
 from psycopg import pq
 
 from comsa_migrate.db.faults import Limits
+from comsa_migrate.errors import first_line
 
 __all__ = ["BatchFault", "write_batch"]
 
@@ -69,40 +73,59 @@ def write_batch(
     tail = [b"t" if force else b"f", None if run_id is None else str(run_id).encode()]
     with conn.lock:
         pgconn = conn.pgconn
-        blocking = pgconn.nonblocking
-        # blocking while sending: libpq then reads what the server answers meanwhile
-        pgconn.nonblocking = 0
         pgconn.enter_pipeline_mode()
+        outcomes: list[dict[str, Any] | None] = [None] * len(payloads)
         try:
             for payload in payloads:
                 pgconn.send_query_params(_BEGIN, None)
                 pgconn.send_query_params(_LIMITS, limits_args)
                 pgconn.send_query_params(_APPLY, [payload, *tail])
                 pgconn.send_query_params(_COMMIT, None)
+                _send_some(pgconn)
             pgconn.pipeline_sync()
-            pgconn.flush()
-            outcomes, failure = _read_answers(pgconn, len(payloads))
-        except psycopg.Error as exc:  # libpq could not send: the connection is gone
-            raise BatchFault([None] * len(payloads), exc.sqlstate, str(exc)) from None
+            _send_all(pgconn)
+            failure = _read_answers(pgconn, outcomes)
+        except psycopg.Error as exc:  # the connection failed while sending or reading
+            failure = (exc.sqlstate, first_line(exc))
         finally:
             _leave_pipeline(pgconn, len(payloads) * _PER_JOB)
-            pgconn.nonblocking = blocking
     if failure is not None:
         raise BatchFault(outcomes, *failure)
     return [outcome for outcome in outcomes if outcome is not None]
 
 
+def _send_some(pgconn: pq.abc.PGconn) -> None:
+    """Send what libpq holds if the socket takes it now, and take in what came meanwhile,
+    so that neither side's buffers fill up while a large batch is queued."""
+    if pgconn.flush() and select.select([pgconn.socket], [], [], 0)[0]:
+        pgconn.consume_input()
+
+
+def _send_all(pgconn: pq.abc.PGconn) -> None:
+    fd = pgconn.socket
+    while pgconn.flush():
+        readable, _, _ = select.select([fd], [fd], [])
+        if readable:
+            pgconn.consume_input()
+
+
+def _next_result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
+    fd = pgconn.socket
+    while pgconn.is_busy():
+        select.select([fd], [], [])
+        pgconn.consume_input()
+    return pgconn.get_result()
+
+
 def _read_answers(
-    pgconn: pq.abc.PGconn, jobs: int
-) -> tuple[list[dict[str, Any] | None], tuple[str | None, str] | None]:
-    """Every job's outcome, and the first failure (SQLSTATE, message) if one came."""
-    outcomes: list[dict[str, Any] | None] = [None] * jobs
+    pgconn: pq.abc.PGconn, outcomes: list[dict[str, Any] | None]
+) -> tuple[str | None, str] | None:
+    """Fill in every job's outcome; the first failure (SQLSTATE, message) if one came."""
     failure: tuple[str | None, str] | None = None
-    for statement in range(jobs * _PER_JOB):
-        result = pgconn.get_result()
+    for statement in range(len(outcomes) * _PER_JOB):
+        result = _next_result(pgconn)
         if result is None:
-            failure = failure or (None, _connection_error(pgconn))
-            return outcomes, failure
+            return failure or (None, _connection_error(pgconn))
         status = result.status
         if status == pq.ExecStatus.FATAL_ERROR:
             if failure is None:
@@ -110,15 +133,15 @@ def _read_answers(
                 message = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""
                 failure = (state.decode() if state else None, message.decode(errors="replace"))
             if pgconn.status != pq.ConnStatus.OK:
-                return outcomes, failure
+                return failure
         elif status == pq.ExecStatus.TUPLES_OK and statement % _PER_JOB == _OUTCOME:
             value = result.get_value(0, 0)
             outcomes[statement // _PER_JOB] = None if value is None else orjson.loads(value)
-        pgconn.get_result()  # the None that ends each statement's answers
-    sync = pgconn.get_result()
+        _next_result(pgconn)  # the None that ends each statement's answers
+    sync = _next_result(pgconn)
     if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
-        failure = failure or (None, _connection_error(pgconn))
-    return outcomes, failure
+        return failure or (None, _connection_error(pgconn))
+    return failure
 
 
 def _leave_pipeline(pgconn: pq.abc.PGconn, statements: int) -> None:
@@ -131,11 +154,17 @@ def _leave_pipeline(pgconn: pq.abc.PGconn, statements: int) -> None:
             pgconn.exit_pipeline_mode()
             break
         except psycopg.OperationalError:  # answers are still due
-            pgconn.get_result()
+            try:
+                _next_result(pgconn)
+            except psycopg.Error:
+                return
     if pgconn.status != pq.ConnStatus.OK:
         return
     if pgconn.transaction_status == pq.TransactionStatus.INERROR:
-        pgconn.exec_(_ROLLBACK)
+        pgconn.send_query(_ROLLBACK)
+        _send_all(pgconn)
+        while _next_result(pgconn) is not None:
+            pass
 
 
 def _connection_error(pgconn: pq.abc.PGconn) -> str:

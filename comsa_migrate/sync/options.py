@@ -13,6 +13,7 @@ from comsa_migrate.core.backfill import (
     BackfillOptions,
 )
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
+from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits
 from comsa_migrate.sync.lock import LEASE_TTL_S
 
 __all__ = ["SyncOptions"]
@@ -37,6 +38,7 @@ class SyncOptions:
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     owner: str | None = None
     writers: int = DEFAULT_WRITERS  # writer connections of the catch-up and the rescans (--jobs)
+    limits: Limits = DEFAULT_LIMITS  # the tool's own limits for its own transactions
     retry_min: float = 0.5  # database reconnection backoff
     retry_max: float = 30.0
     heartbeat_interval: float = 5.0  # bookkeeping refresh and observer health check
@@ -59,4 +61,5 @@ class SyncOptions:
             max_input_bytes=self.max_input_bytes,
             owner=self.owner,
             writers=self.writers,
+            limits=self.limits,
         )

@@ -101,11 +101,11 @@ END
 $$;
 
 -- apply_job() as one job's transaction sees it: a job the database refuses (a value its
--- row types reject, say) comes back as {"action": "error", "message", "sqlstate"}, its
--- writes undone, and the caller goes on with the next job; a fault of the server or the
--- session (out of disk space or memory, too many connections, shutting down, I/O and
--- internal errors, a statement cancelled) as {"action": "stopped", ...}, after which the
--- caller stops. The caller runs each job in a transaction of its own, READ COMMITTED
+-- row types reject, say, or a statement or lock timeout that cancelled its write) comes
+-- back as {"action": "error", "message", "sqlstate"}, its writes undone, and the caller
+-- goes on with the next job; a fault of the server or the session (out of disk space or
+-- memory, too many connections, shutting down, I/O and internal errors) as
+-- {"action": "stopped", ...}, after which the caller stops. The caller runs each job in a transaction of its own, READ COMMITTED
 -- (apply_job() plans after it has taken the job's lock, and must see what a writer
 -- committed before), with its own limits given by set_config(..., true): see
 -- store.apply_batch(). The SQLSTATE classes are those of db/faults.py.
@@ -117,7 +117,7 @@ BEGIN
     RETURN comsa_migrate.apply_job(job, force, p_run_id);
 EXCEPTION
     WHEN query_canceled THEN
-        RETURN jsonb_build_object('action', 'stopped', 'message', SQLERRM, 'sqlstate', SQLSTATE);
+        RETURN jsonb_build_object('action', 'error', 'message', SQLERRM, 'sqlstate', SQLSTATE);
     WHEN OTHERS THEN
         RETURN jsonb_build_object(
             'action', CASE WHEN left(SQLSTATE, 2) IN ('08', '53', '57', '58', 'XX')
