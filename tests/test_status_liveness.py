@@ -1,4 +1,4 @@
-"""`status` says a daemon runs only when it does: by its lock, by its process where that
+"""`status` says a daemon runs only when it does: by its lease, by its process where that
 process would be (this host), and by its heartbeat where it cannot be looked up."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from comsa_migrate.sync.lock import lock_key, try_lock
+from comsa_migrate.sync.lock import Process, take
 from comsa_migrate.sync.status import SILENT_AFTER_S, read_status
 
 HERE = socket.gethostname()
@@ -33,6 +34,12 @@ def pids() -> Iterator[dict[str, int]]:
     os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # dead, and left unreaped
     yield {"alive": os.getpid(), "gone": ended.pid, "zombie": zombie.pid}
     zombie.wait()
+
+
+def _lease(conn: psycopg.Connection[Any], host: str, pid: int) -> None:
+    """A lease held for the daemon, as its process took it (where that process ran is not
+    recorded: as a daemon in another container of the same host name has it)."""
+    assert take(conn, NAME, Process(uuid.uuid4(), host, pid, None, None), 600)
 
 
 def _record(dsn: str, host: str, pid: int, heartbeat_age_s: float) -> None:
@@ -76,11 +83,10 @@ def test_a_daemon_runs_only_if_its_lock_its_process_and_its_heartbeat_allow(
     liveness: str,
 ) -> None:
     _record(dsn, host, pids[pid], heartbeat_age_s)
-    with psycopg.connect(dsn, autocommit=True) as holder:
-        if locked:  # as a session left behind by a lost host holds it
-            assert try_lock(holder, lock_key(NAME))
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            (daemon,) = read_status(conn).daemons
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if locked:  # as a daemon on a lost host left it behind
+            _lease(conn, host, pids[pid])
+        (daemon,) = read_status(conn).daemons
 
     assert daemon.liveness == liveness
     assert daemon.running == (liveness == "running")
@@ -90,14 +96,14 @@ def test_status_says_a_daemon_on_another_host_silent_for_minutes_is_not_running(
     dsn: str, cli: Any
 ) -> None:
     _record(dsn, ELSEWHERE, os.getpid(), 600)
-    with psycopg.connect(dsn, autocommit=True) as holder:
-        assert try_lock(holder, lock_key(NAME))
-        result = cli("status", "--dsn", dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _lease(conn, ELSEWHERE, os.getpid())
+    result = cli("status", "--dsn", dsn)
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert (
-        "    state       not running (last heartbeat 10 min ago; its session still holds the lock)"
+        "    state       not running (last heartbeat 10 min ago; its lease is still held)"
     ) in lines
     assert not any(line.startswith("    heartbeat") for line in lines)
 
@@ -109,6 +115,6 @@ def test_status_says_a_daemon_without_its_lock_is_not_running(dsn: str, cli: Any
 
     assert result.exit_code == 0, result.output
     assert (
-        "    state       not running: its lock is free, killed or disconnected"
+        "    state       not running: its lease is free, killed or disconnected"
         " (last heartbeat 5 s ago)"
     ) in result.stdout.splitlines()

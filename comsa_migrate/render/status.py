@@ -10,8 +10,8 @@ __all__ = ["render_status"]
 #: a daemon that did not record its stop, by what says it is not running (sync/status.py)
 _NOT_RUNNING = {
     "gone": "stopped: its process is gone, killed or crashed ({last})",
-    "unlocked": "not running: its lock is free, killed or disconnected ({last})",
-    "silent": "not running ({last}; its session still holds the lock)",
+    "unlocked": "not running: its lease is free, killed or disconnected ({last})",
+    "silent": "not running ({last}; its lease is still held)",
 }
 
 

@@ -176,11 +176,17 @@ def holder(conn: psycopg.Connection[Any], name: str) -> Holder | None:
 
 
 def lease_holders(conn: psycopg.Connection[Any]) -> set[tuple[str, str, int]]:
-    """(name, host name, pid) of every lease not expired."""
+    """(name, host name, pid) of every lease not expired whose process is not known to
+    have ended (a daemon killed on this host leaves its lease until it expires)."""
     rows = conn.execute(
-        "SELECT name, hostname, pid FROM comsa_migrate.daemon_leases WHERE expires_at > now()"
+        "SELECT name, token, hostname, pid, pid_start, host_scope"
+        " FROM comsa_migrate.daemon_leases WHERE expires_at > now()"
     ).fetchall()
-    return {(name, hostname, int(pid)) for name, hostname, pid in rows}
+    held = set()
+    for name, token, hostname, pid, pid_start, host_scope in rows:
+        if not Process(token, hostname, pid, pid_start, host_scope).gone():
+            held.add((name, hostname, int(pid)))
+    return held
 
 
 def lock_key(name: str) -> int:

@@ -18,17 +18,17 @@ from comsa_migrate.sync.lock import earlier_version_holder, lease_holders
 __all__ = ["SILENT_AFTER_S", "DaemonStatus", "Liveness", "ProblemRow", "Status", "read_status"]
 
 #: how long a daemon may go without a heartbeat before it is taken for gone although its
-#: session still holds the lock (a host lost without closing its connections leaves the
-#: session behind for as long as the server's TCP keepalives allow, hours by default).
-#: Many heartbeats (5 s apart by default), because a full rescan does not beat while it runs.
+#: lease is still held (the lease is renewed on a thread of its own, so a daemon whose
+#: main loop hangs keeps it). Many heartbeats (5 s apart by default), because a full
+#: rescan does not beat while it runs.
 SILENT_AFTER_S = 60.0
 
 #: what the records and the server say of a daemon: ``running``; ``stopped`` (it recorded
 #: its stop, or a later daemon of its name found it gone); ``gone`` (not stopped, but its
 #: process on this host is gone: killed or crashed); ``unlocked`` (not stopped, but
-#: nobody holds its lock: killed, or cut off from the database); ``silent`` (its lock is
-#: held, but it has not beaten for SILENT_AFTER_S: its host is down or cut off, or the
-#: daemon hangs)
+#: nobody holds its lease: killed, or cut off from the database); ``silent`` (its lease
+#: is held, but it has not beaten for SILENT_AFTER_S: its host is down or cut off, or
+#: the daemon hangs)
 Liveness = Literal["running", "stopped", "gone", "unlocked", "silent"]
 
 _DAEMONS = """
@@ -112,13 +112,13 @@ def read_status(conn: psycopg.Connection[Any], *, daemons: int = 5, problems: in
 def _liveness(
     conn: psycopg.Connection[Any], row: dict[str, Any], holders: set[tuple[str, str, int]]
 ) -> Liveness:
-    """Whether a daemon runs, from its record, its lock and, on this host, its process.
+    """Whether a daemon runs, from its record, its lease and, on this host, its process.
 
     A process id is only looked up on the host that recorded it, and a process found
-    there proves nothing by itself (the id may have been reused since): only its lock
-    held says a daemon runs. A process gone settles it, unless the daemon holds its lock
+    there proves nothing by itself (the id may have been reused since): only its lease
+    held says a daemon runs. A process gone settles it, unless the daemon holds its lease
     and still beats (another container may share this host name). Of a daemon on another
-    host, only the heartbeat tells whether the session holding its lock is still its.
+    host, only the heartbeat tells whether it is still alive behind its lease.
     """
     if row["stopped_at"] is not None:
         return "stopped"
