@@ -214,3 +214,22 @@ def test_a_connection_cut_mid_run_gives_one_line_the_summary_and_exit_4(
     with psycopg.connect(dsn, autocommit=True) as conn:
         written = table_counts(conn)["jobs"]
     assert 0 < written < MID_RUN_JOBS
+
+
+def test_a_backfill_leaves_no_setting_on_its_connection(
+    conn: psycopg.Connection[Any], sample_tree: Path
+) -> None:
+    """The tool's limits and synchronous_commit are its transactions' own: a library caller's
+    connection is left as it was given."""
+    from comsa_migrate.db.faults import Limits
+
+    names = ("synchronous_commit", "statement_timeout", "lock_timeout", "transaction_isolation")
+    query = "SELECT " + ", ".join(f"current_setting('{name}')" for name in names)
+    conn.execute("SET statement_timeout = '40s'")
+    before = conn.execute(query).fetchone()
+
+    options = BackfillOptions(sample_tree, writers=1, limits=Limits("5min", "1min"))
+    summary = backfill(conn, options)
+
+    assert summary.ok
+    assert conn.execute(query).fetchone() == before == ("on", "40s", "0", "read committed")

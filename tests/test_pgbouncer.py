@@ -105,21 +105,7 @@ def test_a_generated_tree_is_backfilled_as_on_a_direct_connection_and_rerun_unch
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "jobs",
-    [
-        "1",
-        pytest.param(
-            "2",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="with --jobs 2 each backfill's fingerprint lookups (a pipeline that "
-                "is never synced until the run ends) keep one server connection for the "
-                "whole run: two backfills keep both, and their writers wait for one",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("jobs", ["1", "2"])
 def test_two_backfills_at_once_through_transaction_pooling_write_what_one_clean_run_writes(
     dsn: str,
     generated_tree: Path,
@@ -157,3 +143,43 @@ def test_a_second_daemon_of_the_same_name_exits_3_through_transaction_pooling(
 
     assert second.exit_code == 3, second.output
     assert "another sync daemon named web1 holds its lock" in second.stderr
+
+
+SESSION_SETTINGS = (
+    "synchronous_commit",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "default_transaction_isolation",
+)
+
+
+def server_settings(dsn: str) -> list[tuple[int, dict[str, str]]]:
+    """Each server connection of the pool as the next client meets it: its backend pid and
+    the settings a client's session could have left behind."""
+    seen = []
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        for _ in range(POOL_SIZE["transaction"] * 3):
+            row = conn.execute(
+                "SELECT pg_backend_pid(), "
+                + ", ".join(f"current_setting('{name}')" for name in SESSION_SETTINGS)
+            ).fetchone()
+            assert row is not None
+            seen.append((int(row[0]), dict(zip(SESSION_SETTINGS, row[1:], strict=True))))
+    return seen
+
+
+def test_no_setting_of_a_backfill_is_left_on_the_pools_server_connections(
+    dsn: str, generated_tree: Path, pgbouncer: Callable[..., PgBouncer]
+) -> None:
+    """The pool's next client (the dashboard) finds the server connections as they were:
+    synchronous_commit on, the role's timeouts and isolation."""
+    pooled = pgbouncer(pool_mode="transaction", pool_size=POOL_SIZE["transaction"]).dsn(dsn)
+    before = {tuple(settings.items()) for _, settings in server_settings(pooled)}
+
+    finish(spawn_backfill(generated_tree, "--dsn", pooled, *SMALL_BATCHES))
+    finish(spawn_backfill(generated_tree, "--dsn", pooled, "--force", *SMALL_BATCHES))
+    after = server_settings(pooled)
+
+    assert {tuple(settings.items()) for _, settings in after} == before
+    assert all(settings["synchronous_commit"] == "on" for _, settings in after)

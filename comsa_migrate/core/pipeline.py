@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -80,6 +80,7 @@ class PreparedBatches:
         stop: threading.Event | None = None,
     ) -> None:
         self.conn, self.options, self.items = conn, options, items
+        self.ask = _asking(conn)
         self.observer, self.stop = observer, stop
         self.settings = options.settings(conn)
         self.interrupted = False
@@ -92,7 +93,7 @@ class PreparedBatches:
             unchanged = (
                 set()
                 if self.conn is None
-                else unchanged_by_stat(self.conn, self.options, self.settings, batch)()
+                else unchanged_by_stat(self.ask, self.options, self.settings, batch)()
             )
             prepared = prepare(self.options, self.settings, batch, unchanged, self.observer)
             if prepared is not None:
@@ -135,19 +136,20 @@ class Batch:
 
 
 def unchanged_by_stat(
-    conn: psycopg.Connection[Any],
+    ask: Callable[[Sequence[str]], store.Answer],
     options: BackfillOptions,
     settings: store.WriteSettings,
     batch: list[JobSource],
 ) -> Callable[[], set[int]]:
-    """Ask for the fingerprints recorded for the jobs of ``batch``; the function returned
-    reads them and gives the positions in ``batch`` of the jobs unchanged since.
+    """Ask (with ``ask``) for the fingerprints recorded for the jobs of ``batch``; the
+    function returned reads them and gives the positions in ``batch`` of the jobs
+    unchanged since.
 
     A racy fingerprint is never trusted, and --force trusts none.
     """
     if options.force:
         return set
-    recorded = store.recorded_fingerprints(conn, [source.job_id for source in batch])
+    recorded = ask([source.job_id for source in batch])
 
     def unchanged() -> set[int]:
         known = recorded()
@@ -259,6 +261,7 @@ class _Migration:
         pool: ThreadPoolExecutor,
     ) -> None:
         self.conn, self.options, self.settings, self.observer = conn, options, settings, observer
+        self.ask = _asking(conn)
         self.run_id, self.pool = run_id, pool
         self.held = Held()  # what the scan found, told in its turn
         self.batches = batches(items, options.batch_size, self.held)
@@ -274,7 +277,7 @@ class _Migration:
             if stop is not None and stop.is_set():  # scanned, not yet prepared
                 self.interrupted = True
                 break
-            unchanged = unchanged_by_stat(self.conn, self.options, self.settings, batch)()
+            unchanged = unchanged_by_stat(self.ask, self.options, self.settings, batch)()
             self.send()
             scanned, prepared = self.held.take(), Held()
             try:
@@ -321,6 +324,16 @@ class _Migration:
         if self.writing is not None:
             (batch, future), self.writing = self.writing, None
             tell_written(self.observer, batch, future)
+
+
+def _asking(conn: psycopg.Connection[Any] | None) -> Callable[[Sequence[str]], store.Answer]:
+    """Fingerprint questions on ``conn``, each answered at once."""
+
+    def ask(job_ids: Sequence[str]) -> store.Answer:
+        assert conn is not None
+        return store.recorded_fingerprints(conn, job_ids)
+
+    return ask
 
 
 def _read_and_normalise(

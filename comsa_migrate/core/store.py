@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from comsa_migrate.core.layout import utc_from_ns
 from comsa_migrate.core.normalise import JobRecord
 from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_refusal
+from comsa_migrate.db.fingerprints import Answer
 from comsa_migrate.db.job_writes import BatchFault, write_batch
 from comsa_migrate.errors import ConfigurationError, first_line
 
@@ -167,35 +168,16 @@ def job_payload(
     return _dumps(payload)
 
 
-#: a question sent to the server; calling it reads the answer
-Answer = Callable[[], dict[str, str]]
-
-
 def recorded_fingerprints(conn: psycopg.Connection[Any], job_ids: Sequence[str]) -> Answer:
-    """Ask for the fingerprints recorded for these jobs whose `jobs` row is still there;
-    the function returned reads the answer, {job id: fingerprint}.
-
-    In pipeline mode the query is only sent here, and the server works on it while the
-    caller goes on until the answer is read.
-    """
-    cursor = conn.cursor()
-    cursor.execute(
+    """The fingerprints recorded for these jobs whose `jobs` row is still there, read now;
+    the function returned gives them, {job id: fingerprint}."""
+    rows = conn.execute(
         "SELECT s.job_id::text, s.fingerprint FROM comsa_migrate.job_state s"
         " JOIN public.jobs j ON j.id = s.job_id WHERE s.job_id = ANY(%s::uuid[])",
         ["{" + ",".join(job_ids) + "}"],  # job ids are UUIDs: nothing to quote
-    )
-    if conn.pgconn.pipeline_status:
-        # the server holds a pipeline's results until asked to flush: ask now, so that the
-        # answer is on its way while the next batch is scanned (what is left unsent, if
-        # the socket is full, goes with the next message)
-        conn.pgconn.send_flush_request()
-        conn.pgconn.flush()
-
-    def answer() -> dict[str, str]:
-        with cursor:
-            return dict(cursor.fetchall())
-
-    return answer
+    ).fetchall()
+    found = dict(rows)
+    return lambda: found
 
 
 class BatchStopped(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from comsa_migrate.core.pipeline import (
     unchanged_by_stat,
 )
 from comsa_migrate.core.summary import Observer
+from comsa_migrate.db.fingerprints import FingerprintQuestions
 
 if TYPE_CHECKING:
     from comsa_migrate.core.backfill import BackfillOptions
@@ -112,7 +113,7 @@ def migrate_in_parallel(
     try:
         with (
             ThreadPoolExecutor(writers, thread_name_prefix="comsa-migrate-write") as pool,
-            _pipelined(conn),
+            _questions(conn, options) as ask,
         ):
             try:
                 waiting: _Scanned | None = None  # scanned; its fingerprints being looked up
@@ -124,7 +125,7 @@ def migrate_in_parallel(
                         turns.append(_Turn(told, None, None))
                         waiting = None
                         break
-                    waiting = (batch, told, unchanged_by_stat(conn, options, settings, batch))
+                    waiting = (batch, told, unchanged_by_stat(ask, options, settings, batch))
                 if waiting is not None:
                     prepare_and_send(waiting)
             except BaseException:
@@ -144,23 +145,14 @@ def migrate_in_parallel(
 
 
 @contextlib.contextmanager
-def _pipelined(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """Pipeline mode on ``conn``, where libpq has it: a query is sent without waiting for
-    its answer, so the server looks up one batch's fingerprints while the next batch is
-    scanned. Without it, each lookup is answered before the scan goes on.
-
-    When the block fails, ending the pipeline may fail too (the connection lost): the
-    block's error is the one that tells what happened, and the only one raised.
-    """
+def _questions(
+    conn: psycopg.Connection[Any], options: BackfillOptions
+) -> Iterator[Callable[[Sequence[str]], store.Answer]]:
+    """Fingerprint questions on ``conn`` in libpq's pipeline mode, where libpq has it: a
+    question is sent without waiting for its answer, so the server looks up one batch's
+    fingerprints while the next batch is scanned. Without it, each is answered at once."""
     if not psycopg.Pipeline.is_supported():
-        yield
+        yield lambda job_ids: store.recorded_fingerprints(conn, job_ids)
         return
-    pipeline = conn.pipeline()
-    pipeline.__enter__()
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(psycopg.Error):
-            pipeline.__exit__(None, None, None)
-        raise
-    pipeline.__exit__(None, None, None)
+    with FingerprintQuestions(conn, options.limits) as questions:
+        yield questions.ask
