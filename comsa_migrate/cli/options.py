@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from comsa_migrate.core.backfill import (
 from comsa_migrate.core.summary import JobResult, Observer
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.db.embedded import find_embedded, start_embedded
+from comsa_migrate.db.faults import Limits
 from comsa_migrate.db.target import Target, connect, embedded_home, resolve_target
 from comsa_migrate.problems import Problem
 
@@ -75,6 +77,16 @@ def _folder_prefix(ctx: click.Context, param: click.Parameter, value: str) -> st
     return value if not value or value.endswith("/") else value + "/"
 
 
+_DURATION = re.compile(r"\d+(\.\d+)?\s*(us|ms|s|min|h|d)?")
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A PostgreSQL duration: a number with us, ms, s, min, h or d (ms without one)."""
+    if not _DURATION.fullmatch(value.strip()):
+        raise click.BadParameter(f"{value!r} is not a duration such as 0, 500ms, 30s or 5min")
+    return value.strip()
+
+
 _DASHBOARD_OPTIONS = (
     click.option(
         "--path-prefix",
@@ -106,12 +118,34 @@ _DASHBOARD_OPTIONS = (
         show_default=True,
         help="Larger uploads are not copied into job_input_files (input_too_large).",
     ),
+    click.option(
+        "--statement-timeout",
+        metavar="DURATION",
+        default="0",
+        show_default=True,
+        callback=_duration,
+        help="The longest one statement of the tool may run, such as one job's write (500ms, "
+        "30s, 5min). A job whose write it cancels is skipped (db_error) and the run goes on. "
+        "0 is no limit. The tool's own transactions use this, never the role's "
+        "statement_timeout.",
+    ),
+    click.option(
+        "--lock-timeout",
+        metavar="DURATION",
+        default="0",
+        show_default=True,
+        callback=_duration,
+        help="The longest a job's write waits for a lock, such as the job's own lock while "
+        "another writer writes it. A job whose wait it cancels is skipped (db_error). 0 "
+        "waits as long as it takes, whatever the role's lock_timeout.",
+    ),
 )
 
 
 def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options of how rows are written for the dashboard, given to ``command`` as one
-    ``dashboard`` dict of BackfillOptions fields."""
+    """The options of how rows are written for the dashboard, and the limits of the
+    transactions that write them, given to ``command`` as one ``dashboard`` dict of
+    BackfillOptions fields."""
 
     @functools.wraps(command)
     def with_dashboard(
@@ -120,6 +154,8 @@ def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
         owner: str | None,
         input_content: bool,
         max_input_bytes: int,
+        statement_timeout: str,
+        lock_timeout: str,
         **kwargs: Any,
     ) -> Any:
         dashboard = {
@@ -127,6 +163,7 @@ def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "owner": owner,
             "input_content": input_content,
             "max_input_bytes": max_input_bytes,
+            "limits": Limits(statement_timeout, lock_timeout),
         }
         return command(*args, dashboard=dashboard, **kwargs)
 

@@ -17,7 +17,7 @@ from comsa_migrate.core.pipeline import migrate_jobs
 from comsa_migrate.core.summary import Observer, Observers, Summary
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.core.writers import Connect
-from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_fault
+from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.errors import RunStopped, first_line
 
@@ -84,7 +84,7 @@ def backfill(
     outcome = "failed"
     try:
         if settings.owner_id is not None:
-            summary.rows["owned"] += store.give_owner(conn, settings.owner_id)
+            summary.rows["owned"] += store.give_owner(conn, settings.owner_id, options.limits)
         items = tree.scan(options.data_dir, workers=options.writers)
         observer = Observers([summary, *observers])
         summary.interrupted = migrate_jobs(
@@ -92,7 +92,7 @@ def backfill(
         )
         outcome = "interrupted" if summary.interrupted else ("ok" if summary.ok else "skipped")
     except store.BatchStopped as stopped:
-        summary.stopped = describe_fault(stopped.sqlstate, stopped.message, options.limits)
+        summary.stopped = stopped.cause
         if not stopped.counted:
             summary.stopped += " (the jobs of the batch being written then are not counted)"
         raise RunStopped(summary.stopped, summary) from None

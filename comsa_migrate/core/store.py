@@ -14,7 +14,13 @@ from psycopg.types.json import Jsonb
 
 from comsa_migrate.core.layout import utc_from_ns
 from comsa_migrate.core.normalise import JobRecord
-from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_refusal
+from comsa_migrate.db.faults import (
+    DEFAULT_LIMITS,
+    Limits,
+    describe_fault,
+    describe_refusal,
+    set_limits,
+)
 from comsa_migrate.db.fingerprints import Answer
 from comsa_migrate.db.job_writes import BatchFault, write_batch
 from comsa_migrate.errors import ConfigurationError, first_line
@@ -107,17 +113,19 @@ def owner_of(conn: psycopg.Connection[Any], email: str) -> str:
     return str(rows[0][0])
 
 
-def give_owner(conn: psycopg.Connection[Any], owner_id: str) -> int:
+def give_owner(conn: psycopg.Connection[Any], owner_id: str, limits: Limits) -> int:
     """Give every job comsa-migrate wrote and nobody owns the owner; returns how many.
 
     Jobs written in this run get it in their own transaction (apply_job); this reaches
     the ones a rerun skips as unchanged by stat.
     """
-    cur = conn.execute(
-        "UPDATE public.jobs j SET user_id = %s FROM comsa_migrate.job_state s"
-        " WHERE s.job_id = j.id AND j.user_id IS NULL",
-        [owner_id],
-    )
+    with conn.transaction():
+        set_limits(conn, limits)
+        cur = conn.execute(
+            "UPDATE public.jobs j SET user_id = %s FROM comsa_migrate.job_state s"
+            " WHERE s.job_id = j.id AND j.user_id IS NULL",
+            [owner_id],
+        )
     return cur.rowcount
 
 
@@ -189,9 +197,17 @@ class BatchStopped(Exception):
     """
 
     def __init__(
-        self, outcomes: list[Outcome | None], sqlstate: str | None, message: str, *, counted: bool
+        self,
+        outcomes: list[Outcome | None],
+        sqlstate: str | None,
+        message: str,
+        *,
+        counted: bool,
+        limits: Limits,
     ) -> None:
-        super().__init__(message)
+        #: one line that names the cause: "the database is out of disk space: ..."
+        self.cause = describe_fault(sqlstate, message, limits)
+        super().__init__(self.cause)
         self.outcomes = outcomes
         self.sqlstate = sqlstate
         self.message = message
@@ -216,11 +232,15 @@ def apply_batch(
     except BatchFault as fault:
         told = [None if answer is None else _outcome(answer, limits) for answer in fault.outcomes]
         counted = all(outcome is not None for outcome in told)
-        raise BatchStopped(_written(told), fault.sqlstate, fault.message, counted=counted) from None
+        raise BatchStopped(
+            _written(told), fault.sqlstate, fault.message, counted=counted, limits=limits
+        ) from None
     outcomes = [_outcome(answer, limits) for answer in answers]
     stop = next((answer for answer in answers if answer["action"] == "stopped"), None)
     if stop is not None:
-        raise BatchStopped(_written(outcomes), stop.get("sqlstate"), stop["message"], counted=True)
+        raise BatchStopped(
+            _written(outcomes), stop.get("sqlstate"), stop["message"], counted=True, limits=limits
+        )
     return outcomes
 
 

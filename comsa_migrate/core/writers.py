@@ -128,6 +128,8 @@ def migrate_in_parallel(
                     waiting = (batch, told, unchanged_by_stat(ask, options, settings, batch))
                 if waiting is not None:
                     prepare_and_send(waiting)
+                while turns:
+                    tell(turns.popleft())
             except BaseException:
                 # what is in flight gets written all the same: tell what can be told
                 for turn in turns:
@@ -135,8 +137,6 @@ def migrate_in_parallel(
                         tell(turn)
                 held.replay(observer)
                 raise
-            while turns:
-                tell(turns.popleft())
             held.replay(observer)
     finally:
         for writer in opened:

@@ -12,6 +12,7 @@ stops a batch on the same ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -20,6 +21,7 @@ __all__ = [
     "describe_fault",
     "describe_refusal",
     "is_run_fault",
+    "set_limits",
 ]
 
 #: SQLSTATE classes that are faults of the run, not of a job
@@ -57,6 +59,16 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+#: the limits for the rest of the caller's transaction, whatever the role's defaults
+_SET_LIMITS = (
+    "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true),"
+    " set_config('idle_in_transaction_session_timeout', '0', true)"
+)
+
+
+def set_limits(conn: Any, limits: Limits) -> None:
+    """Give the transaction open on ``conn`` the tool's own limits (a psycopg connection)."""
+    conn.execute(_SET_LIMITS, [limits.statement_timeout, limits.lock_timeout])
 
 
 def is_run_fault(sqlstate: str | None) -> bool:

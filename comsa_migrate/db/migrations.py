@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from comsa_migrate.db import grants
+from comsa_migrate.db.faults import DEFAULT_LIMITS, set_limits
 from comsa_migrate.errors import SchemaError, first_line
 
 __all__ = [
@@ -177,12 +178,14 @@ def migrate(conn: psycopg.Connection[Any]) -> MigrationResult:
     or `--grant-reader` are given their rights on whatever the migrations created.
     """
     with conn.transaction():
+        set_limits(conn, DEFAULT_LIMITS)  # a role's limits never cut a migration short
         pending = [m.file_name for m in _pending(_recorded(conn))]
         pending += [r.name for r in _pending_repeatables(conn)]
     if not pending:
         return MigrationResult((), ())
     try:
         with conn.transaction():
+            set_limits(conn, DEFAULT_LIMITS)
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
             conn.execute("SET LOCAL search_path = public")
             applied, adopted = _apply_pending(conn)

@@ -19,6 +19,7 @@ from comsa_migrate.core.layout import JobSource, ScanItem, read_job_json
 from comsa_migrate.core.normalise import parse_job
 from comsa_migrate.core.pipeline import PreparedBatches, tell_outcome
 from comsa_migrate.core.summary import JobResult, Observer, Observers, Summary
+from comsa_migrate.db.faults import set_limits
 from comsa_migrate.db.migrations import APP_TABLES, pending_migrations
 from comsa_migrate.errors import DatabaseUnavailable, first_line
 from comsa_migrate.problems import Problem, Severity, printable
@@ -64,6 +65,7 @@ def build_report(
         try:
             with conn.transaction(force_rollback=True):
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                set_limits(conn, options.limits)
                 database = _plan_with_database(conn, run, target, stop)
         except psycopg.errors.InsufficientPrivilege as exc:
             reason = first_line(exc)

@@ -15,6 +15,7 @@ from watchdog.observers.api import BaseObserver
 
 from comsa_migrate.core import tree
 from comsa_migrate.core.layout import os_reason
+from comsa_migrate.core.store import BatchStopped
 from comsa_migrate.db.target import Target
 from comsa_migrate.errors import ComsaMigrateError, ConfigurationError
 from comsa_migrate.render.words import counted
@@ -196,6 +197,9 @@ class Daemon:
                     self._sync_pending()
             if time.monotonic() >= self._next_beat:
                 self._beat()
+        except BatchStopped as stopped:  # a fault of the server (its disk full): an outage
+            self._session.lost(stopped, self.queue_depth)
+            return
         except psycopg.Error as exc:
             if self._session.healthy():  # refused, not an outage: say so and go on
                 log.error("the database refused a request: %s", exc)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from comsa_migrate.core.store import BatchStopped
 from comsa_migrate.core.summary import Summary
 from comsa_migrate.errors import ComsaMigrateError, DataDirError
 from comsa_migrate.render.words import actions_done, counted
@@ -73,11 +74,16 @@ class Rescans:
     def run(self, reason: str, now: float, *, catching_up: bool) -> Summary | None:
         """One rescan; None when it could not be done, and the next one is planned.
 
-        Raises psycopg.Error when the database refused it or went away (after planning
-        it again), and DataDirError when the catch-up cannot read the tree.
+        Raises psycopg.Error when the database refused it or went away, and BatchStopped on
+        a fault of the server (after planning it again), and DataDirError when the catch-up
+        cannot read the tree.
         """
         try:
             return self._rescan(reason, catching_up)
+        except BatchStopped:  # a fault of the server: again as soon as it is over
+            with self._lock:
+                self._reasons.insert(0, reason)
+            raise
         except psycopg.Error:
             if self._session.healthy():  # refused: the next periodic rescan tries again
                 self.next_at = now + self.interval

@@ -291,7 +291,7 @@ class SyncSession:
         if self.daemon_id is None:
             settings = self.writing.settings(conn)  # an unknown --owner stops the start-up
             if settings.owner_id is not None:
-                store.give_owner(conn, settings.owner_id)
+                store.give_owner(conn, settings.owner_id, self.writing.limits)
             self.run_id = store.start_run(conn, "sync", self.data_dir)
             self.daemon_id = bookkeeping.register(
                 conn, self.run_id, self.name, self.data_dir, __version__, "starting"
