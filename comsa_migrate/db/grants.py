@@ -67,7 +67,7 @@ WHERE s.relkind = 'S'
         AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
         AND d.refobjid IN (SELECT oid FROM app_table)))
 UNION ALL
--- the report calls plan_job() and what it calls; only a writer calls the procedure
+-- the report calls plan_job() and what it calls; a procedure, should one come, is a writer's
 SELECT 5, CASE WHEN p.prokind = 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
        format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
        p.oid, 'EXECUTE', CASE WHEN p.prokind = 'p' THEN NULL ELSE 'EXECUTE' END
