@@ -17,7 +17,7 @@ from comsa_migrate.core.pipeline import migrate_jobs
 from comsa_migrate.core.summary import Observer, Observers, Summary
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.core.writers import Connect
-from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits
+from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_fault
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.errors import RunStopped, first_line
 
@@ -101,8 +101,8 @@ def backfill(
             raise  # nothing written yet: the missing right is the whole story
         # a writer's connection may be the one lost, while this one has not noticed yet
         lost = conn.closed or conn.broken or isinstance(exc, psycopg.OperationalError)
-        what = "the database connection was lost" if lost else "the database stopped the run"
-        summary.stopped = f"{what}: {first_line(exc)}"
+        state = None if lost else exc.sqlstate  # None: the words for a connection lost
+        summary.stopped = describe_fault(state, first_line(exc), options.limits)
         raise RunStopped(summary.stopped, summary) from None
     finally:
         summary.elapsed = time.monotonic() - started

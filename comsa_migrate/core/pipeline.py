@@ -80,7 +80,7 @@ class PreparedBatches:
         stop: threading.Event | None = None,
     ) -> None:
         self.conn, self.options, self.items = conn, options, items
-        self.ask = _asking(conn)
+        self.ask = _asking(conn, options)
         self.observer, self.stop = observer, stop
         self.settings = options.settings(conn)
         self.interrupted = False
@@ -261,7 +261,7 @@ class _Migration:
         pool: ThreadPoolExecutor,
     ) -> None:
         self.conn, self.options, self.settings, self.observer = conn, options, settings, observer
-        self.ask = _asking(conn)
+        self.ask = _asking(conn, options)
         self.run_id, self.pool = run_id, pool
         self.held = Held()  # what the scan found, told in its turn
         self.batches = batches(items, options.batch_size, self.held)
@@ -326,12 +326,14 @@ class _Migration:
             tell_written(self.observer, batch, future)
 
 
-def _asking(conn: psycopg.Connection[Any] | None) -> Callable[[Sequence[str]], store.Answer]:
+def _asking(
+    conn: psycopg.Connection[Any] | None, options: BackfillOptions
+) -> Callable[[Sequence[str]], store.Answer]:
     """Fingerprint questions on ``conn``, each answered at once."""
 
     def ask(job_ids: Sequence[str]) -> store.Answer:
         assert conn is not None
-        return store.recorded_fingerprints(conn, job_ids)
+        return store.recorded_fingerprints(conn, job_ids, options.limits)
 
     return ask
 

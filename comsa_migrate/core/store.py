@@ -19,9 +19,10 @@ from comsa_migrate.db.faults import (
     Limits,
     describe_fault,
     describe_refusal,
+    is_run_fault,
     set_limits,
 )
-from comsa_migrate.db.fingerprints import Answer
+from comsa_migrate.db.fingerprints import RECORDED, Answer
 from comsa_migrate.db.job_writes import BatchFault, write_batch
 from comsa_migrate.errors import ConfigurationError, first_line
 
@@ -176,14 +177,17 @@ def job_payload(
     return _dumps(payload)
 
 
-def recorded_fingerprints(conn: psycopg.Connection[Any], job_ids: Sequence[str]) -> Answer:
+def recorded_fingerprints(
+    conn: psycopg.Connection[Any], job_ids: Sequence[str], limits: Limits
+) -> Answer:
     """The fingerprints recorded for these jobs whose `jobs` row is still there, read now;
     the function returned gives them, {job id: fingerprint}."""
-    rows = conn.execute(
-        "SELECT s.job_id::text, s.fingerprint FROM comsa_migrate.job_state s"
-        " JOIN public.jobs j ON j.id = s.job_id WHERE s.job_id = ANY(%s::uuid[])",
-        ["{" + ",".join(job_ids) + "}"],  # job ids are UUIDs: nothing to quote
-    ).fetchall()
+    with conn.transaction():
+        set_limits(conn, limits)
+        rows = conn.execute(
+            RECORDED.format(ids="%s"),
+            ["{" + ",".join(job_ids) + "}"],  # job ids are UUIDs: nothing to quote
+        ).fetchall()
     found = dict(rows)
     return lambda: found
 
@@ -224,19 +228,34 @@ def apply_batch(
 ) -> list[Outcome]:
     """Write a batch of jobs in one round trip, each job in its own transaction.
 
-    Raises BatchStopped on a fault of the run: the jobs written before and after it
-    in the batch are in its outcomes.
+    A job refused outside its write's own guard (its statement cancelled at its COMMIT,
+    say) is that job's error, and the jobs after it are sent again. Raises BatchStopped
+    on a fault of the run: the jobs written before and after it in the batch are in its
+    outcomes.
     """
-    try:
-        answers = write_batch(conn, payloads, force=force, run_id=run_id, limits=limits)
-    except BatchFault as fault:
-        told = [None if answer is None else _outcome(answer, limits) for answer in fault.outcomes]
-        counted = all(outcome is not None for outcome in told)
-        raise BatchStopped(
-            _written(told), fault.sqlstate, fault.message, counted=counted, limits=limits
-        ) from None
-    outcomes = [_outcome(answer, limits) for answer in answers]
-    stop = next((answer for answer in answers if answer["action"] == "stopped"), None)
+    answers: list[dict[str, Any] | None] = []
+    rest = list(payloads)
+    while rest:
+        try:
+            answers += write_batch(conn, rest, force=force, run_id=run_id, limits=limits)
+            rest = []
+        except BatchFault as fault:
+            refused = fault.failed_at
+            if refused is None or fault.unknown or is_run_fault(fault.sqlstate) or conn.broken:
+                told = [None if a is None else _outcome(a, limits) for a in answers]
+                told += [None if a is None else _outcome(a, limits) for a in fault.outcomes]
+                raise BatchStopped(
+                    _written(told),
+                    fault.sqlstate,
+                    fault.message,
+                    counted=not fault.unknown,
+                    limits=limits,
+                ) from None
+            refusal = {"action": "error", "message": fault.message, "sqlstate": fault.sqlstate}
+            answers += [*fault.outcomes[:refused], refusal]
+            rest = rest[refused + 1 :]
+    outcomes = [_outcome(answer, limits) for answer in answers if answer is not None]
+    stop = next((answer for answer in answers if answer and answer["action"] == "stopped"), None)
     if stop is not None:
         raise BatchStopped(
             _written(outcomes), stop.get("sqlstate"), stop["message"], counted=True, limits=limits

@@ -152,7 +152,7 @@ def _questions(
     question is sent without waiting for its answer, so the server looks up one batch's
     fingerprints while the next batch is scanned. Without it, each is answered at once."""
     if not psycopg.Pipeline.is_supported():
-        yield lambda job_ids: store.recorded_fingerprints(conn, job_ids)
+        yield lambda job_ids: store.recorded_fingerprints(conn, job_ids, options.limits)
         return
     with FingerprintQuestions(conn, options.limits) as questions:
         yield questions.ask

@@ -21,6 +21,7 @@ __all__ = [
     "describe_fault",
     "describe_refusal",
     "is_run_fault",
+    "is_server_fault",
     "set_limits",
 ]
 
@@ -54,7 +55,7 @@ class Limits:
     """The tool's own limits for its own transactions, set with set_config(..., true)
     whatever the role's defaults are; "0" turns a limit off."""
 
-    statement_timeout: str = "0"  # each statement the tool sends: a batch's write is one
+    statement_timeout: str = "0"  # each statement the tool sends, such as one job's write
     lock_timeout: str = "0"  # each wait for a lock, a job's own lock included
 
 
@@ -78,11 +79,17 @@ def is_run_fault(sqlstate: str | None) -> bool:
 
 
 def describe_fault(sqlstate: str | None, message: str, limits: Limits | None = None) -> str:
-    """One line naming the cause of a run-level fault, and the server's own words."""
+    """One line naming the cause of what stopped a run, and the server's own words (None:
+    no answer at all, a connection lost)."""
     if sqlstate == "57014":
         return _cancelled(message, limits or Limits())
     cause = _CAUSES.get(sqlstate or "") or _CLASS_CAUSES.get((sqlstate or "08")[:2])
     return f"{cause or 'the database stopped the run'}: {message}"
+
+
+def is_server_fault(sqlstate: str | None) -> bool:
+    """Whether the server's answer (not a silence) says the run, not a job, is at fault."""
+    return sqlstate is not None and is_run_fault(sqlstate)
 
 
 def describe_refusal(sqlstate: str | None, message: str, limits: Limits) -> str:

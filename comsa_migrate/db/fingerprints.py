@@ -10,26 +10,29 @@ client there, and a role's idle_in_transaction_session_timeout does not fire).
 
 from __future__ import annotations
 
-import select
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 import psycopg
-from psycopg import errors, pq
+from psycopg import pq
 
 from comsa_migrate.db.faults import Limits
+from comsa_migrate.db.libpq_io import as_exception, error_of, lost, next_result, send_all
 
-__all__ = ["Answer", "FingerprintQuestions"]
+__all__ = ["RECORDED", "Answer", "FingerprintQuestions"]
 
 #: a question sent to the server; calling it reads the answer, {job id: fingerprint}
 Answer = Callable[[], dict[str, str]]
 
 _TIMEOUT = b"SELECT set_config('statement_timeout', $1, true)"
-_QUERY = (
-    b"SELECT s.job_id::text, s.fingerprint FROM comsa_migrate.job_state s"
-    b" JOIN public.jobs j ON j.id = s.job_id WHERE s.job_id = ANY($1::uuid[])"
+#: the fingerprints recorded for jobs whose `jobs` row is still there; {ids} is the
+#: parameter's placeholder, an array of UUIDs
+RECORDED = (
+    "SELECT s.job_id::text, s.fingerprint FROM comsa_migrate.job_state s"
+    " JOIN public.jobs j ON j.id = s.job_id WHERE s.job_id = ANY({ids}::uuid[])"
 )
+_QUERY = RECORDED.format(ids="$1").encode()
 
 
 class FingerprintQuestions:
@@ -77,10 +80,7 @@ class FingerprintQuestions:
         pgconn.send_query_params(_TIMEOUT, self._timeout)
         pgconn.send_query_params(_QUERY, [ids])
         pgconn.pipeline_sync()
-        fd = pgconn.socket
-        while pgconn.flush():
-            if select.select([fd], [fd], [])[0]:
-                pgconn.consume_input()
+        send_all(pgconn)
         number, self._asked = self._asked, self._asked + 1
 
         def answer() -> dict[str, str]:
@@ -99,11 +99,11 @@ class FingerprintQuestions:
         failure: psycopg.Error | None = None
         rows: dict[str, str] = {}
         for statement in range(2):
-            result = self._next()
+            result = next_result(self._pgconn)
             if result is None:
-                raise psycopg.OperationalError(self._lost())
+                raise psycopg.OperationalError(lost(self._pgconn))
             if result.status == pq.ExecStatus.FATAL_ERROR:
-                failure = failure or _error(result)
+                failure = failure or as_exception(*error_of(result))
             elif result.status == pq.ExecStatus.TUPLES_OK and statement == 1:
                 rows = {
                     bytes(result.get_value(i, 0) or b"").decode(): bytes(
@@ -111,27 +111,8 @@ class FingerprintQuestions:
                     ).decode()
                     for i in range(result.ntuples)
                 }
-            self._next()  # the None that ends each statement's answers
-        sync = self._next()
+            next_result(self._pgconn)  # the None that ends each statement's answers
+        sync = next_result(self._pgconn)
         if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
-            raise psycopg.OperationalError(self._lost())
+            raise psycopg.OperationalError(lost(self._pgconn))
         self._answers[number] = failure or rows
-
-    def _next(self) -> pq.abc.PGresult | None:
-        pgconn = self._pgconn
-        while pgconn.is_busy():
-            select.select([pgconn.socket], [], [])
-            pgconn.consume_input()
-        return pgconn.get_result()
-
-    def _lost(self) -> str:
-        message = self._pgconn.error_message.decode(errors="replace").strip()
-        return message.splitlines()[0] if message else "the connection was lost"
-
-
-def _error(result: pq.abc.PGresult) -> psycopg.Error:
-    """The server's refusal as the psycopg exception of its SQLSTATE."""
-    state = result.error_field(pq.DiagnosticField.SQLSTATE)
-    message = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""
-    kind = errors.lookup(state.decode()) if state else psycopg.OperationalError
-    return kind(message.decode(errors="replace"))

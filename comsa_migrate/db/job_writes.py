@@ -7,9 +7,8 @@ role's defaults, and nothing outlives it, so a pooler (PgBouncer in transaction 
 hands its next client the session as it was. The statements are sent in libpq's
 pipeline mode, unnamed (no prepared statement outlives a transaction), with one sync
 point for the batch. libpq is used directly: through psycopg's cursors the four
-statements of a job cost more time on the client than the job costs the server. The
-connection stays non-blocking, as psycopg keeps it: waits are select() calls, which let
-the other threads run (a blocking libpq call would hold the interpreter lock).
+statements of a job cost more time on the client than the job costs the server (see
+db/libpq_io.py for how it waits).
 
 Without waiting for the WAL flush, a server crash may lose the last few commits, and
 their bookkeeping with them, so a rerun redoes exactly those jobs.
@@ -17,8 +16,8 @@ their bookkeeping with them, so a rerun redoes exactly those jobs.
 
 from __future__ import annotations
 
-import select
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,7 +25,14 @@ import psycopg
 from psycopg import pq
 
 from comsa_migrate.db.faults import Limits
-from comsa_migrate.errors import first_line
+from comsa_migrate.db.libpq_io import (
+    error_of,
+    leave_pipeline,
+    lost,
+    next_result,
+    send_all,
+    send_some,
+)
 
 __all__ = ["BatchFault", "write_batch"]
 
@@ -36,24 +42,32 @@ _LIMITS = (
     b" set_config('idle_in_transaction_session_timeout', '0', true),"
     b" set_config('synchronous_commit', 'off', true)"
 )
-_APPLY = b"SELECT comsa_migrate.apply_job_outcome($1::jsonb, $2::boolean, $3::bigint)"
+#: the job as text: its cast to jsonb is guarded with the rest of its write
+_APPLY = b"SELECT comsa_migrate.apply_job_outcome($1, $2::boolean, $3::bigint)"
 _COMMIT = b"COMMIT"
-_ROLLBACK = b"ROLLBACK"
-#: the statements sent for each job, in order; the outcome is the answer to the third
+#: the statements sent for each job, in order: the outcome is the answer to the third,
+#: and it holds once the fourth, the COMMIT, has succeeded
 _PER_JOB = 4
 _OUTCOME = 2
+_COMMITTED = 3
 
 
+@dataclass
 class BatchFault(Exception):
-    """The batch could not be read back whole: the connection failed, or a statement
-    outside a job's own guard was refused. ``outcomes`` holds what was read (None for a
-    job without an answer); ``sqlstate`` and ``message`` say what failed."""
+    """The batch could not be written whole: a statement outside a job's own guard failed,
+    or the connection did. ``outcomes`` holds the committed jobs' answers (None for the
+    others); ``failed_at`` is the job whose statement failed first, if one did (the jobs
+    after it in the batch were not written); ``unknown`` says whether some job's COMMIT
+    may have happened without its answer arriving."""
 
-    def __init__(self, outcomes: list[dict[str, Any] | None], sqlstate: str | None, message: str):
-        super().__init__(message)
-        self.outcomes = outcomes
-        self.sqlstate = sqlstate
-        self.message = message
+    outcomes: list[dict[str, Any] | None]
+    sqlstate: str | None
+    message: str
+    failed_at: int | None
+    unknown: bool
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def write_batch(
@@ -67,106 +81,77 @@ def write_batch(
     """Write each payload (a job as apply_job() reads it) in a transaction of its own, and
     return apply_job_outcome()'s answer for each, in order.
 
-    Raises BatchFault when the answers cannot all be read.
+    Raises BatchFault when not every job's answer and COMMIT came back.
     """
     limits_args = [limits.statement_timeout.encode(), limits.lock_timeout.encode()]
     tail = [b"t" if force else b"f", None if run_id is None else str(run_id).encode()]
+    read = _Answers(len(payloads))
     with conn.lock:
         pgconn = conn.pgconn
+        if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            raise RuntimeError("write_batch() needs an idle connection, outside a transaction")
         pgconn.enter_pipeline_mode()
-        outcomes: list[dict[str, Any] | None] = [None] * len(payloads)
+        sync_sent = False
         try:
             for payload in payloads:
                 pgconn.send_query_params(_BEGIN, None)
                 pgconn.send_query_params(_LIMITS, limits_args)
                 pgconn.send_query_params(_APPLY, [payload, *tail])
                 pgconn.send_query_params(_COMMIT, None)
-                _send_some(pgconn)
+                send_some(pgconn)
             pgconn.pipeline_sync()
-            _send_all(pgconn)
-            failure = _read_answers(pgconn, outcomes)
+            sync_sent = True
+            send_all(pgconn)
+            read.all(pgconn)
         except psycopg.Error as exc:  # the connection failed while sending or reading
-            failure = (exc.sqlstate, first_line(exc))
+            read.connection_failed(exc.sqlstate, str(exc).strip().splitlines()[0])
         finally:
-            _leave_pipeline(pgconn, len(payloads) * _PER_JOB)
-    if failure is not None:
-        raise BatchFault(outcomes, *failure)
-    return [outcome for outcome in outcomes if outcome is not None]
+            leave_pipeline(pgconn, len(payloads) * _PER_JOB - read.statements, sync_sent=sync_sent)
+    if read.failure is not None:
+        raise BatchFault(read.outcomes, *read.failure, read.failed_at, read.unknown)
+    return [outcome for outcome in read.outcomes if outcome is not None]
 
 
-def _send_some(pgconn: pq.abc.PGconn) -> None:
-    """Send what libpq holds if the socket takes it now, and take in what came meanwhile,
-    so that neither side's buffers fill up while a large batch is queued."""
-    if pgconn.flush() and select.select([pgconn.socket], [], [], 0)[0]:
-        pgconn.consume_input()
+class _Answers:
+    """The answers of one batch as they arrive: each job's outcome once its COMMIT is."""
 
+    def __init__(self, jobs: int) -> None:
+        self.outcomes: list[dict[str, Any] | None] = [None] * jobs
+        self.statements = 0  # answers read so far
+        self.failure: tuple[str | None, str] | None = None
+        self.failed_at: int | None = None
+        self.unknown = False
+        self._answer: dict[str, Any] | None = None
 
-def _send_all(pgconn: pq.abc.PGconn) -> None:
-    fd = pgconn.socket
-    while pgconn.flush():
-        readable, _, _ = select.select([fd], [fd], [])
-        if readable:
-            pgconn.consume_input()
-
-
-def _next_result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
-    fd = pgconn.socket
-    while pgconn.is_busy():
-        select.select([fd], [], [])
-        pgconn.consume_input()
-    return pgconn.get_result()
-
-
-def _read_answers(
-    pgconn: pq.abc.PGconn, outcomes: list[dict[str, Any] | None]
-) -> tuple[str | None, str] | None:
-    """Fill in every job's outcome; the first failure (SQLSTATE, message) if one came."""
-    failure: tuple[str | None, str] | None = None
-    for statement in range(len(outcomes) * _PER_JOB):
-        result = _next_result(pgconn)
-        if result is None:
-            return failure or (None, _connection_error(pgconn))
-        status = result.status
-        if status == pq.ExecStatus.FATAL_ERROR:
-            if failure is None:
-                state = result.error_field(pq.DiagnosticField.SQLSTATE)
-                message = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""
-                failure = (state.decode() if state else None, message.decode(errors="replace"))
-            if pgconn.status != pq.ConnStatus.OK:
-                return failure
-        elif status == pq.ExecStatus.TUPLES_OK and statement % _PER_JOB == _OUTCOME:
-            value = result.get_value(0, 0)
-            outcomes[statement // _PER_JOB] = None if value is None else orjson.loads(value)
-        _next_result(pgconn)  # the None that ends each statement's answers
-    sync = _next_result(pgconn)
-    if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
-        return failure or (None, _connection_error(pgconn))
-    return failure
-
-
-def _leave_pipeline(pgconn: pq.abc.PGconn, statements: int) -> None:
-    """Read what is left of the batch's answers, roll back a transaction a failure left
-    open, and leave pipeline mode; on a broken connection, only leave it."""
-    for _ in range(2 * statements + 2):  # each answer, the None after it, and the sync
-        if pgconn.status != pq.ConnStatus.OK:
-            break
-        try:
-            pgconn.exit_pipeline_mode()
-            break
-        except psycopg.OperationalError:  # answers are still due
-            try:
-                _next_result(pgconn)
-            except psycopg.Error:
+    def all(self, pgconn: pq.abc.PGconn) -> None:
+        for statement in range(len(self.outcomes) * _PER_JOB):
+            result = next_result(pgconn)
+            if result is None:
+                self.connection_failed(None, lost(pgconn))
                 return
-    if pgconn.status != pq.ConnStatus.OK:
-        return
-    if pgconn.transaction_status == pq.TransactionStatus.INERROR:
-        pgconn.send_query(_ROLLBACK)
-        _send_all(pgconn)
-        while _next_result(pgconn) is not None:
-            pass
+            self._take(statement, result)
+            self.statements += 1
+            next_result(pgconn)  # the None that ends each statement's answers
+        sync = next_result(pgconn)
+        if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
+            self.connection_failed(None, lost(pgconn))
 
+    def connection_failed(self, sqlstate: str | None, message: str) -> None:
+        """The connection failed: a job whose COMMIT was sent but not answered may or may
+        not be written."""
+        self.failure = self.failure or (sqlstate, message)
+        if self.statements < len(self.outcomes) * _PER_JOB:
+            self.unknown = True
 
-def _connection_error(pgconn: pq.abc.PGconn) -> str:
-    message = pgconn.error_message.decode(errors="replace").strip()
-    return message.splitlines()[0] if message else "the connection was lost"
+    def _take(self, statement: int, result: pq.abc.PGresult) -> None:
+        job, step = divmod(statement, _PER_JOB)
+        if result.status == pq.ExecStatus.FATAL_ERROR and self.failure is None:
+            self.failure = error_of(result)
+            self.failed_at = job
+        elif step == _OUTCOME and result.status == pq.ExecStatus.TUPLES_OK:
+            value = result.get_value(0, 0)
+            self._answer = None if value is None else orjson.loads(value)
+        elif step == _COMMITTED:
+            if result.status == pq.ExecStatus.COMMAND_OK:
+                self.outcomes[job] = self._answer
+            self._answer = None

@@ -16,6 +16,7 @@ from watchdog.observers.api import BaseObserver
 from comsa_migrate.core import tree
 from comsa_migrate.core.layout import os_reason
 from comsa_migrate.core.store import BatchStopped
+from comsa_migrate.db.faults import is_server_fault
 from comsa_migrate.db.target import Target
 from comsa_migrate.errors import ComsaMigrateError, ConfigurationError
 from comsa_migrate.render.words import counted
@@ -201,7 +202,7 @@ class Daemon:
             self._session.lost(stopped, self.queue_depth)
             return
         except psycopg.Error as exc:
-            if self._session.healthy():  # refused, not an outage: say so and go on
+            if self._session.healthy() and not is_server_fault(exc.sqlstate):  # refused
                 log.error("the database refused a request: %s", exc)
                 self._stats.error()
             else:

@@ -12,6 +12,7 @@ import psycopg
 
 from comsa_migrate.core.store import BatchStopped
 from comsa_migrate.core.summary import Summary
+from comsa_migrate.db.faults import is_server_fault
 from comsa_migrate.errors import ComsaMigrateError, DataDirError
 from comsa_migrate.render.words import actions_done, counted
 from comsa_migrate.sync.session import SyncSession
@@ -84,8 +85,9 @@ class Rescans:
             with self._lock:
                 self._reasons.insert(0, reason)
             raise
-        except psycopg.Error:
-            if self._session.healthy():  # refused: the next periodic rescan tries again
+        except psycopg.Error as exc:
+            if self._session.healthy() and not is_server_fault(exc.sqlstate):  # refused
+                # the next periodic rescan tries again
                 self.next_at = now + self.interval
             else:
                 with self._lock:  # not done: again once the database is back

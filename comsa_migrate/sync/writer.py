@@ -17,6 +17,7 @@ from comsa_migrate.core.layout import JOBS, JobSource, ScanItem
 from comsa_migrate.core.pipeline import migrate_jobs
 from comsa_migrate.core.summary import JobResult, Summary
 from comsa_migrate.core.writers import Connect
+from comsa_migrate.db.faults import is_server_fault
 from comsa_migrate.problems import Problem, Severity
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.stats import SyncStats
@@ -113,7 +114,7 @@ class JobSyncer:
             except store.BatchStopped:
                 raise  # a fault of the server, not of the batch: the daemon waits it out
             except psycopg.Error as exc:
-                if conn.closed or conn.broken:
+                if conn.closed or conn.broken or is_server_fault(exc.sqlstate):
                     raise
                 log.error("rescan: the database refused a batch (%s); the next rescan retries", exc)
                 self.stats.error()
@@ -166,7 +167,7 @@ class JobSyncer:
         except store.BatchStopped:
             raise  # a fault of the server, not of the job: the daemon waits it out
         except psycopg.Error as exc:
-            if conn.closed or conn.broken:
+            if conn.closed or conn.broken or is_server_fault(exc.sqlstate):
                 raise
             if len(items) > 1:
                 for item in items:

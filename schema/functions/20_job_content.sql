@@ -1,8 +1,8 @@
 -- A job's rows in one canonical value, as stored and as about to be written, so that the
 -- two compare equal when the rows would be equal. Serial ids are left out: they carry no
 -- meaning. The functions that run once per job are PL/pgSQL, not SQL: PL/pgSQL keeps its
--- query plans for the session, where a SQL function called from apply_jobs() would be
--- parsed and planned again for every job, after each job's COMMIT.
+-- query plans for the session, where a SQL function would be parsed and planned again
+-- for every job.
 
 -- The columns of `jobs` that comsa-migrate writes: those of 001. A column the dashboard
 -- added later (user_id, from its 002_users) is the dashboard's, never a change. Named one

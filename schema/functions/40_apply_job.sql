@@ -108,13 +108,14 @@ $$;
 -- {"action": "stopped", ...}, after which the caller stops. The caller runs each job in a transaction of its own, READ COMMITTED
 -- (apply_job() plans after it has taken the job's lock, and must see what a writer
 -- committed before), with its own limits given by set_config(..., true): see
--- store.apply_batch(). The SQLSTATE classes are those of db/faults.py.
-CREATE OR REPLACE FUNCTION comsa_migrate.apply_job_outcome(job jsonb, force boolean,
+-- db/job_writes.py. The SQLSTATE classes are those of db/faults.py (a test compares).
+CREATE OR REPLACE FUNCTION comsa_migrate.apply_job_outcome(job text, force boolean,
                                                            p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
 BEGIN
-    RETURN comsa_migrate.apply_job(job, force, p_run_id);
+    -- the cast too: a job JSON the server cannot take is that job's error
+    RETURN comsa_migrate.apply_job(job::jsonb, force, p_run_id);
 EXCEPTION
     WHEN query_canceled THEN
         RETURN jsonb_build_object('action', 'error', 'message', SQLERRM, 'sqlstate', SQLSTATE);
