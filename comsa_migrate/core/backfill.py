@@ -17,6 +17,7 @@ from comsa_migrate.core.pipeline import migrate_jobs
 from comsa_migrate.core.summary import Observer, Observers, Summary
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.core.writers import Connect
+from comsa_migrate.db import runs
 from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_fault
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.errors import RunStopped, first_line
@@ -80,7 +81,7 @@ def backfill(
     settings = options.settings(conn)  # an unknown --owner stops here, before any write
     summary = Summary(migrations=migrate(conn))
     summary.inputs_stored, summary.owner = settings.store_inputs, options.owner
-    run_id = store.start_run(conn, "backfill", str(options.data_dir))
+    run_id = runs.start_run(conn, "backfill", str(options.data_dir))
     outcome = "failed"
     try:
         if settings.owner_id is not None:
@@ -108,5 +109,5 @@ def backfill(
         summary.elapsed = time.monotonic() - started
         if not conn.closed and not conn.broken:
             with contextlib.suppress(psycopg.Error):
-                store.finish_run(conn, run_id, outcome, summary.totals())
+                runs.finish_run(conn, run_id, outcome, summary.totals())
     return summary

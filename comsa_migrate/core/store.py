@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.types.json import Jsonb
 
 from comsa_migrate.core.layout import utc_from_ns
 from comsa_migrate.core.normalise import JobRecord
@@ -33,13 +32,11 @@ __all__ = [
     "Plan",
     "WriteSettings",
     "apply_batch",
-    "finish_run",
     "give_owner",
     "job_payload",
     "owner_of",
     "plan_batch",
     "recorded_fingerprints",
-    "start_run",
     "write_settings",
 ]
 
@@ -375,25 +372,6 @@ def _plan(
             "job_files": (files_after, 0, files_before) if files_changed else (0, 0, 0),
             "job_input_files": (inputs_inserted, inputs_updated, inputs_deleted),
         },
-    )
-
-
-def start_run(conn: psycopg.Connection[Any], command: str, data_dir: str) -> int:
-    row = conn.execute(
-        "INSERT INTO comsa_migrate.runs (command, data_dir) VALUES (%s, %s) RETURNING id",
-        [command, data_dir],
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def finish_run(
-    conn: psycopg.Connection[Any], run_id: int, outcome: str, totals: dict[str, Any]
-) -> None:
-    conn.execute(
-        "UPDATE comsa_migrate.runs SET finished_at = now(), outcome = %s, totals = %s"
-        " WHERE id = %s",
-        [outcome, Jsonb(totals), run_id],
     )
 
 

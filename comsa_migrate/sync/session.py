@@ -15,6 +15,7 @@ import psycopg
 from comsa_migrate import __version__
 from comsa_migrate.core import store
 from comsa_migrate.core.backfill import BackfillOptions
+from comsa_migrate.db import runs
 from comsa_migrate.db.failures import never_works
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.db.target import POOLER_SAFE, Target, has_connect_timeout
@@ -198,7 +199,7 @@ class SyncSession:
                 if final is not None and self.daemon_id is not None:
                     bookkeeping.finish(self.conn, self.daemon_id, final)
                 if self.run_id is not None:
-                    store.finish_run(self.conn, self.run_id, "stopped", totals)
+                    runs.finish_run(self.conn, self.run_id, "stopped", totals)
             except psycopg.Error as exc:
                 log.warning("could not record the daemon's stop: %s", self._reason(exc))
         if self._keeper is not None:
@@ -292,7 +293,7 @@ class SyncSession:
             settings = self.writing.settings(conn)  # an unknown --owner stops the start-up
             if settings.owner_id is not None:
                 store.give_owner(conn, settings.owner_id, self.writing.limits)
-            self.run_id = store.start_run(conn, "sync", self.data_dir)
+            self.run_id = runs.start_run(conn, "sync", self.data_dir)
             self.daemon_id = bookkeeping.register(
                 conn, self.run_id, self.name, self.data_dir, __version__, "starting"
             )
