@@ -118,6 +118,9 @@ def test_a_database_of_an_earlier_release_upgrades_in_place(
         ).fetchall()
     assert functions == (sum(len(DEFINITION.findall(r.sql)) for r in repeatables()),)
     assert owner == [("analyst@example.org",)]  # the dashboard's owner, kept
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:  # a 0.2.0 process still writes
+        called = conn.execute("CALL comsa_migrate.apply_jobs('[]', false, NULL, NULL)")
+        assert called.fetchone() == ([],)
 
 
 def test_the_dashboards_ddl_that_init_db_runs_is_the_dashboards_own() -> None:

@@ -127,6 +127,26 @@ EXCEPTION
 END
 $$;
 
--- The batch procedure of 0.2.0, replaced by a transaction per job that the caller opens
--- with limits of its own: a procedure's COMMIT cannot follow the statement that sets them.
-DROP PROCEDURE IF EXISTS comsa_migrate.apply_jobs(jsonb, boolean, bigint, jsonb);
+-- The batch procedure of 0.2.0 (a CALL that commits after each job), kept for one
+-- release so that a 0.2.0 backfill or daemon still running while the database is
+-- upgraded goes on writing; nothing of this version calls it.
+CREATE OR REPLACE PROCEDURE comsa_migrate.apply_jobs(batch jsonb, force boolean, p_run_id bigint,
+                                                     INOUT outcomes jsonb DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    outcome jsonb;
+    done jsonb[] := '{}';
+BEGIN
+    FOR i IN 0 .. jsonb_array_length(batch) - 1 LOOP
+        BEGIN
+            outcome := comsa_migrate.apply_job(batch->i, force, p_run_id);
+        EXCEPTION WHEN OTHERS THEN
+            outcome := jsonb_build_object('action', 'error',
+                                          'message', SQLERRM, 'sqlstate', SQLSTATE);
+        END;
+        done := done || outcome;
+        COMMIT;
+    END LOOP;
+    outcomes := to_jsonb(done);
+END
+$$;
