@@ -359,6 +359,7 @@ def _normalised(
     if isinstance(raw, Problem):
         return [raw], None, "skip"
     parsed = parse_job(raw, source, options.data_dir)
+    del raw  # a large JSON's bytes need not be held while its payload is made
     problems = list(parsed.problems)
     if parsed.record is None:
         return problems, None, "metadata_only" if parsed.metadata_only else "skip"

@@ -153,7 +153,7 @@ def job_payload(
         "input_file_path": (
             None if record.input_file_path is None else prefix + record.input_file_path
         ),
-        "logs": [(entry.timestamp, entry.message) for entry in record.logs],
+        "logs": record.logs,  # LogEntry tuples: _dumps() writes each as an array
         "files": [
             (f.file_type, f.file_name, prefix + f.file_path, f.size, utc_from_ns(f.mtime_ns))
             for f in record.source.files
@@ -360,7 +360,9 @@ def finish_run(
 
 def _dumps(value: Any) -> bytes:
     try:
-        return orjson.dumps(value)
+        # orjson takes plain tuples, not named ones: a LogEntry goes through `default`,
+        # one at a time, rather than a list of tuples made first (a large log's copy)
+        return orjson.dumps(value, default=tuple)
     except TypeError:  # integers beyond 64 bits, which orjson does not write
         import json
 
