@@ -14,9 +14,10 @@ from psycopg.types.json import Jsonb
 
 from comsa_migrate.core.layout import utc_from_ns
 from comsa_migrate.core.normalise import JobRecord
+from comsa_migrate.core.uploads import DEFAULT_INLINE_INPUT_BYTES, InputEntry
 from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_refusal
 from comsa_migrate.db.fingerprints import Answer
-from comsa_migrate.db.job_writes import BatchFault, write_batch
+from comsa_migrate.db.job_writes import BatchFault, StagedUpload, write_batch
 from comsa_migrate.errors import ConfigurationError, first_line
 
 __all__ = [
@@ -58,6 +59,7 @@ class WriteSettings:
     store_inputs: bool = False  # copy uploads into job_input_files (which exists)
     max_input_bytes: int = 0
     owner_id: str | None = None  # users.id given to migrated jobs that have no owner
+    inline_input_bytes: int = DEFAULT_INLINE_INPUT_BYTES  # larger uploads are streamed
 
     @property
     def tag(self) -> str:
@@ -77,6 +79,7 @@ def write_settings(
     input_content: bool,
     max_input_bytes: int,
     owner: str | None,
+    inline_input_bytes: int = DEFAULT_INLINE_INPUT_BYTES,
 ) -> WriteSettings:
     """The settings of a run on ``conn`` (None: no database, as a report offline has it).
 
@@ -84,7 +87,8 @@ def write_settings(
     """
     has_inputs = conn is not None and _exists(conn, "public.job_input_files")
     owner_id = None if owner is None or conn is None else owner_of(conn, owner)
-    return WriteSettings(path_prefix, input_content and has_inputs, max_input_bytes, owner_id)
+    store_inputs = input_content and has_inputs
+    return WriteSettings(path_prefix, store_inputs, max_input_bytes, owner_id, inline_input_bytes)
 
 
 def owner_of(conn: psycopg.Connection[Any], email: str) -> str:
@@ -127,13 +131,13 @@ def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
 
 
 def job_payload(
-    record: JobRecord, settings: WriteSettings, inputs: list[tuple[str, str]] | None = None
+    record: JobRecord, settings: WriteSettings, inputs: Sequence[InputEntry] | None = None
 ) -> bytes:
     """The job as one JSON document, the shape comsa_migrate.apply_job() reads.
 
     Paths are DATA_DIR-relative in the record; the payload gives them as the dashboard
     writes them, under ``settings.path_prefix``. ``inputs`` are the job's uploads for
-    job_input_files, when it is written.
+    job_input_files, when it is written (Inputs.entries).
     """
     prefix = settings.path_prefix
     payload: dict[str, Any] = {
@@ -201,18 +205,22 @@ class BatchStopped(Exception):
 def apply_batch(
     conn: psycopg.Connection[Any],
     payloads: Sequence[bytes],
+    uploads: Sequence[Sequence[StagedUpload]] = (),
     *,
     force: bool,
     run_id: int | None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> list[Outcome]:
-    """Write a batch of jobs in one round trip, each job in its own transaction.
+    """Write a batch of jobs in one round trip, each job in its own transaction, with the
+    uploads each one streams (``uploads``, aligned with ``payloads``, when any does).
 
     Raises BatchStopped on a fault of the run: the jobs written before and after it
     in the batch are in its outcomes.
     """
     try:
-        answers = write_batch(conn, payloads, force=force, run_id=run_id, limits=limits)
+        answers = write_batch(
+            conn, payloads, force=force, run_id=run_id, limits=limits, uploads=uploads
+        )
     except BatchFault as fault:
         told = [None if answer is None else _outcome(answer, limits) for answer in fault.outcomes]
         counted = all(outcome is not None for outcome in told)

@@ -13,13 +13,20 @@ the other threads run (a blocking libpq call would hold the interpreter lock).
 
 Without waiting for the WAL flush, a server crash may lose the last few commits, and
 their bookkeeping with them, so a rerun redoes exactly those jobs.
+
+A job's large uploads are sent between its limits and its apply, one chunk of base64 a
+statement, into comsa_migrate.upload_chunks (schema/007_upload_staging.sql); libpq's
+buffer is emptied onto the socket after each chunk, so that the client holds one chunk
+at a time whatever the upload's size.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import select
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import orjson
 import psycopg
@@ -28,7 +35,9 @@ from psycopg import pq
 from comsa_migrate.db.faults import Limits
 from comsa_migrate.errors import first_line
 
-__all__ = ["BatchFault", "write_batch"]
+__all__ = ["BatchFault", "StagedUpload", "write_batch"]
+
+log = logging.getLogger(__name__)
 
 _BEGIN = b"BEGIN ISOLATION LEVEL READ COMMITTED"
 _LIMITS = (
@@ -36,12 +45,28 @@ _LIMITS = (
     b" set_config('idle_in_transaction_session_timeout', '0', true),"
     b" set_config('synchronous_commit', 'off', true)"
 )
+_STAGE = (
+    b"INSERT INTO comsa_migrate.upload_chunks (job_id, filename, seq, chunk)"
+    b" VALUES ($1::uuid, $2, $3::integer, $4)"
+)
 _APPLY = b"SELECT comsa_migrate.apply_job_outcome($1::jsonb, $2::boolean, $3::bigint)"
 _COMMIT = b"COMMIT"
 _ROLLBACK = b"ROLLBACK"
-#: the statements sent for each job, in order; the outcome is the answer to the third
-_PER_JOB = 4
-_OUTCOME = 2
+#: in the list of the statements sent: one that is not a job's apply
+_NOT_APPLY = -1
+
+
+class StagedUpload(Protocol):
+    """An upload of a job sent apart from its payload, as base64 chunks whose joining is
+    the upload's base64 (core/uploads.py)."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def chunks(self) -> Iterable[bytes]: ...
 
 
 class BatchFault(Exception):
@@ -63,9 +88,11 @@ def write_batch(
     force: bool,
     run_id: int | None,
     limits: Limits,
+    uploads: Sequence[Sequence[StagedUpload]] = (),
 ) -> list[dict[str, Any]]:
-    """Write each payload (a job as apply_job() reads it) in a transaction of its own, and
-    return apply_job_outcome()'s answer for each, in order.
+    """Write each payload (a job as apply_job() reads it) in a transaction of its own, with
+    its staged uploads (``uploads``, aligned with ``payloads``, or empty when no job has
+    any), and return apply_job_outcome()'s answer for each, in order.
 
     Raises BatchFault when the answers cannot all be read.
     """
@@ -75,23 +102,58 @@ def write_batch(
         pgconn = conn.pgconn
         pgconn.enter_pipeline_mode()
         outcomes: list[dict[str, Any] | None] = [None] * len(payloads)
+        #: each statement sent: the position of the job whose apply it is, or _NOT_APPLY
+        sent: list[int] = []
         try:
-            for payload in payloads:
-                pgconn.send_query_params(_BEGIN, None)
-                pgconn.send_query_params(_LIMITS, limits_args)
-                pgconn.send_query_params(_APPLY, [payload, *tail])
-                pgconn.send_query_params(_COMMIT, None)
+            for position, payload in enumerate(payloads):
+                _send(pgconn, sent, _BEGIN, None)
+                _send(pgconn, sent, _LIMITS, limits_args)
+                for upload in uploads[position] if uploads else ():
+                    _stage(pgconn, sent, upload)
+                _send(pgconn, sent, _APPLY, [payload, *tail], applied=position)
+                _send(pgconn, sent, _COMMIT, None)
                 _send_some(pgconn)
             pgconn.pipeline_sync()
             _send_all(pgconn)
-            failure = _read_answers(pgconn, outcomes)
+            failure = _read_answers(pgconn, sent, outcomes)
         except psycopg.Error as exc:  # the connection failed while sending or reading
             failure = (exc.sqlstate, first_line(exc))
         finally:
-            _leave_pipeline(pgconn, len(payloads) * _PER_JOB)
+            _leave_pipeline(pgconn, len(sent))
     if failure is not None:
         raise BatchFault(outcomes, *failure)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _send(
+    pgconn: pq.abc.PGconn,
+    sent: list[int],
+    query: bytes,
+    params: Sequence[bytes | None] | None,
+    applied: int = _NOT_APPLY,
+) -> None:
+    pgconn.send_query_params(query, params)
+    sent.append(applied)
+
+
+def _stage(pgconn: pq.abc.PGconn, sent: list[int], upload: StagedUpload) -> None:
+    """Send the upload's chunks, each one out of libpq's buffer before the next is read.
+
+    A chunk that cannot be had (even through a bug) ends the upload there: the job's
+    digest check then refuses the job, and the batch's statements stay whole.
+    """
+    key = [upload.job_id.encode(), upload.name.encode()]
+    chunks = iter(upload.chunks())
+    for seq in itertools.count():
+        try:
+            chunk = next(chunks, None)
+        except Exception:
+            log.exception("%s: %s: cannot read the upload to send it", upload.job_id, upload.name)
+            chunk = None
+        if chunk is None:
+            return
+        _send(pgconn, sent, _STAGE, [*key, str(seq).encode(), chunk])
+        _send_all(pgconn)
 
 
 def _send_some(pgconn: pq.abc.PGconn) -> None:
@@ -118,11 +180,12 @@ def _next_result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
 
 
 def _read_answers(
-    pgconn: pq.abc.PGconn, outcomes: list[dict[str, Any] | None]
+    pgconn: pq.abc.PGconn, sent: list[int], outcomes: list[dict[str, Any] | None]
 ) -> tuple[str | None, str] | None:
-    """Fill in every job's outcome; the first failure (SQLSTATE, message) if one came."""
+    """Fill in every job's outcome from the answers to the statements ``sent``; the first
+    failure (SQLSTATE, message) if one came."""
     failure: tuple[str | None, str] | None = None
-    for statement in range(len(outcomes) * _PER_JOB):
+    for applied in sent:
         result = _next_result(pgconn)
         if result is None:
             return failure or (None, _connection_error(pgconn))
@@ -134,9 +197,9 @@ def _read_answers(
                 failure = (state.decode() if state else None, message.decode(errors="replace"))
             if pgconn.status != pq.ConnStatus.OK:
                 return failure
-        elif status == pq.ExecStatus.TUPLES_OK and statement % _PER_JOB == _OUTCOME:
+        elif status == pq.ExecStatus.TUPLES_OK and applied != _NOT_APPLY:
             value = result.get_value(0, 0)
-            outcomes[statement // _PER_JOB] = None if value is None else orjson.loads(value)
+            outcomes[applied] = None if value is None else orjson.loads(value)
         _next_result(pgconn)  # the None that ends each statement's answers
     sync = _next_result(pgconn)
     if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
