@@ -16,6 +16,7 @@ from comsa_migrate.core.layout import JobSource
 from comsa_migrate.core.tree import scan
 from comsa_migrate.core.uploads import (
     CHUNK_BYTES,
+    STORABLE_INPUT_BYTES,
     InlineBudget,
     input_contents,
 )
@@ -152,3 +153,21 @@ def test_an_upload_swapped_for_a_symlink_before_it_is_sent_sends_nothing(
 
     assert list(streamed.chunks()) == []
     assert "cannot read it again" in caplog.text
+
+
+def test_an_upload_whose_base64_cannot_fit_in_one_postgresql_value_is_left_out(
+    scanned: tuple[Path, JobSource],
+) -> None:
+    data, _ = scanned
+    source = _upload(data, "huge.bin", b"")
+    with (data / "uploads" / JOB / "huge.bin").open("r+b") as sparse:
+        sparse.truncate(STORABLE_INPUT_BYTES + 1)
+    [source] = [item for item in scan(data) if isinstance(item, JobSource)]
+
+    inputs, problems = input_contents(data, source, 2**40)
+
+    assert [entry[0] for entry in inputs.entries] == ["input.csv"]
+    [problem] = problems
+    assert problem.code == "input_too_large"
+    assert "one PostgreSQL value (1 GB)" in problem.message
+    assert 4 * -(-STORABLE_INPUT_BYTES // 3) + 4 < 2**30  # its base64 and a value's header

@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_INLINE_INPUT_BYTES",
     "DEFAULT_MAX_INPUT_BYTES",
     "INLINE_BATCH_BYTES",
+    "STORABLE_INPUT_BYTES",
     "InlineBudget",
     "InputEntry",
     "Inputs",
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: uploads larger than this are not copied into job_input_files (--max-input-bytes)
 DEFAULT_MAX_INPUT_BYTES = 50 * 1024 * 1024
+#: the largest upload whose base64 fits in one PostgreSQL value (1 GB, less a header)
+STORABLE_INPUT_BYTES = (2**30 - 64) // 4 * 3
 #: uploads up to this size travel inside their job's payload; larger ones are streamed
 DEFAULT_INLINE_INPUT_BYTES = 1024 * 1024
 #: the uploads inside one batch's payloads stay within this many bytes: past it, even a
@@ -133,16 +136,14 @@ def input_contents(
         if kept != f.file_path:
             message = f"another upload of this job has this name; job_input_files keeps {kept}"
             problems.append(Problem("duplicate_input_name", message, source.job_id, f.file_path))
-        elif f.size > max_bytes:
-            problems.append(
-                Problem(
-                    "input_too_large",
-                    f"{f.size:,} bytes is over the limit of {max_bytes:,} (--max-input-bytes); "
-                    "not stored in job_input_files",
-                    source.job_id,
-                    f.file_path,
-                )
+        elif f.size > min(max_bytes, STORABLE_INPUT_BYTES):
+            limit = (
+                f"the limit of {max_bytes:,} (--max-input-bytes)"
+                if f.size > max_bytes
+                else f"{STORABLE_INPUT_BYTES:,}, whose base64 fills one PostgreSQL value (1 GB)"
             )
+            message = f"{f.size:,} bytes is over {limit}; not stored in job_input_files"
+            problems.append(Problem("input_too_large", message, source.job_id, f.file_path))
         else:
             chosen[f.file_name] = f.file_path
     entries: list[InputEntry] = []
