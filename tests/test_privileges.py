@@ -13,6 +13,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from bench.memory import b64_sha256, large_file, stored_sha256, tree
 from comsa_migrate.db import grants, migrations
 
 from .helpers import (
@@ -142,6 +143,24 @@ def test_a_writer_without_create_backfills_once_init_db_granted_it_its_rights(
     assert "11 unchanged" in again.stdout
     with psycopg.connect(dsn) as conn:
         assert table_counts(conn) == {"jobs": 11, "job_logs": 89, "job_files": 16}
+
+
+def test_a_writer_streams_a_large_upload_into_job_input_files(
+    cli: Any, dsn: str, roles: Roles, tmp_path: Path
+) -> None:
+    writer = roles.create("writer")
+    lock_down(dsn)
+    data = tree(tmp_path / "data", "upload", 3 * 1024 * 1024)  # over what a payload carries
+
+    init = cli("init-db", "--input-files", "--dsn", dsn, "--grant-writer", writer)
+    result = cli("backfill", data, "--dsn", as_user(dsn, writer))
+
+    assert init.exit_code == 0, init.output
+    assert result.exit_code == 0, result.output
+    assert "job_input_files 1" in result.stdout
+    with psycopg.connect(dsn) as conn:
+        upload = large_file(data, "upload")
+        assert stored_sha256(conn, upload.name) == b64_sha256(upload)
 
 
 def test_granting_again_is_harmless_and_leaves_no_right_missing(

@@ -4,7 +4,10 @@ backfill inserts, updates and deletes are the rows that backfill then changes.""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import pytest
 from psycopg import sql
 
 from comsa_migrate.core.backfill import BackfillOptions, backfill
+from comsa_migrate.core.uploads import DEFAULT_INLINE_INPUT_BYTES
 from comsa_migrate.report.plan import build_report
 from comsa_migrate.report.result import CHANGES
 
@@ -27,6 +31,19 @@ SCHEMAS = {
     "init-db --input-files": ("init-db", "--input-files"),
 }
 NEW_JOB = "0a1b2c3d-0000-4000-8000-0000000000aa"
+#: how uploads travel to job_input_files: inside the job payloads; one large upload (over
+#: what a payload carries: three chunks) streamed beside them; or every upload streamed
+UPLOADS = {
+    "inline": DEFAULT_INLINE_INPUT_BYTES,
+    "one large": DEFAULT_INLINE_INPUT_BYTES,
+    "all streamed": 0,
+}
+CASES = [
+    *((schema, "inline") for schema in SCHEMAS),
+    ("init-db --input-files", "one large"),
+    ("init-db --input-files", "all streamed"),
+]
+LARGE = "large.bin"
 
 #: table -> {"insert": n, "update": n, "delete": n}
 Rows = dict[str, dict[str, int]]
@@ -45,19 +62,21 @@ class Run:
 
 
 @pytest.mark.parametrize("fixture", ["legacy-sample", "quirks"])
-@pytest.mark.parametrize("schema", list(SCHEMAS))
+@pytest.mark.parametrize(("schema", "uploads"), CASES)
 def test_the_report_predicts_the_rows_the_backfill_changes_in_every_table(
-    cli: Any, empty_dsn: str, tmp_path: Path, fixture: str, schema: str
+    cli: Any, empty_dsn: str, tmp_path: Path, fixture: str, schema: str, uploads: str
 ) -> None:
     tree = copy_fixture(fixture, tmp_path)
+    large = None if uploads == "inline" else _add_a_large_upload(tree)
     age_tree(tree)  # fingerprints are trusted: the rerun reads only what changed
     if SCHEMAS[schema]:
         assert cli(*SCHEMAS[schema], "--dsn", empty_dsn).exit_code == 0
+    options = BackfillOptions(tree, inline_input_bytes=UPLOADS[uploads])
 
-    first = _report_then_backfill(empty_dsn, tree)
+    first = _report_then_backfill(empty_dsn, options)
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        stored_inputs = _change_the_tree(conn, tree)
-    rerun = _report_then_backfill(empty_dsn, tree)
+        stored_inputs, removed_inputs = _change_the_tree(conn, tree)
+    rerun = _report_then_backfill(empty_dsn, options)
 
     for run in (first, rerun):
         assert run.predicted == run.changed
@@ -72,11 +91,29 @@ def test_the_report_predicts_the_rows_the_backfill_changes_in_every_table(
         assert first.changed["job_input_files"]["insert"] == stored_inputs
         assert rerun.changed["job_input_files"]["insert"] == 1  # added.csv
         assert rerun.changed["job_input_files"]["update"] == 1  # the upload rewritten
-        assert rerun.changed["job_input_files"]["delete"] == int(stored_inputs > 1)
+        assert rerun.changed["job_input_files"]["delete"] == removed_inputs
+    if large is not None:  # in the table whole, and left alone by the rerun
+        with psycopg.connect(empty_dsn, autocommit=True) as conn:
+            stored = conn.execute(
+                "SELECT md5(content_b64) FROM job_input_files WHERE filename = %s", [LARGE]
+            ).fetchone()
+        assert stored == (hashlib.md5(base64.b64encode(large.read_bytes())).hexdigest(),)
 
 
-def _report_then_backfill(dsn: str, tree: Path) -> Run:
-    options = BackfillOptions(tree)
+def _add_a_large_upload(tree: Path) -> Path:
+    """An upload too large to travel inside its job's payload, beside the uploads of the
+    first job that has some."""
+    job_id = min(
+        folder.name
+        for folder in (tree / "uploads").iterdir()
+        if folder.is_dir() and (tree / "jobs" / f"{folder.name}.json").exists()
+    )
+    large = tree / "uploads" / job_id / LARGE
+    large.write_bytes(random.Random(7).randbytes(2 * 1024 * 1024 + 1))
+    return large
+
+
+def _report_then_backfill(dsn: str, options: BackfillOptions) -> Run:
     with psycopg.connect(dsn, autocommit=True) as conn:
         report = build_report(conn, options)
         before = _snapshot(conn)
@@ -122,11 +159,12 @@ def _diff(before: dict[tuple[str, ...], Any], after: dict[tuple[str, ...], Any])
     }
 
 
-def _change_the_tree(conn: psycopg.Connection[Any], tree: Path) -> int:
+def _change_the_tree(conn: psycopg.Connection[Any], tree: Path) -> tuple[int, int]:
     """Change what a rerun writes in every table: a job JSON edited (its row and its logs)
-    and given one more output, one job's uploads rewritten, added and removed, a new job,
-    and a job JSON removed (which the backfill leaves alone). Returns how many uploads the
-    job_input_files of the job with uploads held, when the table exists."""
+    and given one more output, one job's uploads rewritten, added and removed (its large
+    upload, if any, left as it is), a new job, and a job JSON removed (which the backfill
+    leaves alone). Returns how many uploads the job_input_files of the job with uploads
+    held, when the table exists, and how many of them were removed."""
     upload_job, uploads = conn.execute(
         "SELECT job_id::text, array_agg(file_path ORDER BY file_path) FROM job_files"
         " WHERE file_type = 'input' GROUP BY job_id ORDER BY job_id LIMIT 1"
@@ -150,14 +188,14 @@ def _change_the_tree(conn: psycopg.Connection[Any], tree: Path) -> int:
     (tree / "outputs" / edited_id / "added.csv").write_text("cause,n\nMalaria,1\n")
     (tree / removed[1]).unlink()
     # file_path is written as the dashboard opens it: data/uploads/<id>/...
-    on_disk = [tree / path.split("/", 1)[1] for path in uploads]
+    on_disk = [tree / path.split("/", 1)[1] for path in uploads if not path.endswith(LARGE)]
     with on_disk[0].open("a") as upload:
         upload.write("one more line\n")
     if len(on_disk) > 1:
         on_disk[-1].unlink()
     (tree / "uploads" / upload_job / "added.csv").write_text("id\n1\n")
     write_job(tree, NEW_JOB)
-    return stored_inputs
+    return stored_inputs, int(len(on_disk) > 1)
 
 
 def _edit_job_json(path: Path) -> None:

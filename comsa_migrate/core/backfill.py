@@ -15,7 +15,7 @@ import psycopg
 from comsa_migrate.core import store, tree
 from comsa_migrate.core.pipeline import migrate_jobs
 from comsa_migrate.core.summary import Observer, Observers, Summary
-from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
+from comsa_migrate.core.uploads import DEFAULT_INLINE_INPUT_BYTES, DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.core.writers import Connect
 from comsa_migrate.db import runs
 from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_fault
@@ -42,6 +42,8 @@ class BackfillOptions:
     path_prefix: str = DEFAULT_PATH_PREFIX
     input_content: bool = True  # copy uploads into job_input_files, where it exists
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    #: larger uploads are not carried inside their job's payload but streamed apart
+    inline_input_bytes: int = DEFAULT_INLINE_INPUT_BYTES
     owner: str | None = None  # e-mail of the dashboard user given the jobs nobody owns
     #: writer connections (--jobs); more than one needs a way to open them (``connect``)
     writers: int = DEFAULT_WRITERS
@@ -55,6 +57,7 @@ class BackfillOptions:
             input_content=self.input_content,
             max_input_bytes=self.max_input_bytes,
             owner=self.owner,
+            inline_input_bytes=self.inline_input_bytes,
         )
 
 

@@ -19,7 +19,7 @@ from comsa_migrate.core import store
 from comsa_migrate.core.layout import JobSource, ScanItem, read_job_json
 from comsa_migrate.core.normalise import parse_job
 from comsa_migrate.core.summary import JobResult, Observer
-from comsa_migrate.core.uploads import input_contents
+from comsa_migrate.core.uploads import InlineBudget, StreamedUpload, input_contents
 from comsa_migrate.problems import Problem, Severity
 
 if TYPE_CHECKING:
@@ -133,6 +133,7 @@ class Batch:
 
     sources: list[JobSource]
     payloads: list[bytes]
+    uploads: list[tuple[StreamedUpload, ...]]  # each job's uploads sent apart from its payload
 
 
 def unchanged_by_stat(
@@ -171,25 +172,27 @@ def prepare(
     observer: Observer,
 ) -> Batch | None:
     """Settle the jobs unchanged by stat (their positions in ``batch``); read and normalise
-    the others."""
-    sources: list[JobSource] = []
-    payloads: list[bytes] = []
+    the others. The uploads their payloads carry stay within one InlineBudget."""
+    prepared = Batch([], [], [])
+    budget = InlineBudget(settings.inline_input_bytes)
     for position, source in enumerate(batch):
         if position in unchanged:
             observer.on_job(JobResult(source.job_id, "unchanged", {}))
             continue
-        payload = _read_and_normalise(options, settings, source, observer)
-        if payload is not None:
-            sources.append(source)
-            payloads.append(payload)
-    return Batch(sources, payloads) if payloads else None
+        written = _read_and_normalise(options, settings, source, observer, budget)
+        if written is not None:
+            prepared.sources.append(source)
+            prepared.payloads.append(written[0])
+            prepared.uploads.append(written[1])
+    return prepared if prepared.payloads else None
 
 
 def apply(
     conn: psycopg.Connection[Any], options: BackfillOptions, batch: Batch, run_id: int | None
 ) -> list[store.Outcome]:
+    force, limits = options.force, options.limits
     return store.apply_batch(
-        conn, batch.payloads, force=options.force, run_id=run_id, limits=options.limits
+        conn, batch.payloads, batch.uploads, force=force, run_id=run_id, limits=limits
     )
 
 
@@ -338,39 +341,51 @@ def _asking(
     return ask
 
 
+#: a job's payload, and its uploads sent apart from it
+_Written = tuple[bytes, tuple[StreamedUpload, ...]]
+
+
 def _read_and_normalise(
-    options: BackfillOptions, settings: store.WriteSettings, source: JobSource, observer: Observer
-) -> bytes | None:
+    options: BackfillOptions,
+    settings: store.WriteSettings,
+    source: JobSource,
+    observer: Observer,
+    budget: InlineBudget,
+) -> _Written | None:
     try:
-        problems, payload, action = _normalised(options, settings, source)
+        problems, written, action = _normalised(options, settings, source, budget)
     except Exception as exc:  # a bug must not cost the other jobs: this one is skipped
         log.exception("unexpected error while reading %s", source.json_path)
-        problems, payload, action = [_internal_error(source, exc)], None, "skip"
+        problems, written, action = [_internal_error(source, exc)], None, "skip"
     for problem in problems:
         observer.on_problem(problem)
-    if payload is None:
+    if written is None:
         observer.on_job(JobResult(source.job_id, action, {}))
-    return payload
+    return written
 
 
 def _normalised(
-    options: BackfillOptions, settings: store.WriteSettings, source: JobSource
-) -> tuple[list[Problem], bytes | None, str]:
-    """(problems, the payload or None, the job's action when there is no payload)."""
+    options: BackfillOptions, settings: store.WriteSettings, source: JobSource, budget: InlineBudget
+) -> tuple[list[Problem], _Written | None, str]:
+    """(problems, what is written or None, the job's action when nothing is)."""
     raw = read_job_json(options.data_dir, source, options.max_json_bytes)
     if isinstance(raw, Problem):
         return [raw], None, "skip"
     parsed = parse_job(raw, source, options.data_dir)
+    del raw  # a large JSON's bytes need not be held while its payload is made
     problems = list(parsed.problems)
     if parsed.record is None:
         return problems, None, "metadata_only" if parsed.metadata_only else "skip"
-    inputs = None
-    if settings.store_inputs:
-        inputs, upload_problems = input_contents(options.data_dir, source, settings.max_input_bytes)
-        problems += upload_problems
-        if any(p.severity is Severity.ERROR for p in upload_problems):
-            return problems, None, "skip"
-    return problems, store.job_payload(parsed.record, settings, inputs), ""
+    if not settings.store_inputs:
+        return problems, (store.job_payload(parsed.record, settings), ()), ""
+    inputs, upload_problems = input_contents(
+        options.data_dir, source, settings.max_input_bytes, budget
+    )
+    problems += upload_problems
+    if any(p.severity is Severity.ERROR for p in upload_problems):
+        return problems, None, "skip"
+    payload = store.job_payload(parsed.record, settings, inputs.entries)
+    return problems, (payload, inputs.streamed), ""
 
 
 def _internal_error(source: JobSource, exc: Exception) -> Problem:

@@ -13,6 +13,7 @@ import psycopg
 
 from comsa_migrate.core.layout import utc_from_ns
 from comsa_migrate.core.normalise import JobRecord
+from comsa_migrate.core.uploads import DEFAULT_INLINE_INPUT_BYTES, InputEntry
 from comsa_migrate.db.faults import (
     DEFAULT_LIMITS,
     Limits,
@@ -22,7 +23,7 @@ from comsa_migrate.db.faults import (
     set_limits,
 )
 from comsa_migrate.db.fingerprints import RECORDED, Answer
-from comsa_migrate.db.job_writes import BatchFault, write_batch
+from comsa_migrate.db.job_writes import BatchFault, StagedUpload, write_batch
 from comsa_migrate.errors import ConfigurationError, first_line
 
 __all__ = [
@@ -62,6 +63,7 @@ class WriteSettings:
     store_inputs: bool = False  # copy uploads into job_input_files (which exists)
     max_input_bytes: int = 0
     owner_id: str | None = None  # users.id given to migrated jobs that have no owner
+    inline_input_bytes: int = DEFAULT_INLINE_INPUT_BYTES  # larger uploads are streamed
 
     @property
     def tag(self) -> str:
@@ -81,6 +83,7 @@ def write_settings(
     input_content: bool,
     max_input_bytes: int,
     owner: str | None,
+    inline_input_bytes: int = DEFAULT_INLINE_INPUT_BYTES,
 ) -> WriteSettings:
     """The settings of a run on ``conn`` (None: no database, as a report offline has it).
 
@@ -88,7 +91,8 @@ def write_settings(
     """
     has_inputs = conn is not None and _exists(conn, "public.job_input_files")
     owner_id = None if owner is None or conn is None else owner_of(conn, owner)
-    return WriteSettings(path_prefix, input_content and has_inputs, max_input_bytes, owner_id)
+    store_inputs = input_content and has_inputs
+    return WriteSettings(path_prefix, store_inputs, max_input_bytes, owner_id, inline_input_bytes)
 
 
 def owner_of(conn: psycopg.Connection[Any], email: str) -> str:
@@ -133,13 +137,13 @@ def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
 
 
 def job_payload(
-    record: JobRecord, settings: WriteSettings, inputs: list[tuple[str, str]] | None = None
+    record: JobRecord, settings: WriteSettings, inputs: Sequence[InputEntry] | None = None
 ) -> bytes:
     """The job as one JSON document, the shape comsa_migrate.apply_job() reads.
 
     Paths are DATA_DIR-relative in the record; the payload gives them as the dashboard
     writes them, under ``settings.path_prefix``. ``inputs`` are the job's uploads for
-    job_input_files, when it is written.
+    job_input_files, when it is written (Inputs.entries).
     """
     prefix = settings.path_prefix
     payload: dict[str, Any] = {
@@ -159,7 +163,7 @@ def job_payload(
         "input_file_path": (
             None if record.input_file_path is None else prefix + record.input_file_path
         ),
-        "logs": [(entry.timestamp, entry.message) for entry in record.logs],
+        "logs": record.logs,  # LogEntry tuples: _dumps() writes each as an array
         "files": [
             (f.file_type, f.file_name, prefix + f.file_path, f.size, utc_from_ns(f.mtime_ns))
             for f in record.source.files
@@ -218,12 +222,14 @@ class BatchStopped(Exception):
 def apply_batch(
     conn: psycopg.Connection[Any],
     payloads: Sequence[bytes],
+    uploads: Sequence[Sequence[StagedUpload]] = (),
     *,
     force: bool,
     run_id: int | None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> list[Outcome]:
-    """Write a batch of jobs in one round trip, each job in its own transaction.
+    """Write a batch of jobs in one round trip, each job in its own transaction, with the
+    uploads each one streams (``uploads``, aligned with ``payloads``, when any does).
 
     A job refused outside its write's own guard (its statement cancelled at its COMMIT,
     say) is that job's error, and the jobs after it are sent again. Raises BatchStopped
@@ -231,10 +237,12 @@ def apply_batch(
     outcomes.
     """
     answers: list[dict[str, Any] | None] = []
-    rest = list(payloads)
+    rest, rest_uploads = list(payloads), list(uploads)
     while rest:
         try:
-            answers += write_batch(conn, rest, force=force, run_id=run_id, limits=limits)
+            answers += write_batch(
+                conn, rest, force=force, run_id=run_id, limits=limits, uploads=rest_uploads
+            )
             rest = []
         except BatchFault as fault:
             refused = fault.failed_at
@@ -250,7 +258,7 @@ def apply_batch(
                 ) from None
             refusal = {"action": "error", "message": fault.message, "sqlstate": fault.sqlstate}
             answers += [*fault.outcomes[:refused], refusal]
-            rest = rest[refused + 1 :]
+            rest, rest_uploads = rest[refused + 1 :], rest_uploads[refused + 1 :]
     outcomes = [_outcome(answer, limits) for answer in answers if answer is not None]
     stop = next((answer for answer in answers if answer and answer["action"] == "stopped"), None)
     if stop is not None:
@@ -377,7 +385,9 @@ def _plan(
 
 def _dumps(value: Any) -> bytes:
     try:
-        return orjson.dumps(value)
+        # orjson takes plain tuples, not named ones: a LogEntry goes through `default`,
+        # one at a time, rather than a list of tuples made first (a large log's copy)
+        return orjson.dumps(value, default=tuple)
     except TypeError:  # integers beyond 64 bits, which orjson does not write
         import json
 

@@ -12,13 +12,20 @@ db/libpq_io.py for how it waits).
 
 Without waiting for the WAL flush, a server crash may lose the last few commits, and
 their bookkeeping with them, so a rerun redoes exactly those jobs.
+
+A job's large uploads are sent between its limits and its apply, one chunk of base64 a
+statement, into comsa_migrate.upload_chunks (schema/007_upload_staging.sql); libpq's
+buffer is emptied onto the socket after each chunk, so that the client holds one chunk
+at a time whatever the upload's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import psycopg
@@ -34,7 +41,9 @@ from comsa_migrate.db.libpq_io import (
     send_some,
 )
 
-__all__ = ["BatchFault", "write_batch"]
+__all__ = ["BatchFault", "StagedUpload", "write_batch"]
+
+log = logging.getLogger(__name__)
 
 _BEGIN = b"BEGIN ISOLATION LEVEL READ COMMITTED"
 _LIMITS = (
@@ -42,14 +51,29 @@ _LIMITS = (
     b" set_config('idle_in_transaction_session_timeout', '0', true),"
     b" set_config('synchronous_commit', 'off', true)"
 )
+_STAGE = (
+    b"INSERT INTO comsa_migrate.upload_chunks (job_id, filename, seq, chunk)"
+    b" VALUES ($1::uuid, $2, $3::integer, $4)"
+)
 #: the job as text: its cast to jsonb is guarded with the rest of its write
 _APPLY = b"SELECT comsa_migrate.apply_job_outcome($1, $2::boolean, $3::bigint)"
 _COMMIT = b"COMMIT"
-#: the statements sent for each job, in order: the outcome is the answer to the third,
-#: and it holds once the fourth, the COMMIT, has succeeded
-_PER_JOB = 4
-_OUTCOME = 2
-_COMMITTED = 3
+#: what a statement sent is to its job: its outcome comes with the apply, and holds once
+#: the COMMIT has succeeded
+_OTHER, _APPLIED, _COMMITTED = range(3)
+
+
+class StagedUpload(Protocol):
+    """An upload of a job sent apart from its payload, as base64 chunks whose joining is
+    the upload's base64 (core/uploads.py)."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def chunks(self) -> Iterable[bytes]: ...
 
 
 @dataclass
@@ -77,9 +101,11 @@ def write_batch(
     force: bool,
     run_id: int | None,
     limits: Limits,
+    uploads: Sequence[Sequence[StagedUpload]] = (),
 ) -> list[dict[str, Any]]:
-    """Write each payload (a job as apply_job() reads it) in a transaction of its own, and
-    return apply_job_outcome()'s answer for each, in order.
+    """Write each payload (a job as apply_job() reads it) in a transaction of its own, with
+    its staged uploads (``uploads``, aligned with ``payloads``, or empty when no job has
+    any), and return apply_job_outcome()'s answer for each, in order.
 
     Raises BatchFault when not every job's answer and COMMIT came back.
     """
@@ -93,11 +119,13 @@ def write_batch(
         pgconn.enter_pipeline_mode()
         sync_sent = False
         try:
-            for payload in payloads:
-                pgconn.send_query_params(_BEGIN, None)
-                pgconn.send_query_params(_LIMITS, limits_args)
-                pgconn.send_query_params(_APPLY, [payload, *tail])
-                pgconn.send_query_params(_COMMIT, None)
+            for job, payload in enumerate(payloads):
+                read.send(pgconn, job, _BEGIN, None)
+                read.send(pgconn, job, _LIMITS, limits_args)
+                for upload in uploads[job] if uploads else ():
+                    _stage(pgconn, read, job, upload)
+                read.send(pgconn, job, _APPLY, [payload, *tail], _APPLIED)
+                read.send(pgconn, job, _COMMIT, None, _COMMITTED)
                 send_some(pgconn)
             pgconn.pipeline_sync()
             sync_sent = True
@@ -106,30 +134,63 @@ def write_batch(
         except psycopg.Error as exc:  # the connection failed while sending or reading
             read.connection_failed(exc.sqlstate, str(exc).strip().splitlines()[0])
         finally:
-            leave_pipeline(pgconn, len(payloads) * _PER_JOB - read.statements, sync_sent=sync_sent)
+            leave_pipeline(pgconn, len(read.sent) - read.statements, sync_sent=sync_sent)
     if read.failure is not None:
         raise BatchFault(read.outcomes, *read.failure, read.failed_at, read.unknown)
     return [outcome for outcome in read.outcomes if outcome is not None]
 
 
+def _stage(pgconn: pq.abc.PGconn, read: _Answers, job: int, upload: StagedUpload) -> None:
+    """Send the upload's chunks, each one out of libpq's buffer before the next is read.
+
+    A chunk that cannot be had (even through a bug) ends the upload there: the job's
+    digest check then refuses the job, and the batch's statements stay whole.
+    """
+    key = [upload.job_id.encode(), upload.name.encode()]
+    chunks = iter(upload.chunks())
+    for seq in itertools.count():
+        try:
+            chunk = next(chunks, None)
+        except Exception:
+            log.exception("%s: %s: cannot read the upload to send it", upload.job_id, upload.name)
+            chunk = None
+        if chunk is None:
+            return
+        read.send(pgconn, job, _STAGE, [*key, str(seq).encode(), chunk])
+        send_all(pgconn)
+
+
 class _Answers:
-    """The answers of one batch as they arrive: each job's outcome once its COMMIT is."""
+    """The statements of one batch as sent, and their answers as they arrive: each job's
+    outcome once its COMMIT is."""
 
     def __init__(self, jobs: int) -> None:
         self.outcomes: list[dict[str, Any] | None] = [None] * jobs
+        self.sent: list[tuple[int, int]] = []  # (job, what the statement is to it)
         self.statements = 0  # answers read so far
         self.failure: tuple[str | None, str] | None = None
         self.failed_at: int | None = None
         self.unknown = False
         self._answer: dict[str, Any] | None = None
 
+    def send(
+        self,
+        pgconn: pq.abc.PGconn,
+        job: int,
+        query: bytes,
+        params: Sequence[bytes | None] | None,
+        role: int = _OTHER,
+    ) -> None:
+        pgconn.send_query_params(query, params)
+        self.sent.append((job, role))
+
     def all(self, pgconn: pq.abc.PGconn) -> None:
-        for statement in range(len(self.outcomes) * _PER_JOB):
+        for job, role in self.sent:
             result = next_result(pgconn)
             if result is None:
                 self.connection_failed(None, lost(pgconn))
                 return
-            self._take(statement, result)
+            self._take(job, role, result)
             self.statements += 1
             next_result(pgconn)  # the None that ends each statement's answers
         sync = next_result(pgconn)
@@ -140,18 +201,17 @@ class _Answers:
         """The connection failed: a job whose COMMIT was sent but not answered may or may
         not be written."""
         self.failure = self.failure or (sqlstate, message)
-        if self.statements < len(self.outcomes) * _PER_JOB:
+        if self.statements < len(self.sent):
             self.unknown = True
 
-    def _take(self, statement: int, result: pq.abc.PGresult) -> None:
-        job, step = divmod(statement, _PER_JOB)
+    def _take(self, job: int, role: int, result: pq.abc.PGresult) -> None:
         if result.status == pq.ExecStatus.FATAL_ERROR and self.failure is None:
             self.failure = error_of(result)
             self.failed_at = job
-        elif step == _OUTCOME and result.status == pq.ExecStatus.TUPLES_OK:
+        elif role == _APPLIED and result.status == pq.ExecStatus.TUPLES_OK:
             value = result.get_value(0, 0)
             self._answer = None if value is None else orjson.loads(value)
-        elif step == _COMMITTED:
+        elif role == _COMMITTED:
             if result.status == pq.ExecStatus.COMMAND_OK:
                 self.outcomes[job] = self._answer
             self._answer = None

@@ -66,8 +66,13 @@ BEGIN
 END
 $$;
 
+-- The same for the uploads a job carries: each as [filename, base64], or, one too large to
+-- travel inside the payload, as [filename, md5 of its base64, size in bytes], its base64
+-- staged apart (see staged_upload()). Both give [filename, md5 of the base64].
 CREATE OR REPLACE FUNCTION comsa_migrate.incoming_inputs(job jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT COALESCE(jsonb_agg(jsonb_build_array(e.v->>0, md5(e.v->>1)) ORDER BY e.v->>0), '[]')
+    SELECT COALESCE(jsonb_agg(jsonb_build_array(
+                        e.v->>0, CASE WHEN e.v->2 IS NULL THEN md5(e.v->>1) ELSE e.v->>1 END)
+                    ORDER BY e.v->>0), '[]')
     FROM jsonb_array_elements(job->'inputs') AS e(v)
 $$;

@@ -1,3 +1,26 @@
+-- The base64 of a job's upload that came in chunks (comsa_migrate.upload_chunks, in this
+-- transaction), joined, when its md5 is the one the job's payload carries; else the upload
+-- changed between the client's two reads of it (one for the payload, one to send it), or
+-- could not be read again, and the job's write is refused: the next run writes it.
+CREATE OR REPLACE FUNCTION comsa_migrate.staged_upload(p_job_id uuid, p_filename text,
+                                                       p_md5 text)
+RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    content text;
+BEGIN
+    SELECT string_agg(c.chunk, '' ORDER BY c.seq) INTO content
+    FROM comsa_migrate.upload_chunks c
+    WHERE c.job_id = p_job_id AND c.filename = p_filename;
+    IF content IS NULL OR md5(content) <> p_md5 THEN
+        RAISE EXCEPTION 'the upload % changed while it was read, or could not be read again; '
+                        'the next run writes this job', p_filename
+            USING ERRCODE = 'data_exception';
+    END IF;
+    RETURN content;
+END
+$$;
+
 -- Write one job (inside the caller's transaction) and return what was done:
 -- {"action": ..., "jobs": n, "job_logs": n, "job_files": n, "job_input_files": n,
 --  "owned": n}.
@@ -6,8 +29,9 @@
 -- logs, its files, its uploads) is rewritten only when it differs; logs and files are
 -- replaced whole. The digest covers what stored_content() gives (never the uploads); a
 -- job's uploads are made equal to "inputs" in job_input_files, upserted on
--- (job_id, filename) as the dashboard does; and "owner_id" becomes the job's user_id
--- when it has none.
+-- (job_id, filename) as the dashboard does (an upload that came in chunks is joined only
+-- when the table's digest of it differs); and "owner_id" becomes the job's user_id when
+-- it has none.
 CREATE OR REPLACE FUNCTION comsa_migrate.apply_job(job jsonb, force boolean, p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -72,7 +96,12 @@ BEGIN
             END IF;
             IF jsonb_array_length(job->'inputs') > 0 THEN
                 INSERT INTO public.job_input_files AS i (job_id, filename, content_b64)
-                SELECT v_job_id, e.v->>0, e.v->>1 FROM jsonb_array_elements(job->'inputs') AS e(v)
+                SELECT v_job_id, e.v->>0,
+                       CASE WHEN e.v->2 IS NULL THEN e.v->>1
+                            ELSE comsa_migrate.staged_upload(v_job_id, e.v->>0, e.v->>1) END
+                FROM jsonb_array_elements(job->'inputs') AS e(v)
+                WHERE e.v->2 IS NULL OR plan.stored IS NULL
+                   OR NOT plan.stored->'inputs' @> jsonb_build_array(e.v - 2)
                 ON CONFLICT (job_id, filename) DO UPDATE
                 SET content_b64 = EXCLUDED.content_b64
                 WHERE i.content_b64 IS DISTINCT FROM EXCLUDED.content_b64;
@@ -105,25 +134,44 @@ $$;
 -- back as {"action": "error", "message", "sqlstate"}, its writes undone, and the caller
 -- goes on with the next job; a fault of the server or the session (out of disk space or
 -- memory, too many connections, shutting down, I/O and internal errors) as
--- {"action": "stopped", ...}, after which the caller stops. The caller runs each job in a transaction of its own, READ COMMITTED
--- (apply_job() plans after it has taken the job's lock, and must see what a writer
--- committed before), with its own limits given by set_config(..., true): see
+-- {"action": "stopped", ...}, after which the caller stops. The caller runs each job in
+-- a transaction of its own, READ COMMITTED (apply_job() plans after it has taken the
+-- job's lock, and must see what a writer committed before), with its own limits given by
+-- set_config(..., true): see
 -- db/job_writes.py. The SQLSTATE classes are those of db/faults.py (a test compares).
+-- The chunks of its large uploads that the caller staged before it (see staged_upload())
+-- are deleted here, whatever the outcome, so that none outlives the transaction.
 CREATE OR REPLACE FUNCTION comsa_migrate.apply_job_outcome(job text, force boolean,
                                                            p_run_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
+DECLARE
+    outcome jsonb;
+    parsed jsonb;
 BEGIN
-    -- the cast too: a job JSON the server cannot take is that job's error
-    RETURN comsa_migrate.apply_job(job::jsonb, force, p_run_id);
-EXCEPTION
-    WHEN query_canceled THEN
-        RETURN jsonb_build_object('action', 'error', 'message', SQLERRM, 'sqlstate', SQLSTATE);
-    WHEN OTHERS THEN
-        RETURN jsonb_build_object(
-            'action', CASE WHEN left(SQLSTATE, 2) IN ('08', '53', '57', '58', 'XX')
-                           THEN 'stopped' ELSE 'error' END,
-            'message', SQLERRM, 'sqlstate', SQLSTATE);
+    BEGIN
+        parsed := job::jsonb;  -- the cast too: a job JSON the server cannot take is its error
+        outcome := comsa_migrate.apply_job(parsed, force, p_run_id);
+    EXCEPTION
+        WHEN query_canceled THEN
+            outcome := jsonb_build_object('action', 'error', 'message', SQLERRM,
+                                          'sqlstate', SQLSTATE);
+        WHEN OTHERS THEN
+            outcome := jsonb_build_object(
+                'action', CASE WHEN left(SQLSTATE, 2) IN ('08', '53', '57', '58', 'XX')
+                               THEN 'stopped' ELSE 'error' END,
+                'message', SQLERRM, 'sqlstate', SQLSTATE);
+    END;
+    IF parsed IS NULL THEN  -- the payload begins with its id (store.job_payload)
+        DELETE FROM comsa_migrate.upload_chunks c
+        WHERE c.job_id = (regexp_match(job, '^\{"id":"([0-9a-f-]{36})"'))[1]::uuid;
+    ELSIF parsed ? 'inputs' THEN
+        IF EXISTS (SELECT FROM jsonb_array_elements(parsed->'inputs') AS e(v)
+                   WHERE e.v->2 IS NOT NULL) THEN
+            DELETE FROM comsa_migrate.upload_chunks c WHERE c.job_id = (parsed->>'id')::uuid;
+        END IF;
+    END IF;
+    RETURN outcome;
 END
 $$;
 
