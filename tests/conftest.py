@@ -360,6 +360,20 @@ def pgbouncer(admin_dsn: str, tmp_path: Path) -> Iterator[Callable[..., PgBounce
         bouncer.stop()
 
 
+@contextlib.contextmanager
+def clean_run_of(
+    databases: Databases, template_db: str, tree: Path
+) -> Iterator[tuple[dict[str, Any], dict[str, int]]]:
+    """What one backfill alone writes from ``tree`` in a fresh database: (contents, counts),
+    the reference a test compares a run under faults, limits or a pooler with."""
+    from .helpers import finish, spawn_backfill, stored_contents, table_counts
+
+    with fresh_database(databases, template_db) as dsn:
+        finish(spawn_backfill(tree, "--dsn", dsn))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            yield stored_contents(conn), table_counts(conn)
+
+
 @pytest.fixture
 def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(dsn, autocommit=True) as connection:

@@ -369,6 +369,13 @@ def job_counts(stdout: str) -> tuple[int, ...]:
 JOB_LOCK_CLASS = 1668115041
 
 
+def finish(process: subprocess.Popen[str], timeout: float = 180) -> str:
+    """The stdout of a spawned backfill, which must have exited 0."""
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr
+    return stdout
+
+
 def spawn_backfill(
     data_dir: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:

@@ -3,7 +3,6 @@ second plans against what the first committed."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,9 +17,10 @@ from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.core.pipeline import PreparedBatches
 from comsa_migrate.core.summary import Summary
 
-from .conftest import Databases, fresh_database
+from .conftest import Databases, clean_run_of
 from .helpers import (
     JOB_LOCK_CLASS,
+    finish,
     job_row,
     new_job_id,
     running_daemon,
@@ -32,12 +32,6 @@ from .helpers import (
 )
 
 
-def finish(process: subprocess.Popen[str], timeout: float = 180) -> str:
-    stdout, stderr = process.communicate(timeout=timeout)
-    assert process.returncode == 0, stderr
-    return stdout
-
-
 @pytest.fixture(scope="module")
 def generated_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2,000 sample-shaped jobs (logs, outputs, some uploads), read only for these tests."""
@@ -47,10 +41,8 @@ def generated_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clean_run(generated_tree: Path, databases: Databases, template_db: str) -> Any:
     """What one backfill alone writes from the generated tree: (contents, row counts)."""
-    with fresh_database(databases, template_db) as dsn:
-        finish(spawn_backfill(generated_tree, "--dsn", dsn))
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            yield stored_contents(conn), table_counts(conn)
+    with clean_run_of(databases, template_db, generated_tree) as reference:
+        yield reference
 
 
 def one_payload(data_dir: Path) -> bytes:

@@ -19,8 +19,9 @@ import pytest
 from bench.generate import TreeShape, generate
 from comsa_migrate.errors import EXIT_STOPPED
 
-from .conftest import Databases, fresh_database
+from .conftest import Databases, clean_run_of
 from .helpers import (
+    finish,
     job_counts,
     running_daemon,
     spawn_backfill,
@@ -45,10 +46,9 @@ def generated_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def clean_run(generated_tree: Path, databases: Databases, template_db: str) -> Any:
-    with fresh_database(databases, template_db) as dsn:
-        finish(spawn_backfill(generated_tree, "--dsn", dsn))
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            yield stored_contents(conn), table_counts(conn)
+    """What one backfill writes with room enough: (contents, row counts)."""
+    with clean_run_of(databases, template_db, generated_tree) as reference:
+        yield reference
 
 
 @pytest.fixture
@@ -76,12 +76,6 @@ def small_disk(dsn: str) -> Iterator[Path]:
             conn.execute(f"DROP TABLESPACE IF EXISTS {name}")
         subprocess.run(["umount", str(mount)], check=False)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def finish(process: subprocess.Popen[str], timeout: float = 180) -> str:
-    stdout, stderr = process.communicate(timeout=timeout)
-    assert process.returncode == 0, stderr
-    return stdout
 
 
 @pytest.mark.slow

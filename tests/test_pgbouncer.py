@@ -4,7 +4,6 @@ daemon's lock work as they do on a direct connection."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,9 @@ import pytest
 
 from bench.generate import TreeShape, generate
 
-from .conftest import Databases, fresh_database
+from .conftest import Databases, clean_run_of
 from .helpers import (
+    finish,
     job_counts,
     job_row,
     make_empty_tree,
@@ -46,16 +46,8 @@ def generated_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clean_run(generated_tree: Path, databases: Databases, template_db: str) -> Any:
     """What one backfill alone writes from the generated tree on a direct connection."""
-    with fresh_database(databases, template_db) as dsn:
-        finish(spawn_backfill(generated_tree, "--dsn", dsn))
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            yield stored_contents(conn), table_counts(conn)
-
-
-def finish(process: subprocess.Popen[str], timeout: float = 120) -> str:
-    stdout, stderr = process.communicate(timeout=timeout)
-    assert process.returncode == 0, stderr
-    return stdout
+    with clean_run_of(databases, template_db, generated_tree) as reference:
+        yield reference
 
 
 @pytest.mark.parametrize("pool_mode", ["transaction", "session"])

@@ -5,7 +5,6 @@ idle_in_transaction_session_timeout = 100ms, as a managed PostgreSQL may have th
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,9 @@ from psycopg import sql
 
 from bench.generate import TreeShape, generate
 
-from .conftest import Databases, fresh_database
+from .conftest import Databases, clean_run_of
 from .helpers import (
+    finish,
     job_counts,
     running_daemon,
     spawn_backfill,
@@ -43,10 +43,8 @@ def generated_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clean_run(generated_tree: Path, databases: Databases, template_db: str) -> Any:
     """What one backfill writes on a role without limits: (contents, row counts)."""
-    with fresh_database(databases, template_db) as dsn:
-        finish(spawn_backfill(generated_tree, "--dsn", dsn))
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            yield stored_contents(conn), table_counts(conn)
+    with clean_run_of(databases, template_db, generated_tree) as reference:
+        yield reference
 
 
 @pytest.fixture
@@ -71,12 +69,6 @@ def limited(dsn: str, cli: Any, admin_dsn: str) -> Iterator[str]:
         yield limited_dsn
     finally:
         roles.drop_all()
-
-
-def finish(process: subprocess.Popen[str], timeout: float = 180) -> str:
-    stdout, stderr = process.communicate(timeout=timeout)
-    assert process.returncode == 0, stderr
-    return stdout
 
 
 @pytest.mark.slow
