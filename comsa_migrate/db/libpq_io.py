@@ -13,7 +13,15 @@ import select
 import psycopg
 from psycopg import errors, pq
 
-__all__ = ["error_of", "leave_pipeline", "lost", "next_result", "send_all", "send_some"]
+__all__ = [
+    "as_exception",
+    "error_of",
+    "leave_pipeline",
+    "lost",
+    "next_result",
+    "send_all",
+    "send_some",
+]
 
 
 def _wait(pgconn: pq.abc.PGconn, *, write: bool) -> bool:
