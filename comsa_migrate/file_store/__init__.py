@@ -52,4 +52,6 @@ def open_file_store(url: str, connect: Callable[[], psycopg.Connection[Any]]) ->
         from comsa_migrate.file_store.database import DatabaseStore
 
         return DatabaseStore(connect())
-    raise ConfigurationError(f"--file-store: {url!r} is not a store; use `db` or s3://bucket/prefix")
+    raise ConfigurationError(
+        f"--file-store: {url!r} is not a store; use `db` or s3://bucket/prefix"
+    )

@@ -52,12 +52,17 @@ class DatabaseStore:
 
     def delete(self, sha256: str) -> None:
         with self.conn.transaction():
-            self.conn.execute("DELETE FROM comsa_migrate.file_contents WHERE sha256 = %s", (sha256,))
-            self.conn.execute("DELETE FROM comsa_migrate.file_chunks WHERE sha256 = %s", (sha256,))
+            for table in ("file_contents", "file_chunks"):
+                self.conn.execute(
+                    f"DELETE FROM comsa_migrate.{table} WHERE sha256 = %s",  # noqa: S608 - fixed names
+                    (sha256,),
+                )
 
     def contents(self) -> Iterator[tuple[str, int]]:
         with self.conn.cursor() as cur:
-            yield from cur.stream("SELECT sha256, size FROM comsa_migrate.file_contents ORDER BY sha256")
+            yield from cur.stream(
+                "SELECT sha256, size FROM comsa_migrate.file_contents ORDER BY sha256"
+            )
 
     def close(self) -> None:
         self.conn.close()
