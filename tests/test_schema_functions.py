@@ -32,7 +32,8 @@ def test_every_function_is_defined_in_exactly_one_file_of_schema_functions() -> 
             defined.setdefault(name, []).append(str(path.relative_to(SCHEMA)))
 
     assert defined["apply_job"] == ["functions/40_apply_job.sql"]
-    assert all(len(files) == 1 for files in defined.values()), defined
+    # overloads of one name (apply_job_outcome's two forms) are defined side by side
+    assert all(len(set(files)) == 1 for files in defined.values()), defined
     assert all(files[0].startswith("functions/") for files in defined.values()), defined
 
 

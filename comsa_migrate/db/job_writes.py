@@ -1,14 +1,19 @@
 """Writing a batch of jobs: each job in a transaction of its own, the batch in one round trip.
 
-Each job's transaction is ``BEGIN ISOLATION LEVEL READ COMMITTED``, the tool's own limits
-with ``set_config(..., true)``, ``comsa_migrate.apply_job_outcome()``, ``COMMIT``: the
-limits, and ``synchronous_commit = off``, hold for that transaction only, whatever the
-role's defaults, and nothing outlives it, so a pooler (PgBouncer in transaction mode)
-hands its next client the session as it was. The statements are sent in libpq's
-pipeline mode, unnamed (no prepared statement outlives a transaction), with one sync
-point for the batch. libpq is used directly: through psycopg's cursors the four
-statements of a job cost more time on the client than the job costs the server (see
-db/libpq_io.py for how it waits).
+Each job's transaction is ``BEGIN ISOLATION LEVEL READ COMMITTED``,
+``comsa_migrate.apply_job_outcome()``, ``COMMIT``. The apply first gives the rest of the
+transaction the tool's ``lock_timeout``, no idle limit and ``synchronous_commit = off``
+with ``set_config(..., true)``. The statement timeout is armed when a statement starts, so
+where the tool's differs from the session's (asked once a batch) a statement before the
+apply sets it, with the others; so it does for a job that stages large uploads, which are
+sent before its apply. The limits, and ``synchronous_commit = off``, hold for that
+transaction only, whatever the role's defaults, and nothing outlives it, so a pooler
+(PgBouncer in transaction mode) hands its next client the session as it was. The
+statements are sent in libpq's pipeline mode, unnamed (no prepared statement outlives a
+transaction), with one sync point for the batch: PgBouncer before 1.21 may hand a
+server connection to another client while answers to a later sync point are still due
+on it. libpq is used directly: through psycopg's cursors a job's statements cost more
+time on the client than the job costs the server (see db/libpq_io.py for how it waits).
 
 Without waiting for the WAL flush, a server crash may lose the last few commits, and
 their bookkeeping with them, so a rerun redoes exactly those jobs.
@@ -33,6 +38,7 @@ from psycopg import pq
 
 from comsa_migrate.db.faults import Limits
 from comsa_migrate.db.libpq_io import (
+    as_exception,
     error_of,
     leave_pipeline,
     lost,
@@ -55,9 +61,11 @@ _STAGE = (
     b"INSERT INTO comsa_migrate.upload_chunks (job_id, filename, seq, chunk)"
     b" VALUES ($1::uuid, $2, $3::integer, $4)"
 )
-#: the job as text: its cast to jsonb is guarded with the rest of its write
-_APPLY = b"SELECT comsa_migrate.apply_job_outcome($1, $2::boolean, $3::bigint)"
+#: the job as text: its cast to jsonb is guarded with the rest of its write; the last
+#: parameter is the lock timeout to set first, or NULL when the limits were sent before
+_APPLY = b"SELECT comsa_migrate.apply_job_outcome($1, $2::boolean, $3::bigint, $4)"
 _COMMIT = b"COMMIT"
+_SESSION_TIMEOUT = b"SELECT current_setting('statement_timeout')"
 #: what a statement sent is to its job: its outcome comes with the apply, and holds once
 #: the COMMIT has succeeded
 _OTHER, _APPLIED, _COMMITTED = range(3)
@@ -116,15 +124,20 @@ def write_batch(
         pgconn = conn.pgconn
         if pgconn.transaction_status != pq.TransactionStatus.IDLE:
             raise RuntimeError("write_batch() needs an idle connection, outside a transaction")
-        pgconn.enter_pipeline_mode()
         sync_sent = False
         try:
+            timeout_differs = _session_timeout(pgconn) != limits_args[0]
+            pgconn.enter_pipeline_mode()
             for job, payload in enumerate(payloads):
+                staged = uploads[job] if uploads else ()
                 read.send(pgconn, job, _BEGIN, None)
-                read.send(pgconn, job, _LIMITS, limits_args)
-                for upload in uploads[job] if uploads else ():
+                limits_sent = timeout_differs or bool(staged)
+                if limits_sent:
+                    read.send(pgconn, job, _LIMITS, limits_args)
+                for upload in staged:
                     _stage(pgconn, read, job, upload)
-                read.send(pgconn, job, _APPLY, [payload, *tail], _APPLIED)
+                lock_timeout = None if limits_sent else limits_args[1]
+                read.send(pgconn, job, _APPLY, [payload, *tail, lock_timeout], _APPLIED)
                 read.send(pgconn, job, _COMMIT, None, _COMMITTED)
                 send_some(pgconn)
             pgconn.pipeline_sync()
@@ -134,7 +147,8 @@ def write_batch(
         except psycopg.Error as exc:  # the connection failed while sending or reading
             read.connection_failed(exc.sqlstate, str(exc).strip().splitlines()[0])
         finally:
-            leave_pipeline(pgconn, len(read.sent) - read.statements, sync_sent=sync_sent)
+            if pgconn.pipeline_status != pq.PipelineStatus.OFF:
+                leave_pipeline(pgconn, len(read.sent) - read.statements, sync_sent=sync_sent)
     if read.failure is not None:
         raise BatchFault(read.outcomes, *read.failure, read.failed_at, read.unknown)
     return [outcome for outcome in read.outcomes if outcome is not None]
@@ -158,6 +172,21 @@ def _stage(pgconn: pq.abc.PGconn, read: _Answers, job: int, upload: StagedUpload
             return
         read.send(pgconn, job, _STAGE, [*key, str(seq).encode(), chunk])
         send_all(pgconn)
+
+
+def _session_timeout(pgconn: pq.abc.PGconn) -> bytes:
+    """The statement timeout a transaction of this session has unless told otherwise; asked
+    for each batch, so that a role's default changed meanwhile is heeded."""
+    pgconn.send_query_params(_SESSION_TIMEOUT, None)
+    send_all(pgconn)
+    result = next_result(pgconn)
+    if result is None:
+        raise as_exception(None, lost(pgconn))
+    while next_result(pgconn) is not None:
+        pass
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        raise as_exception(*error_of(result))
+    return result.get_value(0, 0) or b""
 
 
 class _Answers:

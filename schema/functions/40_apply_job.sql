@@ -141,14 +141,24 @@ $$;
 -- db/job_writes.py. The SQLSTATE classes are those of db/faults.py (a test compares).
 -- The chunks of its large uploads that the caller staged before it (see staged_upload())
 -- are deleted here, whatever the outcome, so that none outlives the transaction.
+-- p_lock_timeout gives the rest of the transaction the tool's lock_timeout, no idle limit
+-- and synchronous_commit off, so that a job's write needs no statement of its own for
+-- them (NULL: the caller has set them). The statement timeout cannot be set this way (it
+-- is armed when a statement starts): the client sends it before, when the session's
+-- differs.
 CREATE OR REPLACE FUNCTION comsa_migrate.apply_job_outcome(job text, force boolean,
-                                                           p_run_id bigint)
+                                                           p_run_id bigint, p_lock_timeout text)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     outcome jsonb;
     parsed jsonb;
 BEGIN
+    IF p_lock_timeout IS NOT NULL THEN
+        PERFORM set_config('lock_timeout', p_lock_timeout, true),
+                set_config('idle_in_transaction_session_timeout', '0', true),
+                set_config('synchronous_commit', 'off', true);
+    END IF;
     BEGIN
         parsed := job::jsonb;  -- the cast too: a job JSON the server cannot take is its error
         outcome := comsa_migrate.apply_job(parsed, force, p_run_id);
@@ -173,6 +183,14 @@ BEGIN
     END IF;
     RETURN outcome;
 END
+$$;
+
+-- The form of the version before, whose caller sends every limit in a statement before.
+CREATE OR REPLACE FUNCTION comsa_migrate.apply_job_outcome(job text, force boolean,
+                                                           p_run_id bigint)
+RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT comsa_migrate.apply_job_outcome(job, force, p_run_id, NULL)
 $$;
 
 -- The batch procedure of 0.2.0 (a CALL that commits after each job), kept for one
