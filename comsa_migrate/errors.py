@@ -28,7 +28,7 @@ __all__ = [
     "first_line",
 ]
 
-#: the exit codes of every command, in one place (the README's tables say them)
+#: the exit codes of every command, in one place (docs/cli.md's table is made from them)
 EXIT_OK = 0  # every job written or unchanged; a report without errors; a daemon stopped
 EXIT_SKIPPED = 1  # some job skipped (an error or a conflict); a report that fails;
 #                  embedded reset not confirmed

@@ -20,7 +20,7 @@ class Severity(IntEnum):
 
 ERR, WARN, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
-#: code -> (severity, one-line meaning). The README's table is generated from this.
+#: code -> (severity, one-line meaning). docs/mapping.md's table is generated from this.
 CODES: dict[str, tuple[Severity, str]] = {
     # errors: the job is not written, the run goes on
     "invalid_json": (ERR, "the job file is not readable JSON (empty, truncated, bad UTF-8, BOM)"),

@@ -399,17 +399,17 @@ def test_backfill_dry_run_without_a_database_does_not_start_the_embedded_server(
     assert not home.exists()
 
 
-# -- the README shows real reports ----------------------------------------------------------------
+# -- docs/report.md shows real reports ------------------------------------------------------------
 
 
-def _readme_block(opening: str, first_line: str) -> str:
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def _docs_block(opening: str, first_line: str) -> str:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "report.md").read_text()
     start = text.index(f"{opening}\n{first_line}") + len(opening) + 1
     return text[start : text.index(f"\n{opening[:3]}", start) + 1]
 
 
-def _as_in_readme(output: str, fixture: str) -> str:
-    """The report as the README shows it: the fixture's relative path, the README's server."""
+def _as_in_docs(output: str, fixture: str) -> str:
+    """The report as docs/report.md shows it: the fixture's relative path, the page's server."""
     fixtures = Path(__file__).resolve().parent.parent / "fixtures"
     output = output.replace(str(fixtures / fixture / "data"), f"fixtures/{fixture}/data")
     shown = "postgres@127.0.0.1:5432/comsa_dashboard"
@@ -419,21 +419,21 @@ def _as_in_readme(output: str, fixture: str) -> str:
     return re.sub(r"against `[^`]*`", f"against `{shown}`", output)
 
 
-def test_readme_shows_the_real_text_report_of_the_sample(cli: Any, dsn: str) -> None:
+def test_the_report_page_shows_the_real_text_report_of_the_sample(cli: Any, dsn: str) -> None:
     fixtures = Path(__file__).resolve().parent.parent / "fixtures"
     result = cli("report", fixtures / "legacy-sample" / "data", "--dsn", dsn)
 
-    shown = _readme_block("```text", "Dry-run report: what the next backfill would do")
-    assert _as_in_readme(result.stdout, "legacy-sample") == shown
+    shown = _docs_block("```text", "Dry-run report: what the next backfill would do")
+    assert _as_in_docs(result.stdout, "legacy-sample") == shown
 
 
-def test_readme_shows_the_real_markdown_report_of_the_quirks(cli: Any, dsn: str) -> None:
+def test_the_report_page_shows_the_real_markdown_report_of_the_quirks(cli: Any, dsn: str) -> None:
     fixtures = Path(__file__).resolve().parent.parent / "fixtures"
     result = cli("report", fixtures / "quirks" / "data", "--dsn", dsn, "--format", "markdown")
 
-    shown = _readme_block("````markdown", "## comsa-migrate dry-run report")
+    shown = _docs_block("````markdown", "## comsa-migrate dry-run report")
     mtime = re.compile(r"used the file's mtime [0-9-]+ [0-9:.]+")  # the checkout's own
-    actual = _as_in_readme(result.stdout, "quirks")
+    actual = _as_in_docs(result.stdout, "quirks")
     assert mtime.sub("used the file's mtime …", actual) == mtime.sub(
         "used the file's mtime …", shown
     )
