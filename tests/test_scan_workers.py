@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from bench.generate import TreeShape, generate
+from comsa_migrate.backfill import BackfillOptions, backfill
 from comsa_migrate.core import scan_workers, tree
-from comsa_migrate.core.backfill import BackfillOptions, backfill
 from comsa_migrate.core.layout import ScanItem
 from comsa_migrate.problems import Problem
 
@@ -360,10 +360,10 @@ def test_a_daemon_catching_up_in_two_scan_workers_writes_what_one_process_writes
         fresh_database(databases, template_db) as alone_dsn,
         psycopg.connect(alone_dsn, autocommit=True) as conn,
     ):
-        backfill(conn, BackfillOptions(quirky_tree, writers=1))
+        backfill(conn, BackfillOptions(quirky_tree))
         alone = stored_contents(conn), table_counts(conn)
 
-    with running_daemon(dsn, quirky_tree, ready=False, writers=2) as daemon:
+    with running_daemon(dsn, quirky_tree, ready=False, connections=2, scan_processes=2) as daemon:
         wait_until(daemon.ready.is_set, 120, "the daemon to catch up")
         with psycopg.connect(dsn, autocommit=True) as conn:
             assert (stored_contents(conn), table_counts(conn)) == alone

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from comsa_migrate.core.summary import Summary
+from comsa_migrate.pipeline.summary import Summary
 from comsa_migrate.problems import CODES, Severity, printable
 from comsa_migrate.render.words import actions_done, counted, field, number, wrap
 

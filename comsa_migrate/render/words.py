@@ -6,7 +6,7 @@ import textwrap
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from comsa_migrate.core.summary import ACTIONS
+from comsa_migrate.observer import ACTIONS
 
 __all__ = [
     "WIDTH",
