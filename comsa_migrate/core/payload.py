@@ -13,27 +13,7 @@ from comsa_migrate.core.layout import utc_from_ns
 from comsa_migrate.core.normalise import JobRecord
 from comsa_migrate.core.uploads import DEFAULT_INLINE_INPUT_BYTES, InputEntry
 
-__all__ = ["JOB_COLUMNS", "WriteSettings", "job_payload"]
-
-#: the columns of `jobs` that comsa-migrate writes, as the payload names them (those of
-#: the dashboard's 001; schema/functions/20_job_content.sql and 40_apply_job.sql name them
-#: one by one, and tests/test_schema_functions.py checks that they agree with this list)
-JOB_COLUMNS = (
-    "id",
-    "type",
-    "status",
-    "algorithm",
-    "age_group",
-    "country",
-    "calib_model_type",
-    "ensemble",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "error",
-    "result",
-    "input_file_path",
-)
+__all__ = ["WriteSettings", "job_payload"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +44,8 @@ def job_payload(
 
     Paths are DATA_DIR-relative in the record; the payload gives them as the dashboard
     writes them, under ``settings.path_prefix``. ``inputs`` are the job's uploads for
-    job_input_files, when it is written (Inputs.entries).
+    job_input_files, when it is written (Inputs.entries). The columns come first, in the
+    order of normalise.JOB_COLUMNS (spelt out here: this runs once per job).
     """
     prefix = settings.path_prefix
     payload: dict[str, Any] = {
