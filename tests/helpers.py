@@ -138,7 +138,7 @@ def running_daemon(dsn: str, data: Path, *, ready: bool = True, **options: Any) 
     """
     from comsa_migrate.db.target import Target
     from comsa_migrate.pipeline.options import WriteOptions
-    from comsa_migrate.render import words
+    from comsa_migrate.render import formatting
     from comsa_migrate.sync.daemon import Daemon, SyncOptions
 
     # short debounce, grace, backoff and heartbeat keep the tests quick
@@ -153,7 +153,7 @@ def running_daemon(dsn: str, data: Path, *, ready: bool = True, **options: Any) 
         heartbeat_interval=0.2,
     )
     before = set(threading.enumerate())
-    daemon = Daemon(Target(dsn, "--dsn"), replace(fast, **options), words=words)
+    daemon = Daemon(Target(dsn, "--dsn"), replace(fast, **options), words=formatting)
     failure: list[BaseException] = []
 
     def run() -> None:

@@ -23,7 +23,7 @@ from comsa_migrate.cli.options import (
 from comsa_migrate.core import tree
 from comsa_migrate.errors import EXIT_OK
 from comsa_migrate.pipeline.options import WriteOptions
-from comsa_migrate.render import words
+from comsa_migrate.render import formatting
 from comsa_migrate.render.status import render_status
 from comsa_migrate.sync.daemon import Daemon, SyncOptions
 from comsa_migrate.sync.status import read_status
@@ -158,7 +158,7 @@ def sync_command(
         scan_processes=jobs,
     )
     tree.check_data_dir(data_dir)  # before a server is started or connected to
-    daemon = Daemon(target_for(dsn), options, words=words)
+    daemon = Daemon(target_for(dsn), options, words=formatting)
     with _daemon_signals(daemon):
         daemon.run()
     return EXIT_OK

@@ -101,7 +101,7 @@ def run_batches(
 
 
 @dataclass
-class _Turn:
+class _ScheduledBatch:
     """One batch in the order of the telling: what its scan told, what preparing it told,
     then the outcomes of its step."""
 
@@ -157,9 +157,9 @@ class _Schedule:
         self.pool, self.writer_conn, self.writers = pool, writer_conn, writers
         self.ask, self.ask_ahead = questions
         self.found = Recorder()  # what the scan tells, told in its turn
-        self.in_flight: deque[_Turn] = deque()  # sent to a writer, in order
-        self.ready: _Turn | None = None  # prepared, not yet sent
-        self.preparing: _Turn | None = None  # being prepared
+        self.in_flight: deque[_ScheduledBatch] = deque()  # sent to a writer, in order
+        self.ready: _ScheduledBatch | None = None  # prepared, not yet sent
+        self.preparing: _ScheduledBatch | None = None  # being prepared
         self.write_failed = False  # a step failed: nothing more is sent, nor told after it
 
     def run(self, scanned: Iterator[list[JobSource]], stop: threading.Event | None) -> bool:
@@ -168,7 +168,7 @@ class _Schedule:
             batch = next(scanned, None)
             question = self._ask_ahead(batch)
             while batch is not None:
-                turn = _Turn(self.found.take())
+                turn = _ScheduledBatch(self.found.take())
                 if stop is not None and stop.is_set():  # scanned, not yet prepared
                     interrupted = True
                     self.send()

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import orjson
 
 from comsa_migrate.problems import CODES, Problem, Severity
-from comsa_migrate.render.summary import REPORT_FORMATS
-from comsa_migrate.render.words import (
+from comsa_migrate.render.formatting import (
     WIDTH,
     counted,
     field,
@@ -18,6 +17,7 @@ from comsa_migrate.render.words import (
     planned,
     wrap,
 )
+from comsa_migrate.render.summary import REPORT_FORMATS
 from comsa_migrate.report.result import CHANGES, REPORT_VERSION, Report
 from comsa_migrate.version import __version__
 

@@ -57,7 +57,7 @@ class Daemon:
     def __init__(
         self, target: Target, options: SyncOptions, *, words: LogWords = PLAIN_WORDS
     ) -> None:
-        """``words`` give the log lines their counts (the CLI hands render.words)."""
+        """``words`` give the log lines their counts (the CLI hands render.formatting)."""
         self.target = target
         self._words = words
         self.options = options

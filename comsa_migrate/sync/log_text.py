@@ -1,6 +1,6 @@
 """The words of the daemon's log lines: counts of jobs and what a rescan did to them.
 
-Whoever runs the daemon hands it a LogWords; the CLI hands it render.words, the words
+Whoever runs the daemon hands it a LogWords; the CLI hands it render.formatting, the words
 of every text for people. A library user that hands none gets PLAIN_WORDS.
 """
 

@@ -1,4 +1,4 @@
-"""The words every rendering shares: actions, plurals, sizes, times, ages, wrapped fields."""
+"""The formatting every rendering shares: actions, plurals, sizes, times, ages, wrapped fields."""
 
 from __future__ import annotations
 
