@@ -119,6 +119,28 @@ def test_the_workers_are_no_more_than_the_usable_cores(
     assert alone == list(tree.scan(quirky_tree))
 
 
+def test_a_backfill_called_as_a_library_forks_no_scan_process_unless_asked(
+    conn: psycopg.Connection[Any],
+    quirky_tree: Path,
+    small_chunks: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forked: list[int] = []
+    real = scan_workers.scan_in_workers
+
+    def counting(tasks: list[object], scan_one: object, workers: int) -> Iterator[ScanItem]:
+        forked.append(workers)
+        return real(tasks, scan_one, workers)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tree, "scan_in_workers", counting)
+    monkeypatch.setattr(tree, "usable_cores", lambda: 2)
+    backfill(conn, BackfillOptions(quirky_tree))
+    assert forked == []
+
+    backfill(conn, BackfillOptions(quirky_tree, scan_processes=2))
+    assert forked == [2]
+
+
 def test_a_worker_killed_mid_scan_leaves_the_rest_of_its_chunks_to_the_parent(
     small_chunks: None, caplog: pytest.LogCaptureFixture
 ) -> None:
