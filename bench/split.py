@@ -27,7 +27,8 @@ from typing import Any
 
 import psycopg
 
-from comsa_migrate.core.backfill import BackfillOptions, backfill
+from comsa_migrate.backfill import BackfillOptions, backfill
+from comsa_migrate.pipeline.options import WriteOptions
 
 from .baselines import copy_rows
 from .generate import TreeShape
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     home = args.tree or Path(f"bench/trees/{args.jobs}-{args.seed}")
     data_dir = _kept_tree(home, TreeShape(args.jobs, args.seed))
-    options = BackfillOptions(data_dir, batch_size=args.batch_size, writers=args.writers)
+    write = WriteOptions(batch_size=args.batch_size, connections=args.writers)
+    options = BackfillOptions(data_dir, write)
     print(
         f"{'':<12}{'wall s':>8}{'client CPU s':>14}{'server CPU s':>14}{'µs/job wall':>13}"
         f"{'µs/job server':>15}"

@@ -4,12 +4,14 @@ The public API, for use as a library::
 
     import psycopg
     from pathlib import Path
-    from comsa_migrate import BackfillOptions, backfill
+    from comsa_migrate import BackfillOptions, WriteOptions, backfill
 
     with psycopg.connect("postgresql:///comsa", autocommit=True) as conn:
         summary = backfill(conn, BackfillOptions(Path("backend/data")))
+        again = backfill(conn, BackfillOptions(Path("backend/data"), WriteOptions(force=True)))
 
-``build_report`` plans a backfill without writing, and ``Daemon`` keeps a database in
+``WriteOptions`` are how jobs are written, the same for every use. ``build_report``
+plans a backfill without writing, and ``Daemon`` keeps a database in
 step with the tree. What a migration finds is told to each ``Observer`` given: one
 ``on_problem`` per Problem and one ``on_job`` per job. ``build_report`` and ``Daemon``
 are imported on first use, so that importing the package stays light.
@@ -17,11 +19,9 @@ are imported on first use, so that importing the package stays light.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from comsa_migrate.core.backfill import BackfillOptions, backfill
-from comsa_migrate.core.summary import JobResult, Observer, Summary
+from comsa_migrate.backfill import BackfillOptions, backfill
 from comsa_migrate.errors import (
     ComsaMigrateError,
     ConfigurationError,
@@ -31,17 +31,17 @@ from comsa_migrate.errors import (
     RunStopped,
     SchemaError,
 )
+from comsa_migrate.observer import JobResult, Observer
+from comsa_migrate.pipeline.options import WriteOptions
+from comsa_migrate.pipeline.summary import Summary
 from comsa_migrate.problems import CODES, Problem, Severity
+from comsa_migrate.version import __version__
 
 if TYPE_CHECKING:
     from comsa_migrate.report.plan import build_report
     from comsa_migrate.report.result import Report
     from comsa_migrate.sync.daemon import Daemon, SyncOptions
 
-try:
-    __version__ = version("comsa-migrate")  # from the package's metadata: pyproject.toml
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "CODES",
@@ -61,6 +61,7 @@ __all__ = [
     "Severity",
     "Summary",
     "SyncOptions",
+    "WriteOptions",
     "__version__",
     "backfill",
     "build_report",

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.errors import ProgrammingError
-
 __all__ = [
     "ComsaMigrateError",
     "ConfigurationError",
@@ -91,21 +88,10 @@ class RunStopped(ComsaMigrateError):
         self.summary = summary
 
 
-def first_line(exc: BaseException, *, dsn: str | None = None) -> str:
+def first_line(exc: BaseException) -> str:
     """An error's first line: a server's message without the statement and context it quotes.
 
-    With ``dsn``, its password reads *** wherever the message quotes it (libpq's
-    connection errors may quote the connection string).
+    db.target.first_line_without_password() also hides a DSN's password in it.
     """
     text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    password = _password(dsn) if dsn else None
-    return line.replace(password, "***") if password else line
-
-
-def _password(dsn: str) -> str | None:
-    try:
-        password = conninfo_to_dict(dsn).get("password")
-    except ProgrammingError:  # an unparsable DSN: psycopg names that problem itself
-        return None
-    return str(password) if password else None
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,6 +29,16 @@ if TYPE_CHECKING:
     from comsa_migrate.sync.daemon import Daemon
 
 T = TypeVar("T")
+
+
+def _write_option_names() -> frozenset[str]:
+    from comsa_migrate.pipeline.options import WriteOptions
+
+    return frozenset(f.name for f in fields(WriteOptions))
+
+
+#: running_daemon() takes WriteOptions fields beside SyncOptions ones
+_WRITE_FIELDS = _write_option_names()
 
 
 def wait_until(check: Callable[[], T], timeout: float = 10.0, what: str = "the condition") -> T:
@@ -127,19 +137,23 @@ def running_daemon(dsn: str, data: Path, *, ready: bool = True, **options: Any) 
     within 5 s, or left a thread behind.
     """
     from comsa_migrate.db.target import Target
+    from comsa_migrate.pipeline.options import WriteOptions
+    from comsa_migrate.render import formatting
     from comsa_migrate.sync.daemon import Daemon, SyncOptions
 
-    # short debounce, settle, backoff and heartbeat keep the tests quick
+    # short debounce, grace, backoff and heartbeat keep the tests quick
+    write = {name: options.pop(name) for name in list(options) if name in _WRITE_FIELDS}
     fast = SyncOptions(
         data,
+        write=WriteOptions(**write),
         debounce=0.05,
-        settle=1.0,
+        unparsable_grace=1.0,
         retry_min=0.05,
         retry_max=0.5,
         heartbeat_interval=0.2,
     )
     before = set(threading.enumerate())
-    daemon = Daemon(Target(dsn, "--dsn"), replace(fast, **options))
+    daemon = Daemon(Target(dsn, "--dsn"), replace(fast, **options), words=formatting)
     failure: list[BaseException] = []
 
     def run() -> None:

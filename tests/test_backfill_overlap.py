@@ -1,4 +1,4 @@
-"""migrate_jobs() prepares the next batch while the server writes one: pinned against a plain
+"""The scheduler prepares the next batch while the server writes one: pinned against a plain
 loop (prepare a batch, write it, record it), which must tell and write exactly the same."""
 
 from __future__ import annotations
@@ -13,12 +13,17 @@ import psycopg
 import pytest
 
 from bench.generate import TreeShape, generate
-from comsa_migrate.core import store, tree
-from comsa_migrate.core.backfill import BackfillOptions
+from comsa_migrate.backfill import BackfillOptions
+from comsa_migrate.core import tree
 from comsa_migrate.core.layout import ScanItem
-from comsa_migrate.core.pipeline import PreparedBatches, migrate_jobs, tell_outcome
-from comsa_migrate.core.summary import JobResult, Observer, Summary
+from comsa_migrate.core.plan import batches, prepare, tell_outcome, unchanged_by_stat
+from comsa_migrate.db.fingerprints import recorded_fingerprints
+from comsa_migrate.db.writes import apply_batch
 from comsa_migrate.errors import DataDirError
+from comsa_migrate.observer import JobResult, Observer
+from comsa_migrate.pipeline.options import WriteOptions
+from comsa_migrate.pipeline.scheduler import applying, run_batches
+from comsa_migrate.pipeline.summary import Summary
 from comsa_migrate.problems import Problem
 
 from .conftest import copy_fixture
@@ -36,12 +41,34 @@ def plain_loop(
     stop: threading.Event | None = None,
 ) -> bool:
     """The reference: one batch at a time, nothing overlapped."""
-    batches = PreparedBatches(conn, options, items, observer, stop)
-    for sources, payloads in batches:
-        outcomes = store.apply_batch(conn, payloads, force=options.force, run_id=run_id)
-        for source, outcome in zip(sources, outcomes, strict=True):
+    write = options.write
+    reading = write.reading(options.data_dir, write.settings(conn))
+    for batch in batches(items, write.batch_size, observer):
+        if stop is not None and stop.is_set():
+            return True
+        recorded = recorded_fingerprints(conn, [s.job_id for s in batch], write.limits)()
+        prepared = prepare(reading, batch, unchanged_by_stat(reading, batch, recorded), observer)
+        if prepared is None:
+            continue
+        outcomes = apply_batch(conn, prepared.payloads, force=write.force, run_id=run_id)
+        for source, outcome in zip(prepared.sources, outcomes, strict=True):
             tell_outcome(observer, source, outcome)
-    return batches.interrupted
+    return False
+
+
+def scheduled(
+    conn: psycopg.Connection[Any],
+    options: BackfillOptions,
+    items: Iterable[ScanItem],
+    observer: Observer,
+    run_id: int | None,
+    stop: threading.Event | None = None,
+) -> bool:
+    """The scheduler, with one writer on the caller's connection."""
+    write = options.write
+    reading = write.reading(options.data_dir, write.settings(conn))
+    step = applying(write, run_id)
+    return run_batches(conn, write, reading, items, observer, step, stop=stop)
 
 
 @dataclass
@@ -108,16 +135,16 @@ def _forget(conn: psycopg.Connection[Any]) -> None:
 def test_overlapped_run_tells_and_writes_what_a_plain_loop_does_cold_and_on_rerun(
     conn: psycopg.Connection[Any], mixed_tree: Path
 ) -> None:
-    options = BackfillOptions(mixed_tree, batch_size=3)
+    options = BackfillOptions(mixed_tree, WriteOptions(batch_size=3))
     heard: dict[Migrate, list[Heard]] = {}
-    for migrate in (plain_loop, migrate_jobs):
+    for migrate in (plain_loop, scheduled):
         _forget(conn)
         cold = _run(migrate, conn, options, tree.scan(mixed_tree))
         conn.execute("DELETE FROM jobs WHERE id = (SELECT id FROM jobs ORDER BY id LIMIT 1)")
         rerun = _run(migrate, conn, options, tree.scan(mixed_tree))
         heard[migrate] = [cold, rerun]
 
-    assert heard[migrate_jobs] == heard[plain_loop]
+    assert heard[scheduled] == heard[plain_loop]
     cold, rerun = heard[plain_loop]
     assert cold.actions == {"insert": 16, "skip": 3, "metadata_only": 1}
     assert rerun.actions == {"insert": 1, "unchanged": 15, "skip": 3, "metadata_only": 1}
@@ -128,13 +155,13 @@ def test_overlapped_run_tells_and_writes_what_a_plain_loop_does_cold_and_on_reru
 def test_a_stop_asked_while_jobs_are_told_ends_the_run_where_a_plain_loop_ends_it(
     conn: psycopg.Connection[Any], mixed_tree: Path, stop_after: int
 ) -> None:
-    options = BackfillOptions(mixed_tree, batch_size=3)
+    options = BackfillOptions(mixed_tree, WriteOptions(batch_size=3))
     heard = {}
-    for migrate in (plain_loop, migrate_jobs):
+    for migrate in (plain_loop, scheduled):
         _forget(conn)
         heard[migrate] = _run(migrate, conn, options, tree.scan(mixed_tree), stop_after)
 
-    assert heard[migrate_jobs] == heard[plain_loop]
+    assert heard[scheduled] == heard[plain_loop]
     assert heard[plain_loop].interrupted
 
 
@@ -149,13 +176,13 @@ def _failing_after(items: Iterable[ScanItem], n: int) -> Iterator[ScanItem]:
 def test_a_scan_failing_midway_leaves_written_and_told_what_a_plain_loop_did(
     conn: psycopg.Connection[Any], mixed_tree: Path, fail_at: int
 ) -> None:
-    options = BackfillOptions(mixed_tree, batch_size=3)
+    options = BackfillOptions(mixed_tree, WriteOptions(batch_size=3))
     heard = {}
-    for migrate in (plain_loop, migrate_jobs):
+    for migrate in (plain_loop, scheduled):
         _forget(conn)
         with pytest.raises(DataDirError):
             items = _failing_after(tree.scan(mixed_tree), fail_at)
             _run(migrate, conn, options, items)
         heard[migrate] = Heard(rows=table_counts(conn))
 
-    assert heard[migrate_jobs].rows == heard[plain_loop].rows
+    assert heard[scheduled].rows == heard[plain_loop].rows

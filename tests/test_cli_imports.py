@@ -40,7 +40,7 @@ def test_the_backfill_command_line_imports_nothing_of_the_daemon_or_the_report(
 ) -> None:
     modules = imported_by(*args)
 
-    assert "comsa_migrate.core.backfill" in modules
+    assert "comsa_migrate.backfill.run" in modules
     assert {m for m in modules if m.startswith(NOT_FOR_A_BACKFILL)} == set()
 
 

@@ -12,10 +12,10 @@ import psycopg
 import pytest
 
 from bench.generate import TreeShape, generate
-from comsa_migrate.core import store, tree
-from comsa_migrate.core.backfill import BackfillOptions
-from comsa_migrate.core.pipeline import PreparedBatches
-from comsa_migrate.core.summary import Summary
+from comsa_migrate.core import tree
+from comsa_migrate.core.plan import Outcome, Recorder, batches, prepare
+from comsa_migrate.db.writes import apply_batch
+from comsa_migrate.pipeline.options import WriteOptions
 
 from .conftest import Databases, clean_run_of
 from .helpers import (
@@ -47,9 +47,12 @@ def clean_run(generated_tree: Path, databases: Databases, template_db: str) -> A
 
 def one_payload(data_dir: Path) -> bytes:
     """The payload the backfill sends for the one job under ``data_dir``."""
-    items = tree.scan(data_dir)
-    batches = list(PreparedBatches(None, BackfillOptions(data_dir), items, Summary()))
-    [(_, [payload])] = batches
+    write = WriteOptions()
+    reading = write.reading(data_dir, write.settings(None))
+    [batch] = batches(tree.scan(data_dir), 200, Recorder())
+    prepared = prepare(reading, batch, set(), Recorder())
+    assert prepared is not None
+    [payload] = prepared.payloads
     return payload
 
 
@@ -61,16 +64,14 @@ def test_a_second_writer_of_a_job_waits_for_the_first_and_finds_it_unchanged(
     job_id = new_job_id()
     write_job_atomically(data, job_id)
     payload = one_payload(data)
-    outcome: list[store.Outcome] = []
+    outcome: list[Outcome] = []
 
     with psycopg.connect(dsn) as first, psycopg.connect(dsn, autocommit=True) as second:
         # the first writer is half-way: its job written, not yet committed
         first.execute("SELECT comsa_migrate.apply_job(%s::jsonb, false, NULL)", [payload.decode()])
         second_pid = second.info.backend_pid
         writer = threading.Thread(
-            target=lambda: outcome.extend(
-                store.apply_batch(second, [payload], force=False, run_id=None)
-            )
+            target=lambda: outcome.extend(apply_batch(second, [payload], force=False, run_id=None))
         )
         writer.start()
         with psycopg.connect(dsn, autocommit=True) as watcher:
@@ -179,7 +180,9 @@ def test_a_daemon_catching_up_with_three_writers_writes_what_one_clean_run_write
     generated_tree: Path, dsn: str, clean_run: Any
 ) -> None:
     contents, counts = clean_run
-    with running_daemon(dsn, generated_tree, ready=False, writers=3) as daemon:
+    with running_daemon(
+        dsn, generated_tree, ready=False, connections=3, scan_processes=3
+    ) as daemon:
         wait_until(daemon.ready.is_set, 180, "the daemon to catch up")
         stats = daemon.stats()
         with psycopg.connect(dsn, autocommit=True) as conn:

@@ -14,9 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from comsa_migrate.core.backfill import BackfillOptions, backfill
-from comsa_migrate.core.summary import JobResult
+from comsa_migrate.backfill import BackfillOptions, backfill
 from comsa_migrate.errors import EXIT_BUG, EXIT_STOPPED
+from comsa_migrate.observer import JobResult
+from comsa_migrate.pipeline.options import WriteOptions
 
 from .conftest import dsn_for
 from .helpers import (
@@ -31,7 +32,7 @@ from .helpers import (
 )
 
 #: the module, not the function of the same name that the package exports
-pipeline_module = importlib.import_module("comsa_migrate.core.pipeline")
+pipeline_module = importlib.import_module("comsa_migrate.core.plan")
 
 
 def last_run(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
@@ -235,7 +236,9 @@ def test_a_backfill_leaves_no_setting_on_its_connection(
     conn.execute("SET statement_timeout = '40s'")
     before = conn.execute(query).fetchone()
 
-    options = BackfillOptions(sample_tree, writers=1, limits=Limits("5min", "1min"))
+    options = BackfillOptions(
+        sample_tree, WriteOptions(connections=1, limits=Limits("5min", "1min"))
+    )
     summary = backfill(conn, options)
 
     assert summary.ok

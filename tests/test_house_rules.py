@@ -1,9 +1,12 @@
 """Rules of the package's layout that no behaviour shows: small modules, exit codes only
-from the command group, loggers named after their modules."""
+from the command group, loggers named after their modules, and the layers of its rooms."""
 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +50,15 @@ def test_the_package_names_its_loggers_after_their_modules(path: Path) -> None:
         and str(node.args[0].value).startswith("comsa_migrate")
     ]
     assert own == [], "use logging.getLogger(__name__)"
+
+
+def test_the_rooms_import_each_other_only_as_the_import_linter_contracts_say() -> None:
+    pytest.importorskip("importlinter")
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run(
+        [os.fspath(lint_imports), "--no-cache"],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from comsa_migrate.core.backfill import BackfillOptions, backfill
+from comsa_migrate import BackfillOptions, WriteOptions, backfill
 from comsa_migrate.db.faults import Limits
 
 NAMES = (
@@ -63,7 +63,7 @@ def test_every_job_runs_with_the_tools_settings(
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute(SPY)
     with psycopg.connect(dsn, autocommit=True, options=session) as conn:
-        summary = backfill(conn, BackfillOptions(sample_tree, writers=1, limits=limits))
+        summary = backfill(conn, BackfillOptions(sample_tree, WriteOptions(limits=limits)))
         assert summary.ok
         seen: list[Any] = conn.execute(f"SELECT {', '.join(NAMES)} FROM seen").fetchall()
         jobs = conn.execute("SELECT count(*) FROM jobs").fetchone()

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from comsa_migrate.core import store
 from comsa_migrate.db.faults import RUN_FAULT_CLASSES
+from comsa_migrate.db.writes import apply_batch
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schema"
 FIRST, SECOND, THIRD = (f"00000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
@@ -44,9 +44,7 @@ def test_a_job_whose_json_the_server_cannot_take_is_that_jobs_error_alone(
     """A lone surrogate escape is valid to orjson and refused by jsonb."""
     bad = payload(SECOND).replace(b'"pipeline"', b'"pipe\\ud800line"')
 
-    outcomes = store.apply_batch(
-        conn, [payload(FIRST), bad, payload(THIRD)], force=False, run_id=None
-    )
+    outcomes = apply_batch(conn, [payload(FIRST), bad, payload(THIRD)], force=False, run_id=None)
 
     assert [o.action for o in outcomes] == ["insert", "error", "insert"]
     assert outcomes[1].message and "json" in outcomes[1].message.lower()
@@ -68,7 +66,7 @@ def test_a_job_refused_at_its_commit_is_its_error_and_the_jobs_after_it_are_writ
         " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_second()"
     )
 
-    outcomes = store.apply_batch(
+    outcomes = apply_batch(
         conn, [payload(FIRST), payload(SECOND), payload(THIRD)], force=False, run_id=None
     )
 

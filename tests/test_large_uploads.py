@@ -12,11 +12,13 @@ import psycopg
 import pytest
 
 from bench.memory import b64_sha256, backfill_peak, large_file, stored_sha256, tree
-from comsa_migrate.core.backfill import BackfillOptions, backfill
+from comsa_migrate.backfill import BackfillOptions, backfill
 from comsa_migrate.core.layout import JobSource
-from comsa_migrate.core.pipeline import Held, apply, prepare
+from comsa_migrate.core.plan import Recorder, prepare
 from comsa_migrate.core.tree import scan
 from comsa_migrate.db.migrations import create_input_files_table
+from comsa_migrate.pipeline.options import WriteOptions
+from comsa_migrate.pipeline.scheduler import applying
 
 MIB = 1024 * 1024
 
@@ -84,17 +86,18 @@ def test_an_upload_changed_between_its_two_reads_refuses_its_job_and_nothing_is_
 ) -> None:
     data = tree(tmp_path / "data", "upload", 3 * MIB)  # over the 1 MiB carried inline
     upload = large_file(data, "upload")
-    options = BackfillOptions(data, writers=1)
+    write = WriteOptions(connections=1)
     with psycopg.connect(upload_dsn, autocommit=True) as conn:
         [source] = [item for item in scan(data) if isinstance(item, JobSource)]
-        batch = prepare(options, options.settings(conn), [source], set(), Held())
+        reading = write.reading(data, write.settings(conn))
+        batch = prepare(reading, [source], set(), Recorder())
         assert batch is not None and len(batch.uploads[0]) == 1  # its digest taken, not sent
         if change == "rewritten":
             upload.write_bytes(upload.read_bytes()[::-1])
         else:
             upload.unlink()
 
-        [outcome] = apply(conn, options, batch, None)
+        [outcome] = applying(write, None)(conn, batch)
 
         assert outcome.action == "error"
         assert outcome.message is not None and "changed while it was read" in outcome.message
@@ -103,7 +106,7 @@ def test_an_upload_changed_between_its_two_reads_refuses_its_job_and_nothing_is_
         assert _staged_rows(conn) == 0
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
-        summary = backfill(conn, options)  # the next run writes the job as it is now
+        summary = backfill(conn, BackfillOptions(data))  # the next run writes the job as it is now
 
         assert summary.actions["insert"] == 1
         uploads = 0 if change == "removed" else 1
@@ -124,7 +127,9 @@ def test_a_large_upload_the_table_already_holds_is_not_written_again(
         before = dict(conn.execute(versions).fetchall())
         assert set(before) == {"input.csv", "notes.csv"}
 
-        unchanged = backfill(conn, BackfillOptions(data, force=True))  # read and sent again
+        unchanged = backfill(
+            conn, BackfillOptions(data, WriteOptions(force=True))
+        )  # read and sent again
         notes.write_text("id,note\n1,second\n")
         updated = backfill(conn, BackfillOptions(data))
 

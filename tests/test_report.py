@@ -12,7 +12,7 @@ import jsonschema
 import psycopg
 import pytest
 
-from comsa_migrate.core.backfill import BackfillOptions
+from comsa_migrate.backfill import BackfillOptions
 from comsa_migrate.problems import CODES
 from comsa_migrate.render.report import render_text
 from comsa_migrate.report.plan import build_report

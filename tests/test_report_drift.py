@@ -15,10 +15,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from comsa_migrate.core import store
-from comsa_migrate.core.backfill import BackfillOptions, backfill
-from comsa_migrate.core.summary import JobResult
+from comsa_migrate.backfill import BackfillOptions, backfill
 from comsa_migrate.db.migrations import migrations
+from comsa_migrate.db.plans import plan_batch
+from comsa_migrate.db.writes import apply_batch
+from comsa_migrate.observer import JobResult
+from comsa_migrate.pipeline.options import WriteOptions
 from comsa_migrate.report.plan import build_report
 from comsa_migrate.report.result import Report
 
@@ -34,7 +36,7 @@ HOUR_NS = 3600 * 10**9
 
 
 def _report(conn: psycopg.Connection[Any] | None, data_dir: Path, **options: Any) -> Report:
-    return build_report(conn, BackfillOptions(data_dir, **options), target="test")
+    return build_report(conn, BackfillOptions(data_dir, WriteOptions(**options)), target="test")
 
 
 def _drifts(report: Report) -> dict[str, list[str | None]]:
@@ -59,7 +61,9 @@ def _backfill(conn: psycopg.Connection[Any], data_dir: Path, force: bool = False
         def on_job(self, result: JobResult) -> None:
             results[result.job_id] = result.action
 
-    summary = backfill(conn, BackfillOptions(data_dir, force=force), observers=[Actions()])
+    summary = backfill(
+        conn, BackfillOptions(data_dir, WriteOptions(force=force)), observers=[Actions()]
+    )
     return results, summary
 
 
@@ -426,8 +430,8 @@ def test_a_job_the_database_cannot_plan_is_an_error_as_when_writing(
 
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
-        plans = store.plan_batch(conn, [good, bad, good], force=False)
-    outcomes = store.apply_batch(conn, [good, bad], force=False, run_id=None)
+        plans = plan_batch(conn, [good, bad, good], force=False)
+    outcomes = apply_batch(conn, [good, bad], force=False, run_id=None)
 
     assert [p.action for p in plans] == ["insert", "error", "insert"]
     assert [o.action for o in outcomes] == ["insert", "error"]

@@ -16,8 +16,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from comsa_migrate.core.backfill import BackfillOptions, backfill
+from comsa_migrate.backfill import BackfillOptions, backfill
 from comsa_migrate.core.uploads import DEFAULT_INLINE_INPUT_BYTES
+from comsa_migrate.pipeline.options import WriteOptions
 from comsa_migrate.report.plan import build_report
 from comsa_migrate.report.result import CHANGES
 
@@ -71,7 +72,7 @@ def test_the_report_predicts_the_rows_the_backfill_changes_in_every_table(
     age_tree(tree)  # fingerprints are trusted: the rerun reads only what changed
     if SCHEMAS[schema]:
         assert cli(*SCHEMAS[schema], "--dsn", empty_dsn).exit_code == 0
-    options = BackfillOptions(tree, inline_input_bytes=UPLOADS[uploads])
+    options = BackfillOptions(tree, WriteOptions(inline_input_bytes=UPLOADS[uploads]))
 
     first = _report_then_backfill(empty_dsn, options)
     with psycopg.connect(empty_dsn, autocommit=True) as conn:

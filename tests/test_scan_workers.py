@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from bench.generate import TreeShape, generate
+from comsa_migrate.backfill import BackfillOptions, backfill
 from comsa_migrate.core import scan_workers, tree
-from comsa_migrate.core.backfill import BackfillOptions, backfill
 from comsa_migrate.core.layout import ScanItem
 from comsa_migrate.problems import Problem
 
@@ -117,6 +117,28 @@ def test_the_workers_are_no_more_than_the_usable_cores(
 
     assert started == [2]  # and with one core, no worker at all
     assert alone == list(tree.scan(quirky_tree))
+
+
+def test_a_backfill_called_as_a_library_forks_no_scan_process_unless_asked(
+    conn: psycopg.Connection[Any],
+    quirky_tree: Path,
+    small_chunks: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forked: list[int] = []
+    real = scan_workers.scan_in_workers
+
+    def counting(tasks: list[object], scan_one: object, workers: int) -> Iterator[ScanItem]:
+        forked.append(workers)
+        return real(tasks, scan_one, workers)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tree, "scan_in_workers", counting)
+    monkeypatch.setattr(tree, "usable_cores", lambda: 2)
+    backfill(conn, BackfillOptions(quirky_tree))
+    assert forked == []
+
+    backfill(conn, BackfillOptions(quirky_tree, scan_processes=2))
+    assert forked == [2]
 
 
 def test_a_worker_killed_mid_scan_leaves_the_rest_of_its_chunks_to_the_parent(
@@ -360,10 +382,10 @@ def test_a_daemon_catching_up_in_two_scan_workers_writes_what_one_process_writes
         fresh_database(databases, template_db) as alone_dsn,
         psycopg.connect(alone_dsn, autocommit=True) as conn,
     ):
-        backfill(conn, BackfillOptions(quirky_tree, writers=1))
+        backfill(conn, BackfillOptions(quirky_tree))
         alone = stored_contents(conn), table_counts(conn)
 
-    with running_daemon(dsn, quirky_tree, ready=False, writers=2) as daemon:
+    with running_daemon(dsn, quirky_tree, ready=False, connections=2, scan_processes=2) as daemon:
         wait_until(daemon.ready.is_set, 120, "the daemon to catch up")
         with psycopg.connect(dsn, autocommit=True) as conn:
             assert (stored_contents(conn), table_counts(conn)) == alone

@@ -8,9 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
+from comsa_migrate.core.layout import JobSource
+from comsa_migrate.core.normalise import JOB_COLUMNS, parse_job
+from comsa_migrate.core.payload import WriteSettings, job_payload
 from comsa_migrate.db import migrations
 from comsa_migrate.db.migrations import EARLIER_FORMS, Repeatable, repeatables
 
@@ -130,6 +134,47 @@ def test_the_dashboards_ddl_that_init_db_runs_is_the_dashboards_own() -> None:
     dashboards = _statements(FIXTURES / "dashboard-schema" / "003_input_file_storage.sql")
 
     assert shipped == dashboards
+
+
+@pytest.mark.parametrize("number", ["001_initial_schema"])
+def test_the_dashboards_migrations_that_comsa_migrate_ships_are_the_dashboards_own(
+    number: str,
+) -> None:
+    """schema/001 runs the statements of the dashboard's own 001 (comments aside)."""
+    shipped = _statements(SCHEMA / f"{number}.sql")
+    dashboards = _statements(FIXTURES / "dashboard-schema" / f"{number}.sql")
+
+    assert shipped == dashboards
+
+
+def test_the_functions_name_the_columns_of_jobs_that_the_payload_carries() -> None:
+    """written_job() compares, and apply_job() upserts, exactly normalise.JOB_COLUMNS."""
+    content = (SCHEMA / "functions" / "20_job_content.sql").read_text()
+    written = re.search(
+        r"written_job\(r public\.jobs\).*?jsonb_build_object\((.*?)\)\n", content, re.S
+    )
+    assert written is not None
+    compared = re.findall(r"'(\w+)', r\.(\w+)", written.group(1))
+    apply_job = (SCHEMA / "functions" / "40_apply_job.sql").read_text()
+    upsert = re.search(r"ON CONFLICT \(id\) DO UPDATE SET(.*?);", apply_job, re.S)
+    assert upsert is not None
+    updated = re.findall(r"(\w+) = EXCLUDED\.(\w+)", upsert.group(1))
+
+    assert [key for key, column in compared if key == column] == list(JOB_COLUMNS)
+    assert [column for column, same in updated if column == same] == list(JOB_COLUMNS[1:])
+
+
+def test_the_payload_carries_the_columns_of_jobs_first_in_their_order() -> None:
+    raw = b'{"id": "0a1b2c3d-0000-4000-8000-00000000abcd", "type": "vacalibration",'
+    raw += b' "status": "pending", "created_at": "2026-01-02 10:00:00"}'
+    job_id = "0a1b2c3d-0000-4000-8000-00000000abcd"
+    source = JobSource(job_id, f"jobs/{job_id}.json", len(raw), 0, 0, (), (), "fp")
+    record = parse_job(raw, source, Path("/nonexistent")).record
+    assert record is not None
+
+    keys = list(orjson.loads(job_payload(record, WriteSettings())))
+
+    assert keys[: len(JOB_COLUMNS)] == list(JOB_COLUMNS)
 
 
 def _statements(path: Path) -> list[str]:

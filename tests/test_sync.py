@@ -88,7 +88,7 @@ def test_a_half_written_json_then_completed_gives_one_correct_row_and_no_problem
 ) -> None:
     job_id = new_job_id()
     text = json.dumps(job_doc(job_id, country="Malawi"))
-    with running_daemon(dsn, data, settle=30.0) as daemon:
+    with running_daemon(dsn, data, unparsable_grace=30.0) as daemon:
         with (data / "jobs" / f"{job_id}.json").open("w") as fh:  # written in place, like R
             fh.write(text[: len(text) // 2])
             fh.flush()
@@ -112,7 +112,7 @@ def test_a_json_that_stays_broken_becomes_invalid_json_after_the_settle_time(
     dsn: str, data: Path
 ) -> None:
     job_id = new_job_id()
-    with running_daemon(dsn, data, settle=0.3):
+    with running_daemon(dsn, data, unparsable_grace=0.3):
         (data / "jobs" / f"{job_id}.json").write_text('{"id": "' + job_id + '", "type": ')
 
         problems = wait_until(lambda: daemon_problems(dsn), what="the problem")

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from comsa_migrate.core import tree
-from comsa_migrate.sync import bookkeeping
-from comsa_migrate.sync import writer as sync_writer
+from comsa_migrate.sync import bookkeeping, job_syncer
 
 from .helpers import (
     job_row,
@@ -99,14 +98,16 @@ def test_a_bug_while_writing_a_batch_is_narrowed_to_its_job(
     dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = [new_job_id() for _ in range(3)]
-    real = sync_writer.migrate_jobs
+    real = job_syncer.run_batches
 
-    def migrate_jobs(conn: Any, options: Any, items: list[Any], *args: Any, **kw: Any) -> None:
+    def run_batches(
+        conn: Any, options: Any, reading: Any, items: Any, *args: Any, **kw: Any
+    ) -> bool:
         if any(getattr(item, "job_id", None) == ids[1] for item in items):
             raise RuntimeError("a bug, for the test")
-        real(conn, options, items, *args, **kw)
+        return real(conn, options, reading, items, *args, **kw)
 
-    monkeypatch.setattr(sync_writer, "migrate_jobs", migrate_jobs)
+    monkeypatch.setattr(job_syncer, "run_batches", run_batches)
     with running_daemon(dsn, data, debounce=0.3):
         for job_id in ids:
             write_job_atomically(data, job_id)

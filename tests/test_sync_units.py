@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from comsa_migrate.core.backfill import BackfillOptions
+from comsa_migrate.pipeline.options import WriteOptions
 from comsa_migrate.sync.debounce import Debouncer
+from comsa_migrate.sync.job_syncer import JobSyncer
 from comsa_migrate.sync.metrics import Gauge, StatsCollector
 from comsa_migrate.sync.stats import SyncStats
 from comsa_migrate.sync.watch import classify, explain_os_error
-from comsa_migrate.sync.writer import JobSyncer
 
 from .helpers import Clock
 
@@ -173,16 +173,17 @@ def test_stats_read_from_another_thread_never_see_half_an_update() -> None:
     assert stats.snapshot().counters["rescans"] == 20_000
 
 
-def test_a_json_that_does_not_parse_is_retried_with_backoff_until_it_settles() -> None:
+def test_a_json_that_does_not_parse_is_retried_with_backoff_until_its_grace_ends() -> None:
     clock = Clock()
     retries: list[float] = []
     stats = SyncStats()
     syncer = JobSyncer(
-        BackfillOptions(Path("data")),
-        1.0,
-        stats,
-        lambda job_id, delay: retries.append(round(delay, 3)),
-        clock,
+        Path("data"),
+        WriteOptions(),
+        unparsable_grace=1.0,
+        stats=stats,
+        retry=lambda job_id, delay: retries.append(round(delay, 3)),
+        clock=clock,
     )
 
     while syncer.hold_back(JOB):

@@ -13,7 +13,8 @@ import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 from pyfakefs.fake_filesystem_unittest import Patcher
 
-from comsa_migrate.core.layout import FileStat, JobSource, ScanItem, read_job_json, utc_from_ns
+from comsa_migrate.core.jsonread import read_job_json
+from comsa_migrate.core.layout import FileStat, JobSource, ScanItem, utc_from_ns
 from comsa_migrate.core.tree import count_job_files, job_source, scan
 from comsa_migrate.errors import DataDirError
 from comsa_migrate.problems import Problem

@@ -15,8 +15,9 @@ import psycopg
 import pytest
 
 from bench.generate import TreeShape, generate
-from comsa_migrate.core.backfill import BackfillOptions, backfill
-from comsa_migrate.core.summary import JobResult
+from comsa_migrate.backfill import BackfillOptions, backfill
+from comsa_migrate.observer import JobResult
+from comsa_migrate.pipeline.options import WriteOptions
 from comsa_migrate.problems import Problem
 
 from .conftest import Databases, copy_fixture, fresh_database
@@ -42,7 +43,7 @@ def run(dsn: str, data: Path, writers: int) -> tuple[Any, list[tuple[str, str]]]
         def on_job(self, result: JobResult) -> None:
             told.append((result.job_id, result.action))
 
-    options = BackfillOptions(data, batch_size=7, writers=writers)
+    options = BackfillOptions(data, WriteOptions(batch_size=7, connections=writers))
     with psycopg.connect(dsn, autocommit=True) as conn:
         summary = backfill(
             conn,
@@ -163,7 +164,7 @@ def test_the_connection_given_is_left_idle_and_out_of_pipeline_mode(
     tmp_path: Path, dsn: str
 ) -> None:
     data = generate(tmp_path / "data", TreeShape(12, seed=5))
-    options = BackfillOptions(data, batch_size=5, writers=2)
+    options = BackfillOptions(data, WriteOptions(batch_size=5, connections=2))
     with psycopg.connect(dsn, autocommit=True) as conn:
         for _ in range(2):  # a cold run, then a rerun that only reads fingerprints
             backfill(conn, options, connect=lambda: psycopg.connect(dsn, autocommit=True))

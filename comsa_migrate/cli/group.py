@@ -10,8 +10,8 @@ from typing import Any
 import click
 import psycopg
 
-from comsa_migrate import __version__
 from comsa_migrate.errors import EXIT_BUG, EXIT_OK, EXIT_USAGE, ComsaMigrateError, first_line
+from comsa_migrate.version import __version__
 
 __all__ = ["main"]
 

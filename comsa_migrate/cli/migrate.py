@@ -10,22 +10,22 @@ from typing import Any
 
 import click
 
+from comsa_migrate.backfill import BackfillOptions, backfill
 from comsa_migrate.cli.logs import log_to_stderr
 from comsa_migrate.cli.options import (
     batch_size_option,
     connection,
     dashboard_options,
     dsn_option,
+    jobs_option,
     max_json_bytes_option,
     progress,
     quiet_option,
     stop_on_signals,
     target_for,
     target_to_read,
-    writers_option,
 )
 from comsa_migrate.core import tree
-from comsa_migrate.core.backfill import BackfillOptions, backfill
 from comsa_migrate.db import grants
 from comsa_migrate.db.embedded_run import run_program
 from comsa_migrate.db.migrations import create_input_files_table, migrate
@@ -37,6 +37,7 @@ from comsa_migrate.errors import (
     ComsaMigrateError,
     RunStopped,
 )
+from comsa_migrate.pipeline.options import WriteOptions
 from comsa_migrate.problems import Severity
 from comsa_migrate.render.summary import REPORT_FORMATS, backfill_summary
 
@@ -55,7 +56,7 @@ __all__ = ["backfill_command", "init_db_command", "psql_command", "report_comman
 @quiet_option
 @max_json_bytes_option
 @batch_size_option
-@writers_option(
+@jobs_option(
     "Writer connections, each writing its own batches (one server backend, so one "
     "of the server's cores, each), and up to as many processes scanning the tree (no "
     "more than this machine's cores). On a remote server with C free cores, try C."
@@ -73,7 +74,7 @@ def backfill_command(
     quiet: bool,
     max_json_bytes: int,
     batch_size: int,
-    writers: int,
+    jobs: int,
     dashboard: dict[str, Any],
     dry_run: bool,
 ) -> int:
@@ -102,9 +103,14 @@ def backfill_command(
     With --dry-run, the exit codes of report.
     """
     log_to_stderr()
-    options = BackfillOptions(
-        data_dir, force, max_json_bytes, batch_size, writers=writers, **dashboard
+    write = WriteOptions(
+        force=force,
+        max_json_bytes=max_json_bytes,
+        batch_size=batch_size,
+        connections=jobs,
+        **dashboard,
     )
+    options = BackfillOptions(data_dir, write, scan_processes=jobs)
     if dry_run:
         return _report(options, dsn, offline=False, out=_ReportOutput(), quiet=quiet)
     tree.check_data_dir(data_dir)  # before a server is started or connected to
@@ -162,7 +168,7 @@ def backfill_command(
 @click.option("--all", "show_all", is_flag=True, help="List every problem, not 10 per code.")
 @quiet_option
 @max_json_bytes_option
-@writers_option(
+@jobs_option(
     "Processes scanning the tree (no more than this machine's cores); the database is "
     "read on one connection."
 )
@@ -177,7 +183,7 @@ def report_command(
     show_all: bool,
     quiet: bool,
     max_json_bytes: int,
-    writers: int,
+    jobs: int,
     dashboard: dict[str, Any],
 ) -> int:
     """Say what the next backfill of DATA_DIR would do, and what is wrong with the data.
@@ -202,7 +208,8 @@ def report_command(
     a warning); 2 usage, configuration or connection error; 130 interrupted.
     """
     log_to_stderr()
-    options = BackfillOptions(data_dir, max_json_bytes=max_json_bytes, writers=writers, **dashboard)
+    write = WriteOptions(max_json_bytes=max_json_bytes, connections=jobs, **dashboard)
+    options = BackfillOptions(data_dir, write, scan_processes=jobs)
     out = _ReportOutput(fmt, output, fail_on, show_all)
     return _report(options, dsn, offline=offline, out=out, quiet=quiet)
 
@@ -260,7 +267,7 @@ def _report(
 @dsn_option
 @click.option(
     "--grant-writer",
-    "writers",
+    "writer_roles",
     multiple=True,
     metavar="ROLE",
     help="Give ROLE (which must exist) the rights to run backfill, sync, report and status "
@@ -268,7 +275,7 @@ def _report(
 )
 @click.option(
     "--grant-reader",
-    "readers",
+    "reader_roles",
     multiple=True,
     metavar="ROLE",
     help="Give ROLE (which must exist) the rights to run report and status. Repeatable.",
@@ -280,7 +287,10 @@ def _report(
     "a backfill before the dashboard's first start stores uploads there.",
 )
 def init_db_command(
-    dsn: str | None, writers: tuple[str, ...], readers: tuple[str, ...], input_files: bool
+    dsn: str | None,
+    writer_roles: tuple[str, ...],
+    reader_roles: tuple[str, ...],
+    input_files: bool,
 ) -> None:
     """Create or upgrade the schema: the dashboard's tables and comsa-migrate's bookkeeping.
 
@@ -313,8 +323,8 @@ def init_db_command(
     """
     log_to_stderr()
     requested: list[tuple[str, grants.Kind]] = [
-        *((role, "writer") for role in writers),
-        *((role, "reader") for role in readers),
+        *((role, "writer") for role in writer_roles),
+        *((role, "reader") for role in reader_roles),
     ]
     with connection(dsn) as (conn, target):
         grants.require_roles(conn, [role for role, _ in requested])

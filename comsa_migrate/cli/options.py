@@ -16,17 +16,17 @@ from typing import Any
 import click
 import psycopg
 
-from comsa_migrate.core.backfill import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_JSON_BYTES,
-    DEFAULT_PATH_PREFIX,
-    DEFAULT_WRITERS,
-)
-from comsa_migrate.core.summary import JobResult, Observer
 from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
 from comsa_migrate.db.embedded import find_embedded, start_embedded
 from comsa_migrate.db.faults import Limits
 from comsa_migrate.db.target import Target, connect, embedded_home, resolve_target
+from comsa_migrate.observer import JobResult, Observer
+from comsa_migrate.pipeline.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONNECTIONS,
+    DEFAULT_MAX_JSON_BYTES,
+    DEFAULT_PATH_PREFIX,
+)
 from comsa_migrate.problems import Problem
 
 dsn_option = click.option(
@@ -59,14 +59,15 @@ quiet_option = click.option(
 )
 
 
-def writers_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """-j/--jobs N, the writer connections, given to the command as ``writers``."""
+def jobs_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """-j/--jobs N: the writer connections, and the processes that scan, given to the
+    command as ``jobs``."""
     return click.option(
         "-j",
         "--jobs",
-        "writers",
+        "jobs",
         type=click.IntRange(1, 64),
-        default=DEFAULT_WRITERS,
+        default=DEFAULT_CONNECTIONS,
         show_default=True,
         metavar="N",
         help=help_text,
@@ -145,7 +146,7 @@ _DASHBOARD_OPTIONS = (
 def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options of how rows are written for the dashboard, and the limits of the
     transactions that write them, given to ``command`` as one ``dashboard`` dict of
-    BackfillOptions fields."""
+    WriteOptions fields."""
 
     @functools.wraps(command)
     def with_dashboard(

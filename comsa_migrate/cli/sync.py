@@ -16,12 +16,14 @@ from comsa_migrate.cli.options import (
     connection,
     dashboard_options,
     dsn_option,
+    jobs_option,
     max_json_bytes_option,
     target_for,
-    writers_option,
 )
 from comsa_migrate.core import tree
 from comsa_migrate.errors import EXIT_OK
+from comsa_migrate.pipeline.options import WriteOptions
+from comsa_migrate.render import formatting
 from comsa_migrate.render.status import render_status
 from comsa_migrate.sync.daemon import Daemon, SyncOptions
 from comsa_migrate.sync.status import read_status
@@ -95,7 +97,7 @@ __all__ = ["status_command", "sync_command"]
 )
 @max_json_bytes_option
 @batch_size_option
-@writers_option(
+@jobs_option(
     "Writer connections of the catch-up scan and the rescans, and processes scanning "
     "the tree for them (see backfill --jobs); jobs synced as they change are written "
     "on one."
@@ -115,7 +117,7 @@ def sync_command(
     log_format: str,
     max_json_bytes: int,
     batch_size: int,
-    writers: int,
+    jobs: int,
     dashboard: dict[str, Any],
 ) -> int:
     """Keep PostgreSQL in step with DATA_DIR while legacy writers keep running.
@@ -136,23 +138,27 @@ def sync_command(
     error; 3 another daemon holds the lock (see --wait).
     """
     log_to_stderr(daemon=True, log_format=log_format)
+    write = WriteOptions(
+        force=force,
+        max_json_bytes=max_json_bytes,
+        batch_size=batch_size,
+        connections=jobs,
+        **dashboard,
+    )
     options = SyncOptions(
         data_dir,
         name=name,
-        force=force,
         wait=wait,
         polling=polling,
         debounce=debounce,
-        settle=settle,
+        unparsable_grace=settle,
         rescan_interval=rescan_interval,
         metrics_port=metrics_port,
-        max_json_bytes=max_json_bytes,
-        batch_size=batch_size,
-        writers=writers,
-        **dashboard,
+        write=write,
+        scan_processes=jobs,
     )
     tree.check_data_dir(data_dir)  # before a server is started or connected to
-    daemon = Daemon(target_for(dsn), options)
+    daemon = Daemon(target_for(dsn), options, words=formatting)
     with _daemon_signals(daemon):
         daemon.run()
     return EXIT_OK

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["MAX_DEPTH", "Invalid", "has_unstorable_escape", "load_json"]
+from comsa_migrate.core.layout import FILE_FLAGS, JobSource, os_reason
+from comsa_migrate.problems import Problem
+
+__all__ = ["MAX_DEPTH", "Invalid", "has_unstorable_escape", "load_json", "read_job_json"]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 #: a run of 19 digits may be an integer beyond 64 bits, which orjson reads as a float; it
@@ -96,3 +102,33 @@ def _check_depth(doc: Any) -> None:
 def has_unstorable_escape(raw: bytes) -> bool:
     """Whether the bytes escape U+0000 or a UTF-16 surrogate: only escapes bring them."""
     return b"\\u0000" in raw or _SURROGATE_ESCAPE.search(raw) is not None
+
+
+def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | Problem:
+    """The bytes of a job JSON, or the problem that stops them from being read."""
+    path = os.path.join(data_dir, source.json_path)
+    try:
+        # never follow a symlink, nor wait on a FIFO, put there since the scan
+        fd = os.open(path, FILE_FLAGS)
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return Problem("unreadable", "not a regular file", source.job_id, source.json_path)
+            data = b""
+            if st.st_size <= max_bytes:
+                # read(n) allocates n bytes first: ask for the size stat gave, plus one
+                # byte to notice a file still growing, and only then for the rest
+                data = fh.read(st.st_size + 1)
+                if len(data) > st.st_size:
+                    data += fh.read(max_bytes + 1 - len(data))
+            size = max(st.st_size, len(data))
+            if size > max_bytes:
+                return Problem(
+                    "file_too_large",
+                    f"{size:,} bytes is over the limit of {max_bytes:,} (--max-json-bytes)",
+                    source.job_id,
+                    source.json_path,
+                )
+            return data
+    except OSError as exc:
+        return Problem("unreadable", os_reason(exc), source.job_id, source.json_path)

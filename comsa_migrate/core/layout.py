@@ -1,4 +1,4 @@
-"""The legacy layout: its folders and names, what stat tells of a job, and reading a job JSON."""
+"""The legacy layout: its folders and names, and what stat tells of a job."""
 
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ __all__ = [
     "kind_of_file",
     "link_skipped",
     "os_reason",
-    "read_job_json",
     "unlistable",
     "utc_from_ns",
 ]
@@ -228,36 +227,6 @@ class JobSource(NamedTuple):
 
 
 ScanItem = JobSource | Problem
-
-
-def read_job_json(data_dir: Path, source: JobSource, max_bytes: int) -> bytes | Problem:
-    """The bytes of a job JSON, or the problem that stops them from being read."""
-    path = os.path.join(data_dir, source.json_path)
-    try:
-        # never follow a symlink, nor wait on a FIFO, put there since the scan
-        fd = os.open(path, FILE_FLAGS)
-        with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                return Problem("unreadable", "not a regular file", source.job_id, source.json_path)
-            data = b""
-            if st.st_size <= max_bytes:
-                # read(n) allocates n bytes first: ask for the size stat gave, plus one
-                # byte to notice a file still growing, and only then for the rest
-                data = fh.read(st.st_size + 1)
-                if len(data) > st.st_size:
-                    data += fh.read(max_bytes + 1 - len(data))
-            size = max(st.st_size, len(data))
-            if size > max_bytes:
-                return Problem(
-                    "file_too_large",
-                    f"{size:,} bytes is over the limit of {max_bytes:,} (--max-json-bytes)",
-                    source.job_id,
-                    source.json_path,
-                )
-            return data
-    except OSError as exc:
-        return Problem("unreadable", os_reason(exc), source.job_id, source.json_path)
 
 
 def kind_of_file(mode: int) -> str:

@@ -13,7 +13,7 @@ from comsa_migrate.core.jsonread import Invalid, has_unstorable_escape, load_jso
 from comsa_migrate.core.layout import JobSource, is_job_id, is_utf8, utc_from_ns
 from comsa_migrate.problems import Problem
 
-__all__ = ["COLUMN_LIMITS", "JobRecord", "LogEntry", "Parsed", "parse_job"]
+__all__ = ["COLUMN_LIMITS", "JOB_COLUMNS", "JobRecord", "LogEntry", "Parsed", "parse_job"]
 
 STATUSES = ("pending", "running", "completed", "failed")
 #: VARCHAR limits of the `jobs` table (see schema/001_initial_schema.sql)
@@ -25,25 +25,29 @@ COLUMN_LIMITS = {
     "country": 100,
     "calib_model_type": 50,
 }
-MAPPED_KEYS = frozenset(
-    {
-        "id",
-        "type",
-        "status",
-        "algorithm",
-        "ensemble",
-        "age_group",
-        "country",
-        "calib_model_type",
-        "created_at",
-        "started_at",
-        "completed_at",
-        "error",
-        "result",
-        "log",
-        "input_file",
-    }
+#: the columns of `jobs` that comsa-migrate writes, as JobRecord and the payload name them
+#: (those of the dashboard's 001). The schema's functions name them one by one
+#: (written_job() in 20_job_content.sql, the upsert of 40_apply_job.sql):
+#: tests/test_schema_functions.py checks that they name these.
+JOB_COLUMNS = (
+    "id",
+    "type",
+    "status",
+    "algorithm",
+    "age_group",
+    "country",
+    "calib_model_type",
+    "ensemble",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "error",
+    "result",
+    "input_file_path",
 )
+#: the keys of a legacy job JSON that the record takes: its columns, with the upload's
+#: path and the log named as the legacy writer names them
+MAPPED_KEYS = frozenset(JOB_COLUMNS) - {"input_file_path"} | {"input_file", "log"}
 _LOG_PREFIX = re.compile(r"\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})\]")
 #: what separates two log lines stamped with one second, in file order
 LOG_STEP = timedelta(microseconds=1)

@@ -17,13 +17,13 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from comsa_migrate.db.faults import Limits
+from comsa_migrate.db.faults import Limits, set_limits
 from comsa_migrate.db.libpq_io import as_exception, error_of, lost, next_result, send_all
 
-__all__ = ["RECORDED", "Answer", "FingerprintQuestions"]
+__all__ = ["RECORDED", "DeferredFingerprints", "FingerprintQuestions", "recorded_fingerprints"]
 
 #: a question sent to the server; calling it reads the answer, {job id: fingerprint}
-Answer = Callable[[], dict[str, str]]
+DeferredFingerprints = Callable[[], dict[str, str]]
 
 _TIMEOUT = b"SELECT set_config('statement_timeout', $1, true)"
 #: the fingerprints recorded for jobs whose `jobs` row is still there; {ids} is the
@@ -73,7 +73,7 @@ class FingerprintQuestions:
         finally:
             self._conn.lock.release()
 
-    def ask(self, job_ids: Sequence[str]) -> Answer:
+    def ask(self, job_ids: Sequence[str]) -> DeferredFingerprints:
         """Send the question for these jobs (UUIDs: nothing to quote)."""
         ids = ("{" + ",".join(job_ids) + "}").encode()
         pgconn = self._pgconn
@@ -116,3 +116,18 @@ class FingerprintQuestions:
         if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
             raise psycopg.OperationalError(lost(self._pgconn))
         self._answers[number] = failure or rows
+
+
+def recorded_fingerprints(
+    conn: psycopg.Connection[Any], job_ids: Sequence[str], limits: Limits
+) -> DeferredFingerprints:
+    """The fingerprints recorded for these jobs whose `jobs` row is still there, read now;
+    the function returned gives them, {job id: fingerprint}."""
+    with conn.transaction():
+        set_limits(conn, limits)
+        rows = conn.execute(
+            RECORDED.format(ids="%s"),
+            ["{" + ",".join(job_ids) + "}"],  # job ids are UUIDs: nothing to quote
+        ).fetchall()
+    found = dict(rows)
+    return lambda: found

@@ -28,6 +28,7 @@ __all__ = [
     "embedded_home",
     "has_connect_timeout",
     "psql_path",
+    "first_line_without_password",
     "redact",
     "resolve_target",
 ]
@@ -119,8 +120,19 @@ def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[An
     except psycopg.ProgrammingError as exc:  # a connection string libpq refuses
         raise ConfigurationError(_not_a_dsn(f"the DSN from {target.source}", exc)) from None
     except psycopg.Error as exc:
-        reason = first_line(exc, dsn=target.dsn)
+        reason = first_line_without_password(exc, target.dsn)
         raise DatabaseUnavailable(f"cannot connect to {target}: {reason}") from None
+
+
+def first_line_without_password(exc: BaseException, dsn: str) -> str:
+    """first_line(exc), with the password of ``dsn`` read *** wherever it is quoted (libpq's
+    connection errors may quote the connection string)."""
+    line = first_line(exc)
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except psycopg.ProgrammingError:  # an unparsable DSN: psycopg names that problem itself
+        return line
+    return line.replace(str(password), "***") if password else line
 
 
 def redact(dsn: str) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from comsa_migrate.db.embedded import EmbeddedState, Reset
 from comsa_migrate.db.target import EMBEDDED_DATABASE
-from comsa_migrate.render.words import human_bytes
+from comsa_migrate.render.formatting import human_bytes
 
 __all__ = ["DSN_NOTE", "embedded_paths", "reset_done", "reset_question"]
 

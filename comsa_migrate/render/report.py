@@ -7,10 +7,8 @@ from collections.abc import Iterator
 
 import orjson
 
-from comsa_migrate import __version__
 from comsa_migrate.problems import CODES, Problem, Severity
-from comsa_migrate.render.summary import REPORT_FORMATS
-from comsa_migrate.render.words import (
+from comsa_migrate.render.formatting import (
     WIDTH,
     counted,
     field,
@@ -19,7 +17,9 @@ from comsa_migrate.render.words import (
     planned,
     wrap,
 )
+from comsa_migrate.render.summary import REPORT_FORMATS
 from comsa_migrate.report.result import CHANGES, REPORT_VERSION, Report
+from comsa_migrate.version import __version__
 
 __all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
 

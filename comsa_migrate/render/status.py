@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comsa_migrate.render.words import actions_done, age, counted, number, utc_time
+from comsa_migrate.render.formatting import actions_done, age, counted, number, utc_time
 from comsa_migrate.sync.status import DaemonStatus, Status
 
 __all__ = ["render_status"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from comsa_migrate.core.summary import Summary
+from comsa_migrate.pipeline.summary import Summary
 from comsa_migrate.problems import CODES, Severity, printable
-from comsa_migrate.render.words import actions_done, counted, field, number, wrap
+from comsa_migrate.render.formatting import actions_done, counted, field, number, wrap
 
 __all__ = ["REPORT_FORMATS", "backfill_summary"]
 

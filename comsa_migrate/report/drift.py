@@ -13,7 +13,6 @@ from psycopg.types.json import Jsonb
 
 from comsa_migrate.core.layout import JobSource
 from comsa_migrate.problems import Problem
-from comsa_migrate.render.words import counted
 
 __all__ = ["DriftInput", "check_drift"]
 
@@ -111,8 +110,8 @@ def _check_files(seen: DriftInput, job_id: str, files: list[list[Any]]) -> dict[
                 seen.add(
                     Problem(
                         "size_mismatch",
-                        f"job_files says {counted(size, 'byte')}; "
-                        f"the file on disk has {counted(on_disk[path], 'byte')}",
+                        f"job_files says {_bytes(size)}; "
+                        f"the file on disk has {_bytes(on_disk[path])}",
                         job_id,
                         path,
                     )
@@ -138,3 +137,8 @@ def _changed_message(action: str | None) -> str:
     if action == "update":
         return f"{changed}; --force overwrites them"
     return f"{changed}; the next backfill leaves them alone"
+
+
+def _bytes(n: int) -> str:
+    """A size as a problem's message gives it: "1 byte", "1,204 bytes"."""
+    return f"{n:,} byte" if n == 1 else f"{n:,} bytes"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -13,15 +14,19 @@ from typing import Any
 import orjson
 import psycopg
 
-from comsa_migrate.core import store, tree
-from comsa_migrate.core.backfill import BackfillOptions
-from comsa_migrate.core.layout import JobSource, ScanItem, read_job_json
+from comsa_migrate.core import tree
+from comsa_migrate.core.jsonread import read_job_json
+from comsa_migrate.core.layout import JobSource, ScanItem
 from comsa_migrate.core.normalise import parse_job
-from comsa_migrate.core.pipeline import PreparedBatches, tell_outcome
-from comsa_migrate.core.summary import JobResult, Observer, Observers, Summary
+from comsa_migrate.core.plan import Batch, Outcome, Plan
 from comsa_migrate.db.faults import set_limits
 from comsa_migrate.db.migrations import APP_TABLES, pending_migrations
+from comsa_migrate.db.plans import plan_batch
 from comsa_migrate.errors import DatabaseUnavailable, first_line
+from comsa_migrate.observer import TABLES, JobResult, Observer, Observers
+from comsa_migrate.pipeline.options import BackfillOptions
+from comsa_migrate.pipeline.scheduler import run_batches
+from comsa_migrate.pipeline.summary import Summary
 from comsa_migrate.problems import Problem, Severity, printable
 from comsa_migrate.report.drift import DriftInput, check_drift
 from comsa_migrate.report.result import (
@@ -36,8 +41,6 @@ from comsa_migrate.report.result import (
 __all__ = ["build_report"]
 
 log = logging.getLogger(__name__)
-
-TABLES = store.TABLES
 
 
 def build_report(
@@ -65,7 +68,7 @@ def build_report(
         try:
             with conn.transaction(force_rollback=True):
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                set_limits(conn, options.limits)
+                set_limits(conn, options.write.limits)
                 database = _plan_with_database(conn, run, target, stop)
         except psycopg.errors.InsufficientPrivilege as exc:
             reason = first_line(exc)
@@ -109,11 +112,11 @@ def _plan_with_database(
             "comsa-migrate's bookkeeping is not installed: jobs already in the database "
             "count as conflicts (the backfill may find some unchanged)"
         )
-        run.plan(None, _Conservative(conn, run.options.force), stop)
+        run.plan(None, _Conservative(conn, run.options.write.force), stop)
         if not run.interrupted:
             check_drift(conn, run.drift_input(), with_state=False)
         return Database("database", target, tuple(notes), pending)
-    run.plan(conn, _Planner(conn, run.options.force), stop)
+    run.plan(conn, _Planner(conn, run.options.write.force), stop)
     if not run.interrupted:
         check_drift(conn, run.drift_input(), with_state=True)
     return Database("database", target, tuple(notes), pending)
@@ -141,6 +144,7 @@ class _Run:
         self.sources: dict[str, JobSource] = {}
         self.json_on_disk: set[str] = set()
         self.seen = Counter[str]()
+        self.decided: set[str] = set()  # jobs whose action the database decided
         self._observer = observer
 
     def on_problem(self, problem: Problem) -> None:
@@ -156,20 +160,26 @@ class _Run:
     def plan(
         self, fingerprints: psycopg.Connection[Any] | None, decide: _Decider, stop: Any
     ) -> None:
-        """The backfill's own path up to the write, with ``decide`` in place of the write."""
-        items = self._watch(tree.scan(self.options.data_dir, workers=self.options.writers))
-        batches = PreparedBatches(
-            fingerprints, self.options, items, _ValidatingUnchanged(self), stop
-        )
-        self.summary.inputs_stored = batches.settings.store_inputs
-        for sources, payloads in batches:
-            for source, plan in zip(sources, decide(sources, payloads), strict=True):
+        """The backfill's own path, with ``decide`` in place of the write, on one connection."""
+        options = self.options
+        items = self._watch(tree.scan(options.data_dir, workers=options.scan_processes))
+        settings = options.write.settings(fingerprints)
+        self.summary.inputs_stored = settings.store_inputs
+        reading = options.write.reading(options.data_dir, settings)
+        one = dataclasses.replace(options.write, connections=1)
+
+        def step(conn: psycopg.Connection[Any] | None, batch: Batch) -> list[Outcome]:
+            plans = decide(batch.sources, batch.payloads)
+            for plan in plans:
                 for table, (inserted, updated, deleted) in plan.changes.items():
                     self.row_changes[table].update(
                         {"insert": inserted, "update": updated, "delete": deleted}
                     )
-                tell_outcome(self, source, plan.outcome)
-        self.interrupted = batches.interrupted
+            self.decided.update(source.job_id for source in batch.sources)
+            return [plan.outcome for plan in plans]
+
+        observer = _ValidatingUnchanged(self)
+        self.interrupted = run_batches(fingerprints, one, reading, items, observer, step, stop=stop)
 
     def drift_input(self) -> DriftInput:
         return DriftInput(
@@ -178,7 +188,7 @@ class _Run:
             self.json_on_disk,
             self.actions,
             self.on_problem,
-            self.options.path_prefix,
+            self.options.write.path_prefix,
         )
 
     def report(self, database: Database, elapsed: float) -> Report:
@@ -212,7 +222,7 @@ class _Run:
     def validate(self, source: JobSource) -> None:
         """The problems of a job the backfill would not read: the data as it is now."""
         options = self.options
-        raw = read_job_json(options.data_dir, source, options.max_json_bytes)
+        raw = read_job_json(options.data_dir, source, options.write.max_json_bytes)
         if isinstance(raw, Problem):
             self.on_problem(raw)
             return
@@ -238,7 +248,7 @@ def _problem_order(problem: Problem) -> tuple[int, str, str, str]:
     return (-problem.severity, problem.code, problem.job_id or "", problem.path or "")
 
 
-_Decider = Callable[[list[JobSource], list[bytes]], list[store.Plan]]
+_Decider = Callable[[list[JobSource], list[bytes]], list[Plan]]
 
 
 class _ValidatingUnchanged:
@@ -255,7 +265,7 @@ class _ValidatingUnchanged:
         self._run.on_problem(problem)
 
     def on_job(self, result: JobResult) -> None:
-        if result.action == "unchanged":
+        if result.action == "unchanged" and result.job_id not in self._run.decided:
             self._run.validate(self._run.sources[result.job_id])
         self._run.on_job(result)
 
@@ -271,10 +281,10 @@ class _Planner:
     def __init__(self, conn: psycopg.Connection[Any], force: bool) -> None:
         self.conn, self.force = conn, force
 
-    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[store.Plan]:
+    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[Plan]:
         existing = _existing(self.conn, sources)
         stored = [p for s, p in zip(sources, payloads, strict=True) if s.job_id in existing]
-        planned = iter(store.plan_batch(self.conn, stored, force=self.force) if stored else [])
+        planned = iter(plan_batch(self.conn, stored, force=self.force) if stored else [])
         return [
             next(planned) if source.job_id in existing else _insert_plan(payload)
             for source, payload in zip(sources, payloads, strict=True)
@@ -284,14 +294,14 @@ class _Planner:
 class _Undecided:
     """No database to ask: the job is valid, what happens to it is not known."""
 
-    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[store.Plan]:
-        return [store.Plan("undecided", {}) for _ in payloads]
+    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[Plan]:
+        return [Plan("undecided", {}) for _ in payloads]
 
 
 class _AllInsert:
     """An empty database: the backfill creates the tables and inserts every job."""
 
-    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[store.Plan]:
+    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[Plan]:
         return [_insert_plan(payload) for payload in payloads]
 
 
@@ -305,12 +315,12 @@ class _Conservative:
     def __init__(self, conn: psycopg.Connection[Any], force: bool) -> None:
         self.conn, self.force = conn, force
 
-    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[store.Plan]:
+    def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[Plan]:
         existing = _existing(self.conn, sources)
         return [
             _insert_plan(payload)
             if source.job_id not in existing
-            else store.Plan("update" if self.force else "conflict", {})
+            else Plan("update" if self.force else "conflict", {})
             for source, payload in zip(sources, payloads, strict=True)
         ]
 
@@ -324,11 +334,11 @@ def _existing(conn: psycopg.Connection[Any], sources: list[JobSource]) -> set[st
     return {job_id for (job_id,) in rows}
 
 
-def _insert_plan(payload: bytes) -> store.Plan:
+def _insert_plan(payload: bytes) -> Plan:
     """What apply_job() writes for a job with no row: its row, every log line, every file,
     and every upload it carries for job_input_files (a job with no row has none there)."""
     job = orjson.loads(payload)
-    return store.Plan(
+    return Plan(
         "insert",
         {
             "jobs": (1, 0, 0),

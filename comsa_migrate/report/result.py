@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from comsa_migrate.core.summary import ACTIONS
+from comsa_migrate.observer import ACTIONS
 from comsa_migrate.problems import Problem, Severity
 
 __all__ = [

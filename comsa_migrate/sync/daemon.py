@@ -15,17 +15,18 @@ from watchdog.observers.api import BaseObserver
 
 from comsa_migrate.core import tree
 from comsa_migrate.core.layout import os_reason
-from comsa_migrate.core.store import BatchStopped
 from comsa_migrate.db.faults import is_server_fault
 from comsa_migrate.db.target import Target
+from comsa_migrate.db.writes import BatchStopped
 from comsa_migrate.errors import ComsaMigrateError, ConfigurationError
-from comsa_migrate.render.words import counted
 from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.debounce import Debouncer
 from comsa_migrate.sync.inotify_signals import BLIND_RESCAN_S, signals_heard
+from comsa_migrate.sync.job_syncer import JobSyncer
 from comsa_migrate.sync.lock import default_name
-from comsa_migrate.sync.metrics import Gauge, MetricsServer, StatsCollector
+from comsa_migrate.sync.log_text import PLAIN_WORDS, LogWords
+from comsa_migrate.sync.metrics import Gauge, MetricsServer, StatsCollector, daemon_gauges
 from comsa_migrate.sync.options import SyncOptions
 from comsa_migrate.sync.rescan import Rescans
 from comsa_migrate.sync.session import SyncSession
@@ -39,7 +40,6 @@ from comsa_migrate.sync.watch import (
     start_observer,
     stop_observer,
 )
-from comsa_migrate.sync.writer import JobSyncer
 
 __all__ = ["Daemon", "SyncOptions"]
 
@@ -54,8 +54,12 @@ class Daemon:
     database connections and syncs due jobs through the backfill's path.
     """
 
-    def __init__(self, target: Target, options: SyncOptions) -> None:
+    def __init__(
+        self, target: Target, options: SyncOptions, *, words: LogWords = PLAIN_WORDS
+    ) -> None:
+        """``words`` give the log lines their counts (the CLI hands render.formatting)."""
         self.target = target
+        self._words = words
         self.options = options
         self.root = os.path.realpath(options.data_dir)
         self.name = options.name or default_name(self.root)
@@ -68,12 +72,11 @@ class Daemon:
         self._restart_observer = False
         self._debouncer = Debouncer(options.debounce, max_delay=max(2.0, 10 * options.debounce))
         self._pending: dict[str, float] = {}  # due, waiting for the database: id -> first event
-        backfill_options = options.writing(Path(self.root))
         self._session = SyncSession(
             target,
             self.root,
             name=self.name,
-            writing=backfill_options,
+            write=options.write,
             wait=options.wait,
             retry_min=options.retry_min,
             retry_max=options.retry_max,
@@ -81,24 +84,25 @@ class Daemon:
             lease_ttl=options.lease_ttl,
             renew_every=min(options.heartbeat_interval, options.lease_ttl / 3),
             on_lease_lost=self._lease_lost,
+            words=words,
         )
-        self._syncer = JobSyncer(backfill_options, options.settle, self._stats, self._retry)
+        self._syncer = JobSyncer(
+            Path(self.root),
+            options.write,
+            scan_processes=options.scan_processes,
+            unparsable_grace=options.unparsable_grace,
+            stats=self._stats,
+            retry=self._retry,
+        )
         self._observer: BaseObserver | None = None
-        self._tree = TreeGuard(
-            Path(self.root), options.vanish_fraction, options.vanish_min_jobs, time.monotonic
-        )
+        vanish = options.vanish_fraction, options.vanish_min_jobs
+        self._tree = TreeGuard(Path(self.root), *vanish, time.monotonic, words)
         self._next_beat = 0.0
         self._last_beat = 0.0
         self._next_observer_check = 0.0
         self._watch_budget = WatchBudget(options.polling)
-        self._rescans = Rescans(
-            self._syncer,
-            self._session,
-            self._stats,
-            self._tree,
-            options.rescan_interval,
-            self._stop,
-        )
+        parts = (self._syncer, self._session, self._stats, self._tree)
+        self._rescans = Rescans(*parts, options.rescan_interval, self._stop, words=words)
         #: the pause after an unexpected error, doubled while it recurs
         self._error_backoff = Backoff(options.retry_min, options.retry_max)
 
@@ -226,7 +230,7 @@ class Daemon:
             self._pending.setdefault(job_id, first_seen)
 
     def _sync_pending(self) -> None:
-        batch = list(self._pending.items())[: self.options.batch_size]
+        batch = list(self._pending.items())[: self.options.write.batch_size]
         self._syncer.sync(self._session.conn, self._session.run_id, batch)  # type: ignore[arg-type]
         for job_id, _ in batch:
             del self._pending[job_id]
@@ -307,7 +311,7 @@ class Daemon:
         self._debouncer.add(job_id, delay)
 
     def _record_problems(self) -> None:
-        problems = self._syncer.take_problems()
+        problems = self._syncer.unrecorded_problems()
         if problems and self._session.conn is not None and self._session.daemon_id is not None:
             bookkeeping.record_problems(self._session.conn, self._session.daemon_id, problems)
             self._syncer.problems_recorded(len(problems))
@@ -359,19 +363,11 @@ class Daemon:
         return server
 
     def _gauges(self) -> tuple[Gauge, ...]:
-        return (
-            Gauge("queue_depth", "Jobs waiting to be synced.", lambda: self.queue_depth),
-            Gauge(
-                "observer_up",
-                "1 while the file observer runs.",
-                lambda: observer_alive(self._observer),
-            ),
-            Gauge("database_up", "1 while connected.", lambda: self._session.up),
-            Gauge(
-                "tree_present",
-                "0 while most of the tree is gone.",
-                lambda: self._tree.missing_since is None,
-            ),
+        return daemon_gauges(
+            lambda: self.queue_depth,
+            lambda: observer_alive(self._observer),
+            lambda: self._session.up,
+            lambda: self._tree.missing_since is None,
         )
 
     def _shut_down(self, server: MetricsServer | None) -> None:
@@ -383,7 +379,7 @@ class Daemon:
         if self._pending:
             log.warning(
                 "stopping with %s not synced; the next start's catch-up scan syncs them",
-                counted(len(self._pending), "job"),
+                self._words.counted(len(self._pending), "job"),
             )
         self.state = "stopped"
         stats = self._stats.snapshot()

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from comsa_migrate.sync.stats import SyncStats
 
-__all__ = ["Gauge", "MetricsServer", "StatsCollector"]
+__all__ = ["Gauge", "MetricsServer", "StatsCollector", "daemon_gauges"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,21 @@ class Gauge:
     name: str  # after PREFIX_
     documentation: str
     read: Callable[[], float]
+
+
+def daemon_gauges(
+    queue_depth: Callable[[], float],
+    observer_up: Callable[[], float],
+    database_up: Callable[[], float],
+    tree_present: Callable[[], float],
+) -> tuple[Gauge, ...]:
+    """The gauges of the daemon's state, each read from the function given."""
+    return (
+        Gauge("queue_depth", "Jobs waiting to be synced.", queue_depth),
+        Gauge("observer_up", "1 while the file observer runs.", observer_up),
+        Gauge("database_up", "1 while connected.", database_up),
+        Gauge("tree_present", "0 while most of the tree is gone.", tree_present),
+    )
 
 
 class StatsCollector(Collector):

@@ -1,19 +1,11 @@
-"""The sync daemon's options, and the backfill's options of how it writes rows."""
+"""The sync daemon's options; how it writes rows is the WriteOptions every use shares."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from comsa_migrate.core.backfill import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_JSON_BYTES,
-    DEFAULT_PATH_PREFIX,
-    DEFAULT_WRITERS,
-    BackfillOptions,
-)
-from comsa_migrate.core.uploads import DEFAULT_MAX_INPUT_BYTES
-from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits
+from comsa_migrate.pipeline.options import WriteOptions
 from comsa_migrate.sync.lock import LEASE_TTL_S
 
 __all__ = ["SyncOptions"]
@@ -24,21 +16,18 @@ class SyncOptions:
     data_dir: Path
     #: names the daemon in `status` and keys its lock; None: host name and real path
     name: str | None = None
-    force: bool = False
     wait: bool = False  # wait for the lock instead of refusing to start
     polling: bool = False  # the polling observer, for NFS and CIFS
     debounce: float = 0.5  # seconds of quiet before a job is synced
-    settle: float = 5.0  # seconds a job JSON may stay unparsable before it is a problem
+    #: seconds a job JSON may stay unparsable (being written) before it is a problem
+    unparsable_grace: float = 5.0
     rescan_interval: float = 600.0
     metrics_port: int | None = None  # 0 picks a free port
-    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
-    batch_size: int = DEFAULT_BATCH_SIZE
-    path_prefix: str = DEFAULT_PATH_PREFIX  # the BackfillOptions of how rows are written
-    input_content: bool = True
-    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
-    owner: str | None = None
-    writers: int = DEFAULT_WRITERS  # writer connections of the catch-up and the rescans (--jobs)
-    limits: Limits = DEFAULT_LIMITS  # the tool's own limits for its own transactions
+    #: how rows are written, as the backfill writes them; ``write.connections`` writer
+    #: connections for the catch-up and the rescans (--jobs)
+    write: WriteOptions = WriteOptions()
+    #: processes that scan the job JSONs of the catch-up and the rescans (--jobs)
+    scan_processes: int = 1
     retry_min: float = 0.5  # database reconnection backoff
     retry_max: float = 30.0
     heartbeat_interval: float = 5.0  # bookkeeping refresh and observer health check
@@ -48,18 +37,3 @@ class SyncOptions:
     vanish_fraction: float = 0.5
     #: ...out of at least this many
     vanish_min_jobs: int = 20
-
-    def writing(self, root: Path) -> BackfillOptions:
-        """How the daemon writes rows, as the backfill does, for DATA_DIR at ``root``."""
-        return BackfillOptions(
-            root,
-            self.force,
-            self.max_json_bytes,
-            self.batch_size,
-            path_prefix=self.path_prefix,
-            input_content=self.input_content,
-            max_input_bytes=self.max_input_bytes,
-            owner=self.owner,
-            writers=self.writers,
-            limits=self.limits,
-        )

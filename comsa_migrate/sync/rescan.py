@@ -10,15 +10,15 @@ from collections.abc import Callable
 
 import psycopg
 
-from comsa_migrate.core.store import BatchStopped
-from comsa_migrate.core.summary import Summary
 from comsa_migrate.db.faults import is_server_fault
+from comsa_migrate.db.writes import BatchStopped
 from comsa_migrate.errors import ComsaMigrateError, DataDirError
-from comsa_migrate.render.words import actions_done, counted
+from comsa_migrate.pipeline.summary import Summary
+from comsa_migrate.sync.job_syncer import JobSyncer
+from comsa_migrate.sync.log_text import PLAIN_WORDS, LogWords
 from comsa_migrate.sync.session import SyncSession
 from comsa_migrate.sync.stats import SyncStats
 from comsa_migrate.sync.tree_guard import TreeGuard
-from comsa_migrate.sync.writer import JobSyncer
 
 __all__ = ["RESCAN_RETRY_S", "Rescans"]
 
@@ -45,8 +45,10 @@ class Rescans:
         interval: float,
         stop: threading.Event,
         clock: Callable[[], float] = time.monotonic,
+        words: LogWords = PLAIN_WORDS,
     ) -> None:
         self._syncer = syncer
+        self._words = words
         self._session = session
         self._stats = stats
         self._tree = tree
@@ -125,8 +127,8 @@ class Rescans:
         log.info(
             "rescan (%s): %s, %s in %.2f s",
             reason,
-            counted(summary.jobs, "job"),
-            actions_done(summary.actions),
+            self._words.counted(summary.jobs, "job"),
+            self._words.actions_done(summary.actions),
             self._clock() - started,
         )
         return summary

@@ -12,19 +12,24 @@ from typing import Any, NoReturn
 
 import psycopg
 
-from comsa_migrate import __version__
-from comsa_migrate.core import store
-from comsa_migrate.core.backfill import BackfillOptions
 from comsa_migrate.db import runs
 from comsa_migrate.db.failures import never_works
 from comsa_migrate.db.migrations import migrate
-from comsa_migrate.db.target import POOLER_SAFE, Target, has_connect_timeout
-from comsa_migrate.errors import DatabaseUnavailable, SchemaError, first_line
-from comsa_migrate.render.words import counted
+from comsa_migrate.db.target import (
+    POOLER_SAFE,
+    Target,
+    first_line_without_password,
+    has_connect_timeout,
+)
+from comsa_migrate.db.writes import give_owner
+from comsa_migrate.errors import DatabaseUnavailable, SchemaError
+from comsa_migrate.pipeline.options import WriteOptions
 from comsa_migrate.sync import bookkeeping, lock
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.lock import LeaseKeeper, LockHeld, Process
+from comsa_migrate.sync.log_text import PLAIN_WORDS, LogWords
 from comsa_migrate.sync.stats import SyncStats
+from comsa_migrate.version import __version__
 
 __all__ = ["DB_ERRORS", "SyncSession"]
 
@@ -68,7 +73,7 @@ class SyncSession:
         data_dir: str,
         *,
         name: str,
-        writing: BackfillOptions,
+        write: WriteOptions,
         wait: bool,
         retry_min: float,
         retry_max: float,
@@ -77,11 +82,13 @@ class SyncSession:
         renew_every: float = 5.0,
         on_lease_lost: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        words: LogWords = PLAIN_WORDS,
     ) -> None:
         self.target = target
+        self._words = words
         self.data_dir = data_dir
         self.name = name
-        self.writing = writing
+        self.write = write
         self.wait = wait
         self._clock = clock
         self._backoff = Backoff(retry_min, retry_max, clock)
@@ -136,7 +143,7 @@ class SyncSession:
             log.info(
                 "the database is back after %.1f s; syncing %s pending",
                 self._clock() - self.down_since,
-                counted(pending, "job"),
+                self._words.counted(pending, "job"),
             )
         self.down_since = None
         self._backoff.reset()
@@ -160,7 +167,7 @@ class SyncSession:
                 "the database is unavailable (%s); keeping %s pending and retrying "
                 "every %g s at most",
                 self._reason(exc),
-                counted(pending, "job"),
+                self._words.counted(pending, "job"),
                 self._backoff.cap,
             )
             self._backoff.reset()
@@ -290,9 +297,9 @@ class SyncSession:
 
     def _set_up(self, conn: psycopg.Connection[Any]) -> None:
         if self.daemon_id is None:
-            settings = self.writing.settings(conn)  # an unknown --owner stops the start-up
+            settings = self.write.settings(conn)  # an unknown --owner stops the start-up
             if settings.owner_id is not None:
-                store.give_owner(conn, settings.owner_id, self.writing.limits)
+                give_owner(conn, settings.owner_id, self.write.limits)
             self.run_id = runs.start_run(conn, "sync", self.data_dir)
             self.daemon_id = bookkeeping.register(
                 conn, self.run_id, self.name, self.data_dir, __version__, "starting"
@@ -327,4 +334,4 @@ class SyncSession:
         self.conn = None
 
     def _reason(self, exc: BaseException) -> str:
-        return first_line(exc, dsn=self.target.dsn)
+        return first_line_without_password(exc, self.target.dsn)

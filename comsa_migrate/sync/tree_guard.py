@@ -10,7 +10,7 @@ from pathlib import Path
 
 from comsa_migrate.core import tree
 from comsa_migrate.core.layout import JOBS
-from comsa_migrate.render.words import counted, number
+from comsa_migrate.sync.log_text import PLAIN_WORDS, LogWords
 
 __all__ = ["TreeGuard"]
 
@@ -31,9 +31,15 @@ class TreeGuard:
     """
 
     def __init__(
-        self, root: Path, fraction: float, min_jobs: int, clock: Callable[[], float]
+        self,
+        root: Path,
+        fraction: float,
+        min_jobs: int,
+        clock: Callable[[], float],
+        words: LogWords = PLAIN_WORDS,
     ) -> None:
         self.root = root
+        self.words = words
         self.fraction = fraction
         self.min_jobs = min_jobs
         self.clock = clock
@@ -75,7 +81,9 @@ class TreeGuard:
             self.jobs = present
             if self.missing_since is None:
                 return "whole"
-            log.warning("the data folder is back (%s); resuming", counted(present, "job JSON"))
+            log.warning(
+                "the data folder is back (%s); resuming", self.words.counted(present, "job JSON")
+            )
             self.missing_since = None
             self._logged_at = -inf
             return "returned"
@@ -87,8 +95,8 @@ class TreeGuard:
                 "most of %s is gone (%s of the %s last seen) for %.0f s: "
                 "is the share unmounted? Not syncing until it returns",
                 self.root,
-                "no jobs folder" if present < 0 else number(present),
-                counted(self.jobs, "job JSON"),
+                "no jobs folder" if present < 0 else self.words.number(present),
+                self.words.counted(self.jobs, "job JSON"),
                 now - self.missing_since,
             )
         return "missing"

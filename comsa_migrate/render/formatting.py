@@ -1,4 +1,4 @@
-"""The words every rendering shares: actions, plurals, sizes, times, ages, wrapped fields."""
+"""The formatting every rendering shares: actions, plurals, sizes, times, ages, wrapped fields."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import textwrap
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from comsa_migrate.core.summary import ACTIONS
+from comsa_migrate.observer import ACTIONS
 
 __all__ = [
     "WIDTH",

@@ -6,59 +6,22 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from comsa_migrate.core import store, tree
-from comsa_migrate.core.pipeline import migrate_jobs
-from comsa_migrate.core.summary import Observer, Observers, Summary
-from comsa_migrate.core.uploads import DEFAULT_INLINE_INPUT_BYTES, DEFAULT_MAX_INPUT_BYTES
-from comsa_migrate.core.writers import Connect
+from comsa_migrate.core import tree
 from comsa_migrate.db import runs
-from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_fault
+from comsa_migrate.db.faults import describe_fault
 from comsa_migrate.db.migrations import migrate
+from comsa_migrate.db.writes import BatchStopped, give_owner
 from comsa_migrate.errors import RunStopped, first_line
+from comsa_migrate.observer import Observer, Observers
+from comsa_migrate.pipeline.options import BackfillOptions
+from comsa_migrate.pipeline.scheduler import Connect, applying, run_batches
+from comsa_migrate.pipeline.summary import Summary
 
 __all__ = ["BackfillOptions", "backfill"]
-
-DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
-DEFAULT_BATCH_SIZE = 200
-#: the dashboard runs in backend/ and writes every path as data/...
-DEFAULT_PATH_PREFIX = "data/"
-#: writer connections of a backfill (--jobs)
-DEFAULT_WRITERS = 2
-
-
-@dataclass(frozen=True, slots=True)
-class BackfillOptions:
-    data_dir: Path
-    force: bool = False
-    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
-    batch_size: int = DEFAULT_BATCH_SIZE
-    #: DATA_DIR as the dashboard's working folder (backend/) sees it; "" for DATA_DIR itself
-    path_prefix: str = DEFAULT_PATH_PREFIX
-    input_content: bool = True  # copy uploads into job_input_files, where it exists
-    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
-    #: larger uploads are not carried inside their job's payload but streamed apart
-    inline_input_bytes: int = DEFAULT_INLINE_INPUT_BYTES
-    owner: str | None = None  # e-mail of the dashboard user given the jobs nobody owns
-    #: writer connections (--jobs); more than one needs a way to open them (``connect``)
-    writers: int = DEFAULT_WRITERS
-    limits: Limits = DEFAULT_LIMITS  # the tool's own limits, whatever the role's are
-
-    def settings(self, conn: psycopg.Connection[Any] | None) -> store.WriteSettings:
-        """How this run writes to ``conn``; ConfigurationError for an --owner not found."""
-        return store.write_settings(
-            conn,
-            self.path_prefix,
-            input_content=self.input_content,
-            max_input_bytes=self.max_input_bytes,
-            owner=self.owner,
-            inline_input_bytes=self.inline_input_bytes,
-        )
 
 
 def backfill(
@@ -76,26 +39,29 @@ def backfill(
     written stays written) and marks the summary interrupted. A database lost part-way
     raises RunStopped with the summary of what was written. The run is recorded as ok,
     skipped, interrupted or failed: never ok when it did not finish. With
-    ``options.writers`` above one, ``connect`` opens the writers' connections.
+    ``options.write.connections`` above one, ``connect`` opens the writers' connections.
     ``observers`` are told each problem and each job's action as the summary is.
     """
     started = time.monotonic()
     tree.check_data_dir(options.data_dir)
-    settings = options.settings(conn)  # an unknown --owner stops here, before any write
+    write = options.write
+    settings = write.settings(conn)  # an unknown --owner stops here, before any write
     summary = Summary(migrations=migrate(conn))
-    summary.inputs_stored, summary.owner = settings.store_inputs, options.owner
+    summary.inputs_stored, summary.owner = settings.store_inputs, write.owner
     run_id = runs.start_run(conn, "backfill", str(options.data_dir))
     outcome = "failed"
     try:
         if settings.owner_id is not None:
-            summary.rows["owned"] += store.give_owner(conn, settings.owner_id, options.limits)
-        items = tree.scan(options.data_dir, workers=options.writers)
+            summary.rows["owned"] += give_owner(conn, settings.owner_id, write.limits)
+        items = tree.scan(options.data_dir, workers=options.scan_processes)
         observer = Observers([summary, *observers])
-        summary.interrupted = migrate_jobs(
-            conn, options, items, observer, run_id, stop, settings=settings, connect=connect
+        reading = write.reading(options.data_dir, settings)
+        step = applying(write, run_id)
+        summary.interrupted = run_batches(
+            conn, write, reading, items, observer, step, stop=stop, connect=connect
         )
         outcome = "interrupted" if summary.interrupted else ("ok" if summary.ok else "skipped")
-    except store.BatchStopped as stopped:
+    except BatchStopped as stopped:
         summary.stopped = stopped.cause
         if not stopped.counted:
             summary.stopped += " (the jobs of the batch being written then are not counted)"
@@ -106,7 +72,7 @@ def backfill(
         # a writer's connection may be the one lost, while this one has not noticed yet
         lost = conn.closed or conn.broken or isinstance(exc, psycopg.OperationalError)
         state = None if lost else exc.sqlstate  # None: the words for a connection lost
-        summary.stopped = describe_fault(state, first_line(exc), options.limits)
+        summary.stopped = describe_fault(state, first_line(exc), write.limits)
         raise RunStopped(summary.stopped, summary) from None
     finally:
         summary.elapsed = time.monotonic() - started

@@ -1,60 +1,18 @@
-"""What a migration tells: each problem and each job's action, to observers such as Summary."""
+"""The totals of one run, as an observer of it: actions, rows, problems, and how it ended."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from comsa_migrate.core import store
 from comsa_migrate.db.migrations import MigrationResult
+from comsa_migrate.observer import ACTIONS, TABLES, JobResult
 from comsa_migrate.problems import Problem, Severity
 
-__all__ = ["ACTIONS", "JobResult", "Observer", "Observers", "Summary"]
+__all__ = ["Summary"]
 
-#: what can happen to a job, in the order summaries list them
-ACTIONS = ("insert", "update", "unchanged", "skip", "conflict", "metadata_only")
 EXAMPLES_PER_CODE = 10
-
-
-@dataclass(frozen=True, slots=True)
-class JobResult:
-    """One job's fate: its action and the rows written (by table) for it."""
-
-    job_id: str
-    action: str
-    rows: dict[str, int]
-
-
-class Observer(Protocol):
-    """Told what a migration finds, in the order one writer alone would tell it.
-
-    ``on_problem`` once per problem: of the tree, of a job's data, or the database's
-    refusal of a job. ``on_job`` once per job with its action (one of ACTIONS), after
-    the job's problems. Both are called on the thread that runs the migration, so an
-    observer needs no lock of its own. The backfill, the report and the sync daemon
-    all observe the same path through this protocol; a progress bar is one too.
-    """
-
-    def on_problem(self, problem: Problem) -> None: ...
-
-    def on_job(self, result: JobResult) -> None: ...
-
-
-class Observers:
-    """Several observers told the same things, in the order given."""
-
-    def __init__(self, observers: Iterable[Observer]) -> None:
-        self._observers = tuple(observers)
-
-    def on_problem(self, problem: Problem) -> None:
-        for observer in self._observers:
-            observer.on_problem(problem)
-
-    def on_job(self, result: JobResult) -> None:
-        for observer in self._observers:
-            observer.on_job(result)
 
 
 @dataclass
@@ -100,7 +58,7 @@ class Summary:
     @property
     def tables(self) -> tuple[str, ...]:
         """The tables whose rows this run counts: job_input_files when uploads go there."""
-        return store.TABLES if self.inputs_stored else store.TABLES[:3]
+        return TABLES if self.inputs_stored else TABLES[:3]
 
     def totals(self) -> dict[str, Any]:
         return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import codecs
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -402,14 +403,12 @@ def test_a_value_one_character_longer_than_its_column_is_invalid_field(column: s
 
 
 def test_column_limits_are_those_of_the_schema() -> None:
-    assert COLUMN_LIMITS == {
-        "type": 50,
-        "status": 20,
-        "algorithm": 50,
-        "age_group": 50,
-        "country": 100,
-        "calib_model_type": 50,
-    }
+    ddl = (Path(__file__).resolve().parent.parent / "schema" / "001_initial_schema.sql").read_text()
+    jobs = re.search(r"CREATE TABLE jobs \((.*?)\n\);", ddl, re.S)
+    assert jobs is not None
+    varchars = re.findall(r"^\s*(\w+) VARCHAR\((\d+)\)", jobs.group(1), re.M)
+
+    assert {column: int(limit) for column, limit in varchars} == COLUMN_LIMITS
 
 
 @pytest.mark.parametrize("column", ["age_group", "country", "calib_model_type"])

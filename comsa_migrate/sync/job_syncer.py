@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from comsa_migrate.core import store, tree
-from comsa_migrate.core.backfill import BackfillOptions
+from comsa_migrate.core import tree
 from comsa_migrate.core.layout import JOBS, JobSource, ScanItem
-from comsa_migrate.core.pipeline import migrate_jobs
-from comsa_migrate.core.summary import JobResult, Summary
-from comsa_migrate.core.writers import Connect
+from comsa_migrate.core.payload import WriteSettings
 from comsa_migrate.db.faults import is_server_fault
+from comsa_migrate.db.writes import BatchStopped
+from comsa_migrate.observer import JobResult
+from comsa_migrate.pipeline.options import WriteOptions
+from comsa_migrate.pipeline.scheduler import Connect, applying, run_batches
+from comsa_migrate.pipeline.summary import Summary
 from comsa_migrate.problems import Problem, Severity
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.stats import SyncStats
@@ -26,41 +28,47 @@ __all__ = ["JobSyncer"]
 
 log = logging.getLogger(__name__)
 
-#: first retry of a JSON that does not parse; doubled each time, capped at SETTLE_RETRY_MAX
-SETTLE_RETRY_MIN = 0.05
-SETTLE_RETRY_MAX = 1.0
+#: first retry of a JSON that does not parse; doubled each time, capped at UNPARSABLE_RETRY_MAX
+UNPARSABLE_RETRY_MIN = 0.05
+UNPARSABLE_RETRY_MAX = 1.0
 
 
 class JobSyncer:
-    """Writes jobs through ``migrate_jobs`` and says what happened to each, once.
+    """Writes jobs through the scheduler and says what happened to each, once.
 
     A job JSON that does not parse is taken for one a legacy writer is still writing:
     it is retried with backoff (through ``retry``) and only becomes an ``invalid_json``
-    problem once it has stayed broken for ``settle`` seconds. Nothing is written from
-    it meanwhile, since the backfill's path never writes a JSON that does not parse.
+    problem once it has stayed broken for ``unparsable_grace`` seconds. Nothing is
+    written from it meanwhile, since the backfill's path never writes a JSON that does
+    not parse.
     """
 
     def __init__(
         self,
-        options: BackfillOptions,
-        settle: float,
+        data_dir: Path,
+        write: WriteOptions,
+        *,
+        scan_processes: int = 1,
+        unparsable_grace: float,
         stats: SyncStats,
         retry: Callable[[str, float], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.options = options
-        self.settle = settle
+        self.data_dir = data_dir
+        self.write = write
+        self.scan_processes = scan_processes
+        self.unparsable_grace = unparsable_grace
         self.stats = stats
         self.retry = retry
         self.clock = clock
         #: job -> (its first failure, the backoff of its retries)
-        self._unsettled: dict[str, tuple[float, Backoff]] = {}
+        self._unparsed: dict[str, tuple[float, Backoff]] = {}
         self._reported: set[int] = set()
         self._problems: list[Problem] = []
         self._named_in_other_case: set[str] = set()  # job ids; see json_named_in_other_case
         #: how jobs are written (job_input_files there? the owner's id?), read again at each
         #: rescan rather than for every job synced
-        self._settings: store.WriteSettings | None = None
+        self._settings: WriteSettings | None = None
 
     def sync(
         self, conn: psycopg.Connection[Any], run_id: int | None, jobs: list[tuple[str, float]]
@@ -71,17 +79,19 @@ class JobSyncer:
         for job_id in first_seen:
             any_case = job_id in self._named_in_other_case
             try:
-                items = tree.scan_job(self.options.data_dir, job_id, any_case=any_case)
+                items = tree.scan_job(self.data_dir, job_id, any_case=any_case)
             except Exception:  # a bug met on one job must not stop the others
                 log.exception("%s: unexpected error; the next rescan tries again", job_id)
                 self.stats.error()
                 continue
             if not items:
                 log.debug("%s: no job JSON on disk; nothing to sync", job_id)
-                self._unsettled.pop(job_id, None)
+                self._unparsed.pop(job_id, None)
             sources += items
         if sources:
-            self._write(conn, run_id, sources, _Pass(self, first_seen, quiet_unchanged=False))
+            self._write(
+                conn, run_id, sources, _SyncObserver(self, first_seen, quiet_unchanged=False)
+            )
 
     def rescan(
         self,
@@ -92,39 +102,27 @@ class JobSyncer:
     ) -> Summary:
         """Every job under DATA_DIR, as the backfill does it: unchanged jobs cost a stat.
 
-        With ``options.writers`` above one and ``connect``, the batches go to that many
-        writer connections, opened for the rescan; a job's milliseconds then count from
-        the start of the rescan.
+        With ``write.connections`` above one and ``connect``, the batches go to that many
+        writer connections, opened for the rescan. A job's milliseconds count from the
+        start of the rescan. A refusal of the database on a live connection is logged,
+        and the next rescan tries again.
         """
-        run = _Pass(self, {}, quiet_unchanged=True)
-        self._settings = self.options.settings(conn)
-        items = self._noting_names(tree.scan(self.options.data_dir, workers=self.options.writers))
-        if connect is not None and self.options.writers > 1:
-            try:
-                run.summary.interrupted = migrate_jobs(
-                    conn,
-                    self.options,
-                    items,
-                    run,
-                    run_id,
-                    stop,
-                    settings=self._settings,
-                    connect=connect,
-                )
-            except store.BatchStopped:
-                raise  # a fault of the server, not of the batch: the daemon waits it out
-            except psycopg.Error as exc:
-                if conn.closed or conn.broken or is_server_fault(exc.sqlstate):
-                    raise
-                log.error("rescan: the database refused a batch (%s); the next rescan retries", exc)
-                self.stats.error()
-            return run.summary
-        while chunk := list(itertools.islice(items, self.options.batch_size)):
-            if stop.is_set():
-                run.summary.interrupted = True
-                break
-            run.started = self.clock()  # a job's milliseconds are those of its batch
-            self._write(conn, run_id, chunk, run)
+        run = _SyncObserver(self, {}, quiet_unchanged=True)
+        self._settings = self.write.settings(conn)
+        items = self._noting_names(tree.scan(self.data_dir, workers=self.scan_processes))
+        reading = self.write.reading(self.data_dir, self._settings)
+        step = applying(self.write, run_id)
+        try:
+            run.summary.interrupted = run_batches(
+                conn, self.write, reading, items, run, step, stop=stop, connect=connect
+            )
+        except BatchStopped:
+            raise  # a fault of the server, not of the batch: the daemon waits it out
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken or is_server_fault(exc.sqlstate):
+                raise
+            log.error("rescan: the database refused a batch (%s); the next rescan retries", exc)
+            self.stats.error()
         return run.summary
 
     def json_named_in_other_case(self, job_id: str) -> None:
@@ -153,18 +151,19 @@ class JobSyncer:
         conn: psycopg.Connection[Any],
         run_id: int | None,
         items: list[ScanItem],
-        run: _Pass,
+        run: _SyncObserver,
     ) -> None:
-        """migrate_jobs(), narrowing a batch the database refuses down to the job refused.
+        """run_batches() on ``conn``, narrowing a batch the database refuses to the job refused.
 
         A refusal on a live connection (a statement timeout, say) is logged, and the job
         is left for the next rescan; a lost connection raises.
         """
         try:
             if self._settings is None:
-                self._settings = self.options.settings(conn)
-            migrate_jobs(conn, self.options, items, run, run_id, settings=self._settings)
-        except store.BatchStopped:
+                self._settings = self.write.settings(conn)
+            reading = self.write.reading(self.data_dir, self._settings)
+            run_batches(conn, self.write, reading, items, run, applying(self.write, run_id))
+        except BatchStopped:
             raise  # a fault of the server, not of the job: the daemon waits it out
         except psycopg.Error as exc:
             if conn.closed or conn.broken or is_server_fault(exc.sqlstate):
@@ -187,7 +186,7 @@ class JobSyncer:
             )
             self.stats.error()
 
-    def take_problems(self) -> list[Problem]:
+    def unrecorded_problems(self) -> list[Problem]:
         """Problems not yet recorded in the bookkeeping (each reported once per daemon)."""
         return list(self._problems)
 
@@ -197,12 +196,13 @@ class JobSyncer:
     def hold_back(self, job_id: str) -> bool:
         """True (and a retry planned) while a JSON that does not parse may still be settling."""
         now = self.clock()
-        if job_id not in self._unsettled:
-            self._unsettled[job_id] = (now, Backoff(SETTLE_RETRY_MIN, SETTLE_RETRY_MAX, self.clock))
-        first, backoff = self._unsettled[job_id]
-        remaining = first + self.settle - now
+        if job_id not in self._unparsed:
+            backoff = Backoff(UNPARSABLE_RETRY_MIN, UNPARSABLE_RETRY_MAX, self.clock)
+            self._unparsed[job_id] = (now, backoff)
+        first, backoff = self._unparsed[job_id]
+        remaining = first + self.unparsable_grace - now
         if remaining <= 0:
-            self._unsettled.pop(job_id, None)
+            self._unparsed.pop(job_id, None)
             return False
         self.stats.held_back()
         delay = min(backoff.failed(), remaining)
@@ -234,7 +234,7 @@ class JobSyncer:
     def done(
         self, result: JobResult, started: float, first_seen: float | None, quiet: bool
     ) -> None:
-        self._unsettled.pop(result.job_id, None)
+        self._unparsed.pop(result.job_id, None)
         now = self.clock()
         ms = round((now - started) * 1000)
         lag_ms = None if first_seen is None else round((now - first_seen) * 1000)
@@ -256,7 +256,7 @@ def _where(item: ScanItem) -> str:
     return item.job_id or item.path or "-"
 
 
-class _Pass:
+class _SyncObserver:
     """The observer of one sync or rescan: its summary, and each problem and job to the syncer."""
 
     def __init__(
