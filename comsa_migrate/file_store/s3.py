@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import obstore
@@ -113,6 +114,15 @@ class ObjectStore:
                 for meta in page:
                     name = str(meta["path"]).rsplit("/", 1)[-1]
                     if _SHA256.fullmatch(name):
+                        yield name, int(meta["size"])
+
+    def stored_before(self, cutoff: datetime) -> Iterator[tuple[str, int]]:
+        """The contents stored before ``cutoff`` (for gc, which spares younger ones)."""
+        with self._errors("cannot list the store"):
+            for page in obstore.list(self._store, chunk_size=1000):
+                for meta in page:
+                    name = str(meta["path"]).rsplit("/", 1)[-1]
+                    if _SHA256.fullmatch(name) and meta["last_modified"] < cutoff:
                         yield name, int(meta["size"])
 
     def close(self) -> None:
