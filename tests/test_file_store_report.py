@@ -122,6 +122,21 @@ def test_after_the_next_run_a_removed_file_is_counted_as_kept(
     assert stored_rows(dsn)[f"outputs/{job_id}/plot.png"][2] is False
 
 
+def test_a_dry_run_backfill_plans_the_rows_and_checks_the_store(
+    cli: Any, dsn: str, data: Path
+) -> None:
+    job_id = _job_with_outputs(data, {"causes.csv": b"first"})
+    (data / "jobs" / f"{new_job_id()}.json").write_text('{"algorithm": ["InterVA"]}')  # sidecar
+    cli("backfill", data, "--dsn", dsn, "--file-store", "db")
+    (data / "outputs" / job_id / "causes.csv").write_bytes(b"changed")
+
+    result = cli("backfill", data, "--dsn", dsn, "--file-store", "db", "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert "changed_since_stored (1)" in result.stdout
+    assert "1 update" in " ".join(result.stdout.split())  # its job_files row's size
+
+
 def test_without_a_database_the_store_cannot_be_checked(cli: Any, data: Path) -> None:
     result = cli("report", data, "--offline", "--file-store", "db")
 

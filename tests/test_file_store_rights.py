@@ -20,8 +20,8 @@ SAMPLE_FILES = 27
 def test_a_writer_keeps_checks_and_cleans_the_db_store_with_the_rights_init_db_gave(
     cli: Any,
     dsn: str,
-    roles: Roles,
-    sample_tree: Path,  # noqa: F811 - the fixture
+    roles: Roles,  # noqa: F811 - the fixture
+    sample_tree: Path,
 ) -> None:
     writer = roles.create("writer")
     lock_down(dsn)

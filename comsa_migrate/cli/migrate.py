@@ -119,9 +119,9 @@ def backfill_command(
         data_dir, force, max_json_bytes, batch_size, writers=writers, file_store=file_store,
         **dashboard,
     )  # fmt: skip
-    if dry_run:
+    if dry_run:  # the plan of the rows, and the store checked apart
         out = _ReportOutput(file_store=file_store)
-        return _report(options, dsn, offline=False, out=out, quiet=quiet)
+        return _report(replace(options, file_store=None), dsn, offline=False, out=out, quiet=quiet)
     tree.check_data_dir(data_dir)  # before a server is started or connected to
     with connection(dsn, quiet=quiet) as (conn, target), stop_on_signals() as stop:
         show_progress = not quiet and sys.stderr.isatty()

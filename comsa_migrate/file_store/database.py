@@ -8,11 +8,17 @@ from typing import Any
 
 import psycopg
 
+from comsa_migrate.file_store import CHUNK_SIZE
+
 __all__ = ["DatabaseStore"]
 
 #: two writers storing the same content wait for each other, and the second finds it there
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('comsa_migrate.file:' || %s, 0))"
 _HAS = "SELECT 1 FROM comsa_migrate.file_contents WHERE sha256 = %s"
+#: a put does not wait for its WAL flush: WAL is flushed in order, and the transaction that
+#: names the content commits after it, so whenever that one survives a crash, so does the
+#: put (the job writes' own transactions do the same: db/job_writes.py)
+_NO_FLUSH_WAIT = "SELECT set_config('synchronous_commit', 'off', true)"
 
 
 class DatabaseStore:
@@ -27,7 +33,11 @@ class DatabaseStore:
         return self.conn.execute(_HAS, (sha256,)).fetchone() is not None
 
     def put(self, sha256: str, size: int, chunks: Iterable[bytes]) -> None:
+        if size <= CHUNK_SIZE and psycopg.Pipeline.is_supported():
+            self._put_one(sha256, size, b"".join(chunks))
+            return
         with self.conn.transaction():
+            self.conn.execute(_NO_FLUSH_WAIT)
             self.conn.execute(_LOCK, (sha256,))
             if self.has(sha256):
                 return
@@ -38,6 +48,22 @@ class DatabaseStore:
                     copy.write_row((sha256, seq, chunk))
             self.conn.execute(
                 "INSERT INTO comsa_migrate.file_contents (sha256, size) VALUES (%s, %s)",
+                (sha256, size),
+            )
+
+    def _put_one(self, sha256: str, size: int, data: bytes) -> None:
+        """A content of one chunk, in one round trip: its two rows inserted unless there
+        (a second writer of the same bytes waits on the first one's rows, then finds them)."""
+        with self.conn.pipeline(), self.conn.transaction():
+            self.conn.execute(_NO_FLUSH_WAIT)
+            self.conn.execute(
+                "INSERT INTO comsa_migrate.file_chunks (sha256, seq, data) VALUES (%s, 0, %s)"
+                " ON CONFLICT DO NOTHING",
+                (sha256, data),
+            )
+            self.conn.execute(
+                "INSERT INTO comsa_migrate.file_contents (sha256, size) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING",
                 (sha256, size),
             )
 

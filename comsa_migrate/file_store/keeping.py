@@ -171,7 +171,10 @@ def _keep_file(
         if size != row.size or _changed(before, os.fstat(fd)):
             log.info("%s: changed while it was read; left for the next run", path)
             return True, None
-        if not store.has(digest):
+        # the db store's put of a small content is one round trip that skips what is
+        # there: asking first would be a second one
+        small_db = whole is not None and isinstance(store, DatabaseStore)
+        if small_db or not store.has(digest):
             reading = _Reread(fd, digest)
             try:
                 store.put(digest, size, [whole] if whole is not None else reading.chunks())

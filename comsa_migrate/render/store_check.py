@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from comsa_migrate.file_store.gc import Garbage
-from comsa_migrate.render.words import counted, field, human_bytes, number
+from comsa_migrate.render.words import counted, field, human_bytes, number, wrap
 from comsa_migrate.report.result import STORE_FINDINGS, StoreCheck
 
 __all__ = ["gc_text", "store_json", "store_markdown", "store_text"]
@@ -39,7 +39,7 @@ def store_text(check: StoreCheck, *, show_all: bool = False) -> list[str]:
     for kind in STORE_FINDINGS:
         if not counts[kind]:
             continue
-        lines.append(f"  {kind} ({number(counts[kind])}): {MEANINGS[kind]}")
+        lines += wrap(f"{kind} ({number(counts[kind])}): {MEANINGS[kind]}", "  ", "      ")
         found = [f for f in check.findings if f.kind == kind]
         shown = found if show_all else found[:EXAMPLES]
         lines += [f"    - {f.path}" for f in shown]
