@@ -16,10 +16,10 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import psycopg
@@ -114,10 +114,16 @@ def keep_contents(
     Raises ContentsNotStored when the store fails (nothing of the batch is written then).
     """
     assert options.file_store is not None
-    store = store_on(options.file_store, conn)
+    opened = store_on(options.file_store, conn)
+    store: _Puts = _Grouped(opened) if isinstance(opened, DatabaseStore) else opened
     known = _stored_rows(conn, [source.job_id for source in sources], options.limits)
     try:
-        return [_keep_job(store, options.data_dir, source, known) for source in sources]
+        records: list[bytes | None] = [
+            _keep_job(store, options.data_dir, source, known) for source in sources
+        ]
+        if isinstance(store, _Grouped):
+            store.flush()
+        return records
     except FileStoreError as exc:
         raise ContentsNotStored(len(sources), str(exc)) from None
 
@@ -132,7 +138,7 @@ def _stored_rows(
 
 
 def _keep_job(
-    store: FileStore, data_dir: Path, source: JobSource, known: dict[tuple[str, str], _Row]
+    store: _Puts, data_dir: Path, source: JobSource, known: dict[tuple[str, str], _Row]
 ) -> bytes:
     read: list[tuple[str, str, int, int]] = []
     present: list[str] = []
@@ -146,7 +152,7 @@ def _keep_job(
 
 
 def _keep_file(
-    store: FileStore, data_dir: Path, path: str, stored: _Row | None
+    store: _Puts, data_dir: Path, path: str, stored: _Row | None
 ) -> tuple[bool, _Row | None]:
     """(whether the file is on disk, its new row when it was read and stored now)."""
     try:
@@ -171,10 +177,8 @@ def _keep_file(
         if size != row.size or _changed(before, os.fstat(fd)):
             log.info("%s: changed while it was read; left for the next run", path)
             return True, None
-        # the db store's put of a small content is one round trip that skips what is
-        # there: asking first would be a second one
-        small_db = whole is not None and isinstance(store, DatabaseStore)
-        if small_db or not store.has(digest):
+        # the db store's small puts skip what is there: asking first would cost a query
+        if (whole is not None and isinstance(store, _Grouped)) or not store.has(digest):
             reading = _Reread(fd, digest)
             try:
                 store.put(digest, size, [whole] if whole is not None else reading.chunks())
@@ -189,6 +193,48 @@ def _keep_file(
         return True, None
     finally:
         os.close(fd)
+
+
+class _Puts(Protocol):
+    """What keeping needs of a store."""
+
+    def has(self, sha256: str) -> bool: ...
+
+    def put(self, sha256: str, size: int, chunks: Iterable[bytes]) -> None: ...
+
+
+class _Grouped:
+    """The `db` store, its small contents put together: up to _GROUP_BYTES at a time, in
+    one transaction and one round trip (DatabaseStore.put_many); the others one by one.
+    The caller flushes before the rows that name them are sent."""
+
+    def __init__(self, store: DatabaseStore) -> None:
+        self.store = store
+        self.url = store.url
+        self.pending: dict[str, tuple[int, bytes]] = {}
+        self.size = 0
+
+    def has(self, sha256: str) -> bool:
+        return sha256 in self.pending or self.store.has(sha256)
+
+    def put(self, sha256: str, size: int, chunks: Iterable[bytes]) -> None:
+        if size > CHUNK_SIZE:
+            self.store.put(sha256, size, chunks)
+            return
+        data = b"".join(chunks)
+        self.pending[sha256] = (size, data)
+        self.size += len(data)
+        if self.size >= _GROUP_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.put_many([(sha, size, data) for sha, (size, data) in self.pending.items()])
+        self.pending, self.size = {}, 0
+
+
+#: small contents held for one round trip: memory stays within this and one more chunk
+_GROUP_BYTES = 8 << 20
 
 
 def _hash(fd: int) -> tuple[str, int, bytes | None]:
