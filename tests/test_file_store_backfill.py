@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,30 @@ def test_every_writer_keeps_the_contents_of_its_own_batches(
 
     assert result.exit_code == 0, result.output
     assert len(stored_rows(dsn)) == SAMPLE_FILES
+
+
+def test_a_file_that_changes_while_it_is_read_is_left_for_the_next_run(
+    cli: Any, dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = new_job_id()
+    write_job_atomically(data, job_id)
+    (data / "outputs" / job_id).mkdir()
+    growing = data / "outputs" / job_id / "log.txt"
+    growing.write_text("first line\n")
+    real_hash = keeping._hash
+
+    def hash_while_written(fd: int) -> Any:
+        hashed = real_hash(fd)
+        if os.readlink(f"/proc/self/fd/{fd}") == str(growing) and hashed[1] == 11:
+            with growing.open("a") as fh:
+                fh.write("second line\n")
+        return hashed
+
+    monkeypatch.setattr(keeping, "_hash", hash_while_written)
+    cli("backfill", data, "--dsn", dsn, "--file-store", "db")
+    assert f"outputs/{job_id}/log.txt" not in stored_rows(dsn)  # its stat moved: not recorded
+
+    monkeypatch.setattr(keeping, "_hash", real_hash)
+    cli("backfill", data, "--dsn", dsn, "--file-store", "db")
+    sha, size, _ = stored_rows(dsn)[f"outputs/{job_id}/log.txt"]
+    assert content_of(dsn, sha) == b"first line\nsecond line\n" and size == 23
