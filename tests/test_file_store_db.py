@@ -91,3 +91,35 @@ def test_two_writers_storing_one_content_store_it_once(dsn: str) -> None:
 def test_an_unknown_store_is_refused_in_words() -> None:
     with pytest.raises(ConfigurationError, match="is not a store"):
         open_file_store("ftp://somewhere", lambda: None)  # type: ignore[arg-type,return-value]
+
+
+def test_two_writers_storing_many_of_the_same_contents_neither_deadlock_nor_double(
+    dsn: str,
+) -> None:
+    from comsa_migrate.file_store.database import DatabaseStore
+
+    contents = [(_digest(bytes([i])), 1, bytes([i])) for i in range(200)]
+    errors: list[BaseException] = []
+
+    def put_many(order: list[tuple[str, int, bytes]]) -> None:
+        store = DatabaseStore(psycopg.connect(dsn, autocommit=True))
+        try:
+            for _ in range(5):
+                store.put_many(order)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [
+        threading.Thread(target=put_many, args=(order,))
+        for order in (contents, list(reversed(contents)))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM comsa_migrate.file_contents").fetchone() == (200,)
+        assert conn.execute("SELECT count(*) FROM comsa_migrate.file_chunks").fetchone() == (200,)

@@ -16,6 +16,7 @@ from comsa_migrate.db.faults import describe_fault
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.db.writes import BatchStopped, give_owner
 from comsa_migrate.errors import RunStopped, first_line
+from comsa_migrate.file_store.keeping import check_file_store
 from comsa_migrate.observer import Observer, Observers
 from comsa_migrate.pipeline.options import BackfillOptions
 from comsa_migrate.pipeline.scheduler import Connect, applying, run_batches
@@ -46,8 +47,11 @@ def backfill(
     tree.check_data_dir(options.data_dir)
     write = options.write
     settings = write.settings(conn)  # an unknown --owner stops here, before any write
+    if write.file_store is not None:  # so does a file store that cannot be used
+        check_file_store(write.file_store)
     summary = Summary(migrations=migrate(conn))
     summary.inputs_stored, summary.owner = settings.store_inputs, write.owner
+    summary.file_store = write.file_store
     run_id = runs.start_run(conn, "backfill", str(options.data_dir))
     outcome = "failed"
     try:
@@ -56,7 +60,7 @@ def backfill(
         items = tree.scan(options.data_dir, workers=options.scan_processes)
         observer = Observers([summary, *observers])
         reading = write.reading(options.data_dir, settings)
-        step = applying(write, run_id)
+        step = applying(write, run_id, options.data_dir)
         summary.interrupted = run_batches(
             conn, write, reading, items, observer, step, stop=stop, connect=connect
         )

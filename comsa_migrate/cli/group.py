@@ -20,6 +20,7 @@ __all__ = ["main"]
 _COMMANDS = {
     "backfill": ("comsa_migrate.cli.migrate", "backfill_command"),
     "embedded": ("comsa_migrate.cli.embedded", "embedded_group"),
+    "gc": ("comsa_migrate.cli.file_store", "gc_command"),
     "init-db": ("comsa_migrate.cli.migrate", "init_db_command"),
     "psql": ("comsa_migrate.cli.migrate", "psql_command"),
     "report": ("comsa_migrate.cli.migrate", "report_command"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from comsa_migrate.cli.options import (
     connection,
     dashboard_options,
     dsn_option,
+    file_store_option,
     jobs_option,
     max_json_bytes_option,
     progress,
@@ -35,6 +36,7 @@ from comsa_migrate.errors import (
     EXIT_OK,
     EXIT_SKIPPED,
     ComsaMigrateError,
+    ConfigurationError,
     RunStopped,
 )
 from comsa_migrate.pipeline.options import WriteOptions
@@ -62,6 +64,13 @@ __all__ = ["backfill_command", "init_db_command", "psql_command", "report_comman
     "more than this machine's cores). On a remote server with C free cores, try C."
 )
 @dashboard_options
+@file_store_option(
+    "Also keep the contents of every job's files (its JSON, uploads and outputs), so that "
+    "they outlive this disk: `db` in this database (comsa_migrate.file_contents), or "
+    "s3://bucket/prefix in any S3 API (credentials and endpoint from the AWS_* variables, "
+    "AWS_ENDPOINT_URL included). Each content is stored once; a rerun sends only what "
+    "changed. See docs/file-store.md."
+)
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -76,6 +85,7 @@ def backfill_command(
     batch_size: int,
     jobs: int,
     dashboard: dict[str, Any],
+    file_store: str | None,
     dry_run: bool,
 ) -> int:
     """Write every job under DATA_DIR into PostgreSQL, one transaction per job.
@@ -90,6 +100,9 @@ def backfill_command(
       comsa-migrate backfill fixtures/legacy-sample/data
       comsa-migrate backfill /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
       comsa-migrate backfill /srv/comsa/backend/data --owner admin@example.org
+      comsa-migrate backfill /srv/comsa/backend/data --file-store db
+      AWS_ENDPOINT_URL=https://minio.example.org \
+          comsa-migrate backfill /srv/comsa/backend/data --file-store s3://comsa/files
 
     Paths are written as the dashboard opens them from its backend/ folder
     (data/uploads/<id>/input.csv: see --path-prefix); uploads are copied into the
@@ -108,11 +121,14 @@ def backfill_command(
         max_json_bytes=max_json_bytes,
         batch_size=batch_size,
         connections=jobs,
+        file_store=file_store,
         **dashboard,
     )
     options = BackfillOptions(data_dir, write, scan_processes=jobs)
-    if dry_run:
-        return _report(options, dsn, offline=False, out=_ReportOutput(), quiet=quiet)
+    if dry_run:  # the plan of the rows, and the store checked apart
+        out = _ReportOutput(file_store=file_store)
+        unstored = replace(options, write=replace(write, file_store=None))
+        return _report(unstored, dsn, offline=False, out=out, quiet=quiet)
     tree.check_data_dir(data_dir)  # before a server is started or connected to
     with connection(dsn, quiet=quiet) as (conn, target), stop_on_signals() as stop:
         show_progress = not quiet and sys.stderr.isatty()
@@ -173,6 +189,11 @@ def backfill_command(
     "read on one connection."
 )
 @dashboard_options
+@file_store_option(
+    "Also check the file store: every stored file's content there and whole (each "
+    "content read back and hashed), files changed or removed on disk since they were "
+    "stored, and the store's size. Reads only. See docs/file-store.md."
+)
 def report_command(
     data_dir: Path,
     dsn: str | None,
@@ -185,6 +206,7 @@ def report_command(
     max_json_bytes: int,
     jobs: int,
     dashboard: dict[str, Any],
+    file_store: str | None,
 ) -> int:
     """Say what the next backfill of DATA_DIR would do, and what is wrong with the data.
 
@@ -202,6 +224,7 @@ def report_command(
       comsa-migrate report /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
       comsa-migrate report DATA_DIR --format markdown --output report.md
       comsa-migrate report DATA_DIR --format json --fail-on warning > report.json
+      comsa-migrate report /srv/comsa/backend/data --file-store db
 
     \b
     Exit codes: 0 no error-level problem; 1 some error (with --fail-on warning, also
@@ -210,7 +233,7 @@ def report_command(
     log_to_stderr()
     write = WriteOptions(max_json_bytes=max_json_bytes, connections=jobs, **dashboard)
     options = BackfillOptions(data_dir, write, scan_processes=jobs)
-    out = _ReportOutput(fmt, output, fail_on, show_all)
+    out = _ReportOutput(fmt, output, fail_on, show_all, file_store)
     return _report(options, dsn, offline=offline, out=out, quiet=quiet)
 
 
@@ -222,6 +245,7 @@ class _ReportOutput:
     output: Path | None = None
     fail_on: str = "error"
     show_all: bool = False
+    file_store: str | None = None  # the store to check (report/stored.py)
 
 
 def _report(
@@ -230,10 +254,13 @@ def _report(
     """Build the report (read only, or offline), write it out; its verdict is the exit code."""
     from comsa_migrate.render.report import render
     from comsa_migrate.report.plan import build_report  # only the report needs these
+    from comsa_migrate.report.stored import check_file_store
 
     with stop_on_signals() as stop:
         tree.check_data_dir(options.data_dir)  # before a database is connected to
         target = None if offline else target_to_read(dsn, quiet=quiet)
+        if target is None and out.file_store is not None:
+            raise ConfigurationError("--file-store: the check reads stored_files: give a database")
         show_progress = not quiet and sys.stderr.isatty()
         total = tree.count_job_files(options.data_dir) if show_progress else 0
         with progress(show_progress, total) as observers:
@@ -247,6 +274,9 @@ def _report(
                     report = build_report(
                         conn, options, target=str(target), observers=observers, stop=stop
                     )
+                    if out.file_store is not None:
+                        check = check_file_store(conn, out.file_store, options.data_dir, stop)
+                        report = replace(report, file_store=check)
         output = out.output
         color = output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         text = render(report, out.fmt, color=color, show_all=out.show_all)

@@ -16,12 +16,14 @@ from comsa_migrate.cli.options import (
     connection,
     dashboard_options,
     dsn_option,
+    file_store_option,
     jobs_option,
     max_json_bytes_option,
     target_for,
 )
 from comsa_migrate.core import tree
 from comsa_migrate.errors import EXIT_OK
+from comsa_migrate.file_store.keeping import check_file_store
 from comsa_migrate.pipeline.options import WriteOptions
 from comsa_migrate.render import formatting
 from comsa_migrate.render.status import render_status
@@ -103,6 +105,13 @@ __all__ = ["status_command", "sync_command"]
     "on one."
 )
 @dashboard_options
+@file_store_option(
+    "Also keep the contents of every job's files as they appear or change (`db`: in "
+    "this database; s3://bucket/prefix: any S3 API, AWS_* variables), including the "
+    "outputs and metadata sidecar of a job whose row is the dashboard's own (no row is "
+    "written for it). With `restore` before the dashboard starts, a pod's data/ "
+    "outlives its deploys. See docs/file-store.md."
+)
 def sync_command(
     data_dir: Path,
     dsn: str | None,
@@ -119,6 +128,7 @@ def sync_command(
     batch_size: int,
     jobs: int,
     dashboard: dict[str, Any],
+    file_store: str | None,
 ) -> int:
     """Keep PostgreSQL in step with DATA_DIR while legacy writers keep running.
 
@@ -132,6 +142,7 @@ def sync_command(
     \b
     Example:
       comsa-migrate sync /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
+      comsa-migrate sync /app/data --file-store db      (beside the dashboard, on its pod)
 
     \b
     Exit codes: 0 stopped by SIGTERM or SIGINT; 2 usage, configuration or start-up
@@ -143,6 +154,7 @@ def sync_command(
         max_json_bytes=max_json_bytes,
         batch_size=batch_size,
         connections=jobs,
+        file_store=file_store,
         **dashboard,
     )
     options = SyncOptions(
@@ -158,6 +170,8 @@ def sync_command(
         scan_processes=jobs,
     )
     tree.check_data_dir(data_dir)  # before a server is started or connected to
+    if file_store is not None:
+        check_file_store(file_store)  # an object store that cannot be used: exit 2
     daemon = Daemon(target_for(dsn), options, words=formatting)
     with _daemon_signals(daemon):
         daemon.run()

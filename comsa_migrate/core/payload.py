@@ -25,13 +25,14 @@ class WriteSettings:
     max_input_bytes: int = 0
     owner_id: str | None = None  # users.id given to migrated jobs that have no owner
     inline_input_bytes: int = DEFAULT_INLINE_INPUT_BYTES  # larger uploads are streamed
+    file_store: str | None = None  # --file-store: where the files' contents are kept
 
     @property
     def tag(self) -> str:
         """What a job's stored fingerprint adds to the stat fingerprint: a change of these
-        settings (another prefix, job_input_files created since) makes every job read again."""
+        settings (another prefix, job_input_files created, a file store) reads every job again."""
         inputs = f"inputs<={self.max_input_bytes}" if self.store_inputs else "no-inputs"
-        return f"{self.path_prefix}|{inputs}"
+        return f"{self.path_prefix}|{inputs}" + (f"|{self.file_store}" if self.file_store else "")
 
     def fingerprint(self, source_fingerprint: str) -> str:
         return f"{source_fingerprint}|{self.tag}"

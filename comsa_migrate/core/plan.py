@@ -75,7 +75,7 @@ class Batch:
     """Jobs read and normalised, waiting for the database's decision."""
 
     sources: list[JobSource]
-    payloads: list[bytes]
+    payloads: list[bytes | None]  # None: only its files are kept (a file store's sidecar)
     uploads: list[tuple[StreamedUpload, ...]]  # each job's uploads sent apart from its payload
 
 
@@ -179,8 +179,8 @@ def tell_outcome(observer: Observer, source: JobSource, outcome: Outcome) -> Non
     observer.on_job(JobResult(source.job_id, action, outcome.rows))
 
 
-#: a job's payload, and its uploads sent apart from it
-_Written = tuple[bytes, tuple[StreamedUpload, ...]]
+#: a job's payload (None: a sidecar whose files a file store keeps), and its uploads sent apart
+_Written = tuple[bytes | None, tuple[StreamedUpload, ...]]
 
 
 def _read_and_normalise(
@@ -211,7 +211,8 @@ def _normalised(
     del raw  # a large JSON's bytes need not be held while its payload is made
     problems = list(parsed.problems)
     if parsed.record is None:
-        return problems, None, "metadata_only" if parsed.metadata_only else "skip"
+        kept = (None, ()) if parsed.metadata_only and settings.file_store else None
+        return problems, kept, "metadata_only" if parsed.metadata_only else "skip"
     if not settings.store_inputs:
         return problems, (job_payload(parsed.record, settings), ()), "write"
     inputs, upload_problems = input_contents(data_dir, source, settings.max_input_bytes, budget)

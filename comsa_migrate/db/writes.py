@@ -42,6 +42,7 @@ def write_settings(
     max_input_bytes: int,
     owner: str | None,
     inline_input_bytes: int = DEFAULT_INLINE_INPUT_BYTES,
+    file_store: str | None = None,
 ) -> WriteSettings:
     """The settings of a run on ``conn`` (None: no database, as a report offline has it).
 
@@ -50,7 +51,9 @@ def write_settings(
     has_inputs = conn is not None and _exists(conn, "public.job_input_files")
     owner_id = None if owner is None or conn is None else owner_of(conn, owner)
     store_inputs = input_content and has_inputs
-    return WriteSettings(path_prefix, store_inputs, max_input_bytes, owner_id, inline_input_bytes)
+    return WriteSettings(
+        path_prefix, store_inputs, max_input_bytes, owner_id, inline_input_bytes, file_store
+    )
 
 
 def owner_of(conn: psycopg.Connection[Any], email: str) -> str:
@@ -122,15 +125,16 @@ class BatchStopped(Exception):
 
 def apply_batch(
     conn: psycopg.Connection[Any],
-    payloads: Sequence[bytes],
+    payloads: Sequence[bytes | None],
     uploads: Sequence[Sequence[StagedUpload]] = (),
     *,
     force: bool,
     run_id: int | None,
     limits: Limits = DEFAULT_LIMITS,
+    stored: Sequence[bytes | None] = (),
 ) -> list[Outcome]:
     """Write a batch of jobs in one round trip, each job in its own transaction, with the
-    uploads each one streams (``uploads``, aligned with ``payloads``, when any does).
+    uploads each one streams and its record of stored files (aligned with ``payloads``).
 
     A job refused outside its write's own guard (its statement cancelled at its COMMIT,
     say) is that job's error, and the jobs after it are sent again. Raises BatchStopped
@@ -138,12 +142,13 @@ def apply_batch(
     outcomes.
     """
     answers: list[dict[str, Any] | None] = []
-    rest, rest_uploads = list(payloads), list(uploads)
+    rest, rest_uploads, rest_stored = list(payloads), list(uploads), list(stored)
     while rest:
         try:
             answers += write_batch(
-                conn, rest, force=force, run_id=run_id, limits=limits, uploads=rest_uploads
-            )
+                conn, rest, force=force, run_id=run_id, limits=limits, uploads=rest_uploads,
+                stored=rest_stored,
+            )  # fmt: skip
             rest = []
         except BatchFault as fault:
             refused = fault.failed_at
@@ -160,6 +165,7 @@ def apply_batch(
             refusal = {"action": "error", "message": fault.message, "sqlstate": fault.sqlstate}
             answers += [*fault.outcomes[:refused], refusal]
             rest, rest_uploads = rest[refused + 1 :], rest_uploads[refused + 1 :]
+            rest_stored = rest_stored[refused + 1 :]
     outcomes = [_outcome(answer, limits) for answer in answers if answer is not None]
     stop = next((answer for answer in answers if answer and answer["action"] == "stopped"), None)
     if stop is not None:
@@ -173,7 +179,7 @@ def _outcome(answer: dict[str, Any], limits: Limits) -> Outcome:
     message = answer.get("message")
     return Outcome(
         answer["action"],
-        {key: int(answer.get(key, 0)) for key in (*TABLES, "owned")},
+        {key: int(answer.get(key, 0)) for key in (*TABLES, "owned", "stored_files")},
         None if message is None else describe_refusal(answer.get("sqlstate"), message, limits),
     )
 

@@ -52,6 +52,8 @@ class WriteOptions:
     #: writer connections; more than one needs a way to open them (``connect``)
     connections: int = DEFAULT_CONNECTIONS
     limits: Limits = DEFAULT_LIMITS  # the tool's own limits, whatever the role's are
+    #: --file-store: where the contents of the jobs' files are kept (file_store/), or None
+    file_store: str | None = None
 
     def settings(self, conn: psycopg.Connection[Any] | None) -> WriteSettings:
         """How this run writes to ``conn`` (None: no database); ConfigurationError for an
@@ -63,6 +65,7 @@ class WriteOptions:
             max_input_bytes=self.max_input_bytes,
             owner=self.owner,
             inline_input_bytes=self.inline_input_bytes,
+            file_store=self.file_store,
         )
 
     def reading(self, data_dir: Path, settings: WriteSettings) -> Reading:

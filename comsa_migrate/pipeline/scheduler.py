@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -40,6 +41,7 @@ from comsa_migrate.db.fingerprints import (
     recorded_fingerprints,
 )
 from comsa_migrate.db.writes import BatchStopped, apply_batch
+from comsa_migrate.file_store.keeping import keep_contents
 from comsa_migrate.observer import Observer
 from comsa_migrate.pipeline.options import WriteOptions
 
@@ -52,11 +54,17 @@ Connect = Callable[[], psycopg.Connection[Any]]
 Step = Callable[[psycopg.Connection[Any] | None, Batch], list[Outcome]]
 
 
-def applying(options: WriteOptions, run_id: int | None) -> Step:
-    """The step that writes: each job of the batch in its own transaction."""
+def applying(options: WriteOptions, run_id: int | None, data_dir: Path) -> Step:
+    """The step that writes: each job of the batch in its own transaction, after its
+    files' contents are in the file store, when there is one."""
 
     def apply(conn: psycopg.Connection[Any] | None, batch: Batch) -> list[Outcome]:
         assert conn is not None
+        stored: Sequence[bytes | None] = ()
+        if options.file_store is not None:
+            stored = keep_contents(
+                conn, options.file_store, data_dir, options.limits, batch.sources
+            )
         return apply_batch(
             conn,
             batch.payloads,
@@ -64,6 +72,7 @@ def applying(options: WriteOptions, run_id: int | None) -> Step:
             force=options.force,
             run_id=run_id,
             limits=options.limits,
+            stored=stored,
         )
 
     return apply

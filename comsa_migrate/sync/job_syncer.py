@@ -111,7 +111,7 @@ class JobSyncer:
         self._settings = self.write.settings(conn)
         items = self._noting_names(tree.scan(self.data_dir, workers=self.scan_processes))
         reading = self.write.reading(self.data_dir, self._settings)
-        step = applying(self.write, run_id)
+        step = applying(self.write, run_id, self.data_dir)
         try:
             run.summary.interrupted = run_batches(
                 conn, self.write, reading, items, run, step, stop=stop, connect=connect
@@ -162,7 +162,8 @@ class JobSyncer:
             if self._settings is None:
                 self._settings = self.write.settings(conn)
             reading = self.write.reading(self.data_dir, self._settings)
-            run_batches(conn, self.write, reading, items, run, applying(self.write, run_id))
+            step = applying(self.write, run_id, self.data_dir)
+            run_batches(conn, self.write, reading, items, run, step)
         except BatchStopped:
             raise  # a fault of the server, not of the job: the daemon waits it out
         except psycopg.Error as exc:
