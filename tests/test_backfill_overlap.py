@@ -67,7 +67,7 @@ def scheduled(
     """The scheduler, with one writer on the caller's connection."""
     write = options.write
     reading = write.reading(options.data_dir, write.settings(conn))
-    step = applying(write, run_id)
+    step = applying(write, run_id, options.data_dir)
     return run_batches(conn, write, reading, items, observer, step, stop=stop)
 
 

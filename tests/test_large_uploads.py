@@ -97,7 +97,7 @@ def test_an_upload_changed_between_its_two_reads_refuses_its_job_and_nothing_is_
         else:
             upload.unlink()
 
-        [outcome] = applying(write, None)(conn, batch)
+        [outcome] = applying(write, None, data)(conn, batch)
 
         assert outcome.action == "error"
         assert outcome.message is not None and "changed while it was read" in outcome.message
