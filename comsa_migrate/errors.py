@@ -21,6 +21,7 @@ __all__ = [
     "EXIT_STOPPED",
     "EXIT_USAGE",
     "EmbeddedInUse",
+    "FileStoreError",
     "LockHeld",
     "ProgramNotRun",
     "RunStopped",
@@ -56,6 +57,10 @@ class DataDirError(ComsaMigrateError):
 
 class DatabaseUnavailable(ComsaMigrateError):
     """The database cannot be reached or refused the connection."""
+
+
+class FileStoreError(ComsaMigrateError):
+    """The file store (--file-store) cannot be reached, or refused a request."""
 
 
 class EmbeddedInUse(ComsaMigrateError):

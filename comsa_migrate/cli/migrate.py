@@ -16,6 +16,7 @@ from comsa_migrate.cli.options import (
     connection,
     dashboard_options,
     dsn_option,
+    file_store_option,
     max_json_bytes_option,
     progress,
     quiet_option,
@@ -61,6 +62,13 @@ __all__ = ["backfill_command", "init_db_command", "psql_command", "report_comman
     "more than this machine's cores). On a remote server with C free cores, try C."
 )
 @dashboard_options
+@file_store_option(
+    "Also keep the contents of every job's files (its JSON, uploads and outputs), so that "
+    "they outlive this disk: `db` in this database (comsa_migrate.file_contents), or "
+    "s3://bucket/prefix in any S3 API (credentials and endpoint from the AWS_* variables, "
+    "AWS_ENDPOINT_URL included). Each content is stored once; a rerun sends only what "
+    "changed. See docs/file-store.md."
+)
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -75,6 +83,7 @@ def backfill_command(
     batch_size: int,
     writers: int,
     dashboard: dict[str, Any],
+    file_store: str | None,
     dry_run: bool,
 ) -> int:
     """Write every job under DATA_DIR into PostgreSQL, one transaction per job.
@@ -89,6 +98,9 @@ def backfill_command(
       comsa-migrate backfill fixtures/legacy-sample/data
       comsa-migrate backfill /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
       comsa-migrate backfill /srv/comsa/backend/data --owner admin@example.org
+      comsa-migrate backfill /srv/comsa/backend/data --file-store db
+      AWS_ENDPOINT_URL=https://minio.example.org \
+          comsa-migrate backfill /srv/comsa/backend/data --file-store s3://comsa/files
 
     Paths are written as the dashboard opens them from its backend/ folder
     (data/uploads/<id>/input.csv: see --path-prefix); uploads are copied into the
@@ -103,8 +115,9 @@ def backfill_command(
     """
     log_to_stderr()
     options = BackfillOptions(
-        data_dir, force, max_json_bytes, batch_size, writers=writers, **dashboard
-    )
+        data_dir, force, max_json_bytes, batch_size, writers=writers, file_store=file_store,
+        **dashboard,
+    )  # fmt: skip
     if dry_run:
         return _report(options, dsn, offline=False, out=_ReportOutput(), quiet=quiet)
     tree.check_data_dir(data_dir)  # before a server is started or connected to

@@ -59,6 +59,22 @@ quiet_option = click.option(
 )
 
 
+def _file_store_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None or value == "db" or value.startswith("s3://"):
+        return value
+    raise click.BadParameter(f"{value!r} is not a store: use db or s3://bucket/prefix")
+
+
+def file_store_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--file-store URL, where the contents of the jobs' files are kept (docs/file-store.md)."""
+    return click.option(
+        "--file-store",
+        metavar="URL",
+        callback=_file_store_url,
+        help=help_text,
+    )
+
+
 def writers_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """-j/--jobs N, the writer connections, given to the command as ``writers``."""
     return click.option(

@@ -21,6 +21,7 @@ from comsa_migrate.db import runs
 from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_fault
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.errors import RunStopped, first_line
+from comsa_migrate.file_store.keeping import check_file_store
 
 __all__ = ["BackfillOptions", "backfill"]
 
@@ -48,6 +49,8 @@ class BackfillOptions:
     #: writer connections (--jobs); more than one needs a way to open them (``connect``)
     writers: int = DEFAULT_WRITERS
     limits: Limits = DEFAULT_LIMITS  # the tool's own limits, whatever the role's are
+    #: --file-store: where the contents of the jobs' files are kept (file_store/), or None
+    file_store: str | None = None
 
     def settings(self, conn: psycopg.Connection[Any] | None) -> store.WriteSettings:
         """How this run writes to ``conn``; ConfigurationError for an --owner not found."""
@@ -58,6 +61,7 @@ class BackfillOptions:
             max_input_bytes=self.max_input_bytes,
             owner=self.owner,
             inline_input_bytes=self.inline_input_bytes,
+            file_store=self.file_store,
         )
 
 
@@ -82,8 +86,11 @@ def backfill(
     started = time.monotonic()
     tree.check_data_dir(options.data_dir)
     settings = options.settings(conn)  # an unknown --owner stops here, before any write
+    if options.file_store is not None:  # so does a file store that cannot be used
+        check_file_store(options.file_store, conn)
     summary = Summary(migrations=migrate(conn))
     summary.inputs_stored, summary.owner = settings.store_inputs, options.owner
+    summary.file_store = options.file_store
     run_id = runs.start_run(conn, "backfill", str(options.data_dir))
     outcome = "failed"
     try:

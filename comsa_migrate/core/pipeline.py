@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 
@@ -20,6 +20,7 @@ from comsa_migrate.core.layout import JobSource, ScanItem, read_job_json
 from comsa_migrate.core.normalise import parse_job
 from comsa_migrate.core.summary import JobResult, Observer
 from comsa_migrate.core.uploads import InlineBudget, StreamedUpload, input_contents
+from comsa_migrate.file_store.keeping import keep_contents
 from comsa_migrate.problems import Problem, Severity
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class PreparedBatches:
             )
             prepared = prepare(self.options, self.settings, batch, unchanged, self.observer)
             if prepared is not None:
-                yield prepared.sources, prepared.payloads
+                yield prepared.sources, cast(list[bytes], prepared.payloads)  # a report: no store
 
 
 class Held:
@@ -132,7 +133,7 @@ class Batch:
     """Jobs read and normalised, waiting for the database's decision."""
 
     sources: list[JobSource]
-    payloads: list[bytes]
+    payloads: list[bytes | None]  # None: only its files are kept (a file store's sidecar)
     uploads: list[tuple[StreamedUpload, ...]]  # each job's uploads sent apart from its payload
 
 
@@ -190,10 +191,11 @@ def prepare(
 def apply(
     conn: psycopg.Connection[Any], options: BackfillOptions, batch: Batch, run_id: int | None
 ) -> list[store.Outcome]:
-    force, limits = options.force, options.limits
+    stored = keep_contents(conn, options, batch.sources) if options.file_store else ()
     return store.apply_batch(
-        conn, batch.payloads, batch.uploads, force=force, run_id=run_id, limits=limits
-    )
+        conn, batch.payloads, batch.uploads, force=options.force, run_id=run_id,
+        limits=options.limits, stored=stored,
+    )  # fmt: skip
 
 
 def tell_written(observer: Observer, batch: Batch, writing: Future[list[store.Outcome]]) -> None:
@@ -341,8 +343,8 @@ def _asking(
     return ask
 
 
-#: a job's payload, and its uploads sent apart from it
-_Written = tuple[bytes, tuple[StreamedUpload, ...]]
+#: a job's payload (None: a sidecar whose files a file store keeps), and its uploads sent apart
+_Written = tuple[bytes | None, tuple[StreamedUpload, ...]]
 
 
 def _read_and_normalise(
@@ -375,7 +377,8 @@ def _normalised(
     del raw  # a large JSON's bytes need not be held while its payload is made
     problems = list(parsed.problems)
     if parsed.record is None:
-        return problems, None, "metadata_only" if parsed.metadata_only else "skip"
+        kept = (None, ()) if parsed.metadata_only and settings.file_store else None
+        return problems, kept, "metadata_only" if parsed.metadata_only else "skip"
     if not settings.store_inputs:
         return problems, (store.job_payload(parsed.record, settings), ()), ""
     inputs, upload_problems = input_contents(

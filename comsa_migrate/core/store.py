@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-import orjson
 import psycopg
 
+from comsa_migrate.core.jsondump import dumps as _dumps
 from comsa_migrate.core.layout import utc_from_ns
 from comsa_migrate.core.normalise import JobRecord
 from comsa_migrate.core.uploads import DEFAULT_INLINE_INPUT_BYTES, InputEntry
@@ -64,13 +63,14 @@ class WriteSettings:
     max_input_bytes: int = 0
     owner_id: str | None = None  # users.id given to migrated jobs that have no owner
     inline_input_bytes: int = DEFAULT_INLINE_INPUT_BYTES  # larger uploads are streamed
+    file_store: str | None = None  # --file-store: where the files' contents are kept
 
     @property
     def tag(self) -> str:
         """What a job's stored fingerprint adds to the stat fingerprint: a change of these
-        settings (another prefix, job_input_files created since) makes every job read again."""
+        settings (another prefix, job_input_files created, a file store) reads every job again."""
         inputs = f"inputs<={self.max_input_bytes}" if self.store_inputs else "no-inputs"
-        return f"{self.path_prefix}|{inputs}"
+        return f"{self.path_prefix}|{inputs}" + (f"|{self.file_store}" if self.file_store else "")
 
     def fingerprint(self, source_fingerprint: str) -> str:
         return f"{source_fingerprint}|{self.tag}"
@@ -84,6 +84,7 @@ def write_settings(
     max_input_bytes: int,
     owner: str | None,
     inline_input_bytes: int = DEFAULT_INLINE_INPUT_BYTES,
+    file_store: str | None = None,
 ) -> WriteSettings:
     """The settings of a run on ``conn`` (None: no database, as a report offline has it).
 
@@ -92,7 +93,9 @@ def write_settings(
     has_inputs = conn is not None and _exists(conn, "public.job_input_files")
     owner_id = None if owner is None or conn is None else owner_of(conn, owner)
     store_inputs = input_content and has_inputs
-    return WriteSettings(path_prefix, store_inputs, max_input_bytes, owner_id, inline_input_bytes)
+    return WriteSettings(
+        path_prefix, store_inputs, max_input_bytes, owner_id, inline_input_bytes, file_store
+    )
 
 
 def owner_of(conn: psycopg.Connection[Any], email: str) -> str:
@@ -221,15 +224,16 @@ class BatchStopped(Exception):
 
 def apply_batch(
     conn: psycopg.Connection[Any],
-    payloads: Sequence[bytes],
+    payloads: Sequence[bytes | None],
     uploads: Sequence[Sequence[StagedUpload]] = (),
     *,
     force: bool,
     run_id: int | None,
     limits: Limits = DEFAULT_LIMITS,
+    stored: Sequence[bytes | None] = (),
 ) -> list[Outcome]:
     """Write a batch of jobs in one round trip, each job in its own transaction, with the
-    uploads each one streams (``uploads``, aligned with ``payloads``, when any does).
+    uploads each one streams and its record of stored files (aligned with ``payloads``).
 
     A job refused outside its write's own guard (its statement cancelled at its COMMIT,
     say) is that job's error, and the jobs after it are sent again. Raises BatchStopped
@@ -237,12 +241,13 @@ def apply_batch(
     outcomes.
     """
     answers: list[dict[str, Any] | None] = []
-    rest, rest_uploads = list(payloads), list(uploads)
+    rest, rest_uploads, rest_stored = list(payloads), list(uploads), list(stored)
     while rest:
         try:
             answers += write_batch(
-                conn, rest, force=force, run_id=run_id, limits=limits, uploads=rest_uploads
-            )
+                conn, rest, force=force, run_id=run_id, limits=limits, uploads=rest_uploads,
+                stored=rest_stored,
+            )  # fmt: skip
             rest = []
         except BatchFault as fault:
             refused = fault.failed_at
@@ -259,6 +264,7 @@ def apply_batch(
             refusal = {"action": "error", "message": fault.message, "sqlstate": fault.sqlstate}
             answers += [*fault.outcomes[:refused], refusal]
             rest, rest_uploads = rest[refused + 1 :], rest_uploads[refused + 1 :]
+            rest_stored = rest_stored[refused + 1 :]
     outcomes = [_outcome(answer, limits) for answer in answers if answer is not None]
     stop = next((answer for answer in answers if answer and answer["action"] == "stopped"), None)
     if stop is not None:
@@ -272,7 +278,7 @@ def _outcome(answer: dict[str, Any], limits: Limits) -> Outcome:
     message = answer.get("message")
     return Outcome(
         answer["action"],
-        {key: int(answer.get(key, 0)) for key in (*TABLES, "owned")},
+        {key: int(answer.get(key, 0)) for key in (*TABLES, "owned", "stored_files")},
         None if message is None else describe_refusal(answer.get("sqlstate"), message, limits),
     )
 
@@ -381,20 +387,3 @@ def _plan(
             "job_input_files": (inputs_inserted, inputs_updated, inputs_deleted),
         },
     )
-
-
-def _dumps(value: Any) -> bytes:
-    try:
-        # orjson takes plain tuples, not named ones: a LogEntry goes through `default`,
-        # one at a time, rather than a list of tuples made first (a large log's copy)
-        return orjson.dumps(value, default=tuple)
-    except TypeError:  # integers beyond 64 bits, which orjson does not write
-        import json
-
-        return json.dumps(value, default=_iso, ensure_ascii=False).encode()
-
-
-def _iso(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

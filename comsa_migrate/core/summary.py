@@ -72,6 +72,7 @@ class Summary:
     stopped: str | None = None  # why the run stopped part-way, if it did
     inputs_stored: bool = False  # uploads are copied into job_input_files
     owner: str | None = None  # --owner, the e-mail of the owner given to jobs without one
+    file_store: str | None = None  # --file-store, where the files' contents are kept
 
     @property
     def jobs(self) -> int:

@@ -57,10 +57,12 @@ _STAGE = (
 )
 #: the job as text: its cast to jsonb is guarded with the rest of its write
 _APPLY = b"SELECT comsa_migrate.apply_job_outcome($1, $2::boolean, $3::bigint)"
+#: which content each of the job's files had (only with a file store: file_store/keeping.py)
+_RECORD = b"SELECT comsa_migrate.record_stored_files($1)"
 _COMMIT = b"COMMIT"
-#: what a statement sent is to its job: its outcome comes with the apply, and holds once
-#: the COMMIT has succeeded
-_OTHER, _APPLIED, _COMMITTED = range(3)
+#: what a statement sent is to its job: its outcome comes with the apply (and the count
+#: of its record of stored files), and holds once the COMMIT has succeeded
+_OTHER, _APPLIED, _RECORDED, _COMMITTED = range(4)
 
 
 class StagedUpload(Protocol):
@@ -96,16 +98,22 @@ class BatchFault(Exception):
 
 def write_batch(
     conn: psycopg.Connection[Any],
-    payloads: Sequence[bytes],
+    payloads: Sequence[bytes | None],
     *,
     force: bool,
     run_id: int | None,
     limits: Limits,
     uploads: Sequence[Sequence[StagedUpload]] = (),
+    stored: Sequence[bytes | None] = (),
 ) -> list[dict[str, Any]]:
     """Write each payload (a job as apply_job() reads it) in a transaction of its own, with
     its staged uploads (``uploads``, aligned with ``payloads``, or empty when no job has
     any), and return apply_job_outcome()'s answer for each, in order.
+
+    ``stored`` (aligned with ``payloads``, or empty without a file store) is each job's
+    record of its stored files, for record_stored_files() in the same transaction; a job
+    with a record and no payload (a metadata sidecar, a job whose rows are the
+    dashboard's) has only that written, and its answer is "metadata_only".
 
     Raises BatchFault when not every job's answer and COMMIT came back.
     """
@@ -124,7 +132,10 @@ def write_batch(
                 read.send(pgconn, job, _LIMITS, limits_args)
                 for upload in uploads[job] if uploads else ():
                     _stage(pgconn, read, job, upload)
-                read.send(pgconn, job, _APPLY, [payload, *tail], _APPLIED)
+                if payload is not None:
+                    read.send(pgconn, job, _APPLY, [payload, *tail], _APPLIED)
+                if stored and stored[job] is not None:
+                    read.send(pgconn, job, _RECORD, [stored[job]], _RECORDED)
                 read.send(pgconn, job, _COMMIT, None, _COMMITTED)
                 send_some(pgconn)
             pgconn.pipeline_sync()
@@ -211,6 +222,9 @@ class _Answers:
         elif role == _APPLIED and result.status == pq.ExecStatus.TUPLES_OK:
             value = result.get_value(0, 0)
             self._answer = None if value is None else orjson.loads(value)
+        elif role == _RECORDED and result.status == pq.ExecStatus.TUPLES_OK:
+            recorded = orjson.loads(result.get_value(0, 0) or b"{}")
+            self._answer = {**(self._answer or {"action": "metadata_only"}), **recorded}
         elif role == _COMMITTED:
             if result.status == pq.ExecStatus.COMMAND_OK:
                 self.outcomes[job] = self._answer

@@ -52,6 +52,10 @@ def open_file_store(url: str, connect: Callable[[], psycopg.Connection[Any]]) ->
         from comsa_migrate.file_store.database import DatabaseStore
 
         return DatabaseStore(connect())
+    if url.startswith("s3://"):
+        from comsa_migrate.file_store.s3 import ObjectStore
+
+        return ObjectStore(url)
     raise ConfigurationError(
         f"--file-store: {url!r} is not a store; use `db` or s3://bucket/prefix"
     )

@@ -30,6 +30,9 @@ def backfill_summary(summary: Summary, data_dir: str, target: str) -> str:
     lines.append(field("jobs", jobs))
     rows = ", ".join(f"{t} {number(summary.rows[t])}" for t in summary.tables)
     lines.append(field("rows", rows))
+    if summary.file_store:
+        recorded = counted(summary.rows["stored_files"], "file")
+        lines.append(field("files", f"{recorded} recorded; contents kept in {summary.file_store}"))
     if summary.owner:
         given = summary.rows["owned"]
         lines.append(field("owner", f"{counted(given, 'job')} given {summary.owner}"))

@@ -48,6 +48,7 @@ class SyncOptions:
     vanish_fraction: float = 0.5
     #: ...out of at least this many
     vanish_min_jobs: int = 20
+    file_store: str | None = None  # --file-store: where the files' contents are kept
 
     def writing(self, root: Path) -> BackfillOptions:
         """How the daemon writes rows, as the backfill does, for DATA_DIR at ``root``."""
@@ -62,4 +63,5 @@ class SyncOptions:
             owner=self.owner,
             writers=self.writers,
             limits=self.limits,
+            file_store=self.file_store,
         )
