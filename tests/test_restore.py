@@ -14,7 +14,8 @@ from click.testing import CliRunner, Result
 
 from comsa_migrate.cli import main
 
-from .tree_store_helpers import store_file, store_tree, tree_files
+from .file_store_helpers import files_on_disk, stored_rows
+from .tree_store_helpers import store_file, tree_files
 
 JOB = "653475d0-3a75-4bb6-b1cb-a3c466a6c02e"
 
@@ -25,9 +26,11 @@ def run(*args: Any) -> Result:
 
 @pytest.fixture
 def stored_sample(sample_tree: Path, dsn: str) -> dict[str, bytes]:
-    """The sample, backfilled, with every file of its jobs in the `db` store."""
-    assert run("backfill", sample_tree, "--dsn", dsn, "-q").exit_code == 0
-    return store_tree(dsn, sample_tree)
+    """The sample, backfilled with --file-store db: every file of its jobs in the store."""
+    result = run("backfill", sample_tree, "--dsn", dsn, "-q", "--file-store", "db")
+    assert result.exit_code == 0, result.output
+    on_disk = files_on_disk(sample_tree)
+    return {path: on_disk[path] for path in stored_rows(dsn)}
 
 
 def test_restore_into_an_empty_folder_gives_back_every_file_byte_for_byte_with_its_mtime(
@@ -41,6 +44,7 @@ def test_restore_into_an_empty_folder_gives_back_every_file_byte_for_byte_with_i
     original = tree_files(sample_tree)
     assert tree_files(target) == {path: original[path] for path in stored_sample}
     assert {p.split("/")[0] for p in stored_sample} == {"jobs", "uploads", "outputs"}
+    assert len(stored_sample) == 27
     assert f"{len(stored_sample)} written, 0 replaced, 0 unchanged" in " ".join(
         result.output.split()
     )
@@ -83,17 +87,24 @@ def test_a_different_file_is_left_alone_and_counted_unless_forced(
 
 
 def test_a_changed_file_stored_again_comes_back_with_its_new_bytes(
-    stored_sample: dict[str, bytes], dsn: str, tmp_path: Path
+    sample_tree: Path, stored_sample: dict[str, bytes], dsn: str, tmp_path: Path
 ) -> None:
     target = tmp_path / "data"
     assert run("restore", target, "--dsn", dsn, "-q").exit_code == 0
-    store_file(dsn, JOB, f"outputs/{JOB}/causes.csv", b"rerun,causes\n", 1_700_000_000 * 10**9)
+    changed = sample_tree / "outputs" / JOB / "causes.csv"
+    changed.write_bytes(b"rerun,causes\n")
+    os.utime(changed, ns=(1_700_000_000 * 10**9, 1_700_000_000 * 10**9))
+    stored = run("backfill", sample_tree, "--dsn", dsn, "-q", "--file-store", "db")
+    assert stored.exit_code == 0, stored.output
 
-    result = run("restore", target, "--dsn", dsn, "-q", "--force")
+    fresh = run("restore", tmp_path / "fresh" / "data", "--dsn", dsn, "-q")
+    again = run("restore", target, "--dsn", dsn, "-q", "--force")
 
-    assert result.exit_code == 0, result.output
-    assert (target / "outputs" / JOB / "causes.csv").read_bytes() == b"rerun,causes\n"
-    assert (target / "outputs" / JOB / "causes.csv").stat().st_mtime_ns == 1_700_000_000 * 10**9
+    assert fresh.exit_code == again.exit_code == 0, fresh.output + again.output
+    for data in (tmp_path / "fresh" / "data", target):
+        assert (data / "outputs" / JOB / "causes.csv").read_bytes() == b"rerun,causes\n"
+        assert (data / "outputs" / JOB / "causes.csv").stat().st_mtime_ns == 1_700 * 10**15
+    assert "1 replaced" in again.output
 
 
 def test_a_file_no_longer_on_disk_is_restored_with_its_last_content(
