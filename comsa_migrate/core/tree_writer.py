@@ -161,7 +161,12 @@ class TreeWriter:
     def _open_parent(self, folders: list[str], *, create: bool) -> int | None:
         """DATA_DIR's descendant ``folders``, opened without following a link; made when
         missing and ``create``, else None."""
-        fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if create:
+                raise
+            return None  # a dry run into a DATA_DIR not made yet
         try:
             for depth, name in enumerate(folders):
                 try:
