@@ -4,7 +4,9 @@ dashboard inserts them, and the dashboard's tables read back row for row."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import stat
 from pathlib import Path
@@ -92,3 +94,84 @@ def table_rows(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
                     conn.execute(query).fetchall(), key=lambda r: tuple(map(str, r))
                 )
     return rows
+
+
+def insert_as_dashboard(dsn: str, job: dict[str, Any]) -> None:
+    """A job as the database-backed dashboard writes it (its backend/db/connection.R):
+    save_job()'s insert (error and result "{}", created_at to the second), add_job_file()
+    and save_input_file() for its upload, update_job_status() (NOW() for started_at and
+    completed_at; error {"message": ...}, or NULL once completed), add_log() (no prefix,
+    NOW()), add_job_file() for each output, update_job_result()."""
+    job_id = job["id"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, type, status, algorithm, age_group, country,"
+            " calib_model_type, ensemble, created_at, started_at, completed_at, error,"
+            " result, input_file_path) VALUES (%s::uuid, %s, 'pending', %s, %s, %s,"
+            " %s, %s, date_trunc('second', now()) - interval '1 hour', NULL, NULL,"
+            " '{}'::jsonb, '{}'::jsonb, %s)",
+            [
+                job_id,
+                job["type"],
+                job["algorithm"][0],
+                job.get("age_group"),
+                job.get("country"),
+                job.get("calib_model_type"),
+                job.get("ensemble", False),
+                job.get("input_file"),
+            ],
+        )
+        for name, content in job.get("inputs", {}).items():
+            path = f"data/uploads/{job_id}/{name}"
+            conn.execute(
+                "INSERT INTO job_files (job_id, file_type, file_name, file_path, file_size)"
+                " VALUES (%s, 'input', %s, %s, %s)",
+                [job_id, name, path, len(content)],
+            )
+            conn.execute(
+                "INSERT INTO job_input_files (job_id, filename, content_b64) VALUES (%s, %s, %s)"
+                " ON CONFLICT (job_id, filename) DO UPDATE SET content_b64 = EXCLUDED.content_b64",
+                [job_id, name, base64.b64encode(content).decode()],
+            )
+        if job["status"] == "pending":
+            return
+        conn.execute(
+            "UPDATE jobs SET status = 'running', started_at = NOW() WHERE id = %s", [job_id]
+        )
+        for message in job.get("log", []):
+            conn.execute(
+                "INSERT INTO job_logs (job_id, message, timestamp) VALUES (%s, %s, NOW())",
+                [job_id, message],
+            )
+        for name, content in job.get("outputs", {}).items():
+            conn.execute(
+                "INSERT INTO job_files (job_id, file_type, file_name, file_path, file_size)"
+                " VALUES (%s, 'output', %s, %s, %s)",
+                [job_id, name, f"data/outputs/{job_id}/{name}", len(content)],
+            )
+        if job["status"] == "failed":
+            conn.execute(
+                "UPDATE jobs SET status = 'failed', completed_at = NOW(),"
+                " error = %s::jsonb WHERE id = %s",
+                [json.dumps({"message": job["error"]}), job_id],
+            )
+            return
+        conn.execute(
+            "UPDATE jobs SET result = %s::jsonb WHERE id = %s", [json.dumps(job["result"]), job_id]
+        )
+        conn.execute(
+            "UPDATE jobs SET status = 'completed', completed_at = NOW(), error = NULL"
+            " WHERE id = %s",
+            [job_id],
+        )
+
+
+def sidecar_bytes(job: dict[str, Any]) -> bytes:
+    """The sidecar save_job_metadata() writes: write_json(auto_unbox = TRUE, pretty = TRUE)."""
+    fields = ("algorithm", "use_sample_data", "demo_id", "demo_name", "n_mcmc", "n_burn")
+    fields += ("n_thin",)
+    doc = {k: job[k] for k in fields if job.get(k) not in (None, [])}
+    doc["id"] = job["id"]
+    if len(doc["algorithm"]) == 1:
+        doc["algorithm"] = doc["algorithm"][0]
+    return json.dumps(doc, indent=2).encode()
