@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from comsa_migrate.errors import (
     EXIT_OK,
     EXIT_SKIPPED,
     ComsaMigrateError,
+    ConfigurationError,
     RunStopped,
 )
 from comsa_migrate.problems import Severity
@@ -119,7 +120,8 @@ def backfill_command(
         **dashboard,
     )  # fmt: skip
     if dry_run:
-        return _report(options, dsn, offline=False, out=_ReportOutput(), quiet=quiet)
+        out = _ReportOutput(file_store=file_store)
+        return _report(options, dsn, offline=False, out=out, quiet=quiet)
     tree.check_data_dir(data_dir)  # before a server is started or connected to
     with connection(dsn, quiet=quiet) as (conn, target), stop_on_signals() as stop:
         show_progress = not quiet and sys.stderr.isatty()
@@ -180,6 +182,11 @@ def backfill_command(
     "read on one connection."
 )
 @dashboard_options
+@file_store_option(
+    "Also check the file store: every stored file's content there and whole (each "
+    "content read back and hashed), files changed or removed on disk since they were "
+    "stored, and the store's size. Reads only. See docs/file-store.md."
+)
 def report_command(
     data_dir: Path,
     dsn: str | None,
@@ -192,6 +199,7 @@ def report_command(
     max_json_bytes: int,
     writers: int,
     dashboard: dict[str, Any],
+    file_store: str | None,
 ) -> int:
     """Say what the next backfill of DATA_DIR would do, and what is wrong with the data.
 
@@ -209,6 +217,7 @@ def report_command(
       comsa-migrate report /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
       comsa-migrate report DATA_DIR --format markdown --output report.md
       comsa-migrate report DATA_DIR --format json --fail-on warning > report.json
+      comsa-migrate report /srv/comsa/backend/data --file-store db
 
     \b
     Exit codes: 0 no error-level problem; 1 some error (with --fail-on warning, also
@@ -216,7 +225,7 @@ def report_command(
     """
     log_to_stderr()
     options = BackfillOptions(data_dir, max_json_bytes=max_json_bytes, writers=writers, **dashboard)
-    out = _ReportOutput(fmt, output, fail_on, show_all)
+    out = _ReportOutput(fmt, output, fail_on, show_all, file_store)
     return _report(options, dsn, offline=offline, out=out, quiet=quiet)
 
 
@@ -228,6 +237,7 @@ class _ReportOutput:
     output: Path | None = None
     fail_on: str = "error"
     show_all: bool = False
+    file_store: str | None = None  # the store to check (report/stored.py)
 
 
 def _report(
@@ -236,10 +246,13 @@ def _report(
     """Build the report (read only, or offline), write it out; its verdict is the exit code."""
     from comsa_migrate.render.report import render
     from comsa_migrate.report.plan import build_report  # only the report needs these
+    from comsa_migrate.report.stored import check_file_store
 
     with stop_on_signals() as stop:
         tree.check_data_dir(options.data_dir)  # before a database is connected to
         target = None if offline else target_to_read(dsn, quiet=quiet)
+        if target is None and out.file_store is not None:
+            raise ConfigurationError("--file-store: the check reads stored_files: give a database")
         show_progress = not quiet and sys.stderr.isatty()
         total = tree.count_job_files(options.data_dir) if show_progress else 0
         with progress(show_progress, total) as observers:
@@ -253,6 +266,9 @@ def _report(
                     report = build_report(
                         conn, options, target=str(target), observers=observers, stop=stop
                     )
+                    if out.file_store is not None:
+                        check = check_file_store(conn, out.file_store, options.data_dir, stop)
+                        report = replace(report, file_store=check)
         output = out.output
         color = output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         text = render(report, out.fmt, color=color, show_all=out.show_all)

@@ -16,12 +16,14 @@ from comsa_migrate.cli.options import (
     connection,
     dashboard_options,
     dsn_option,
+    file_store_option,
     max_json_bytes_option,
     target_for,
     writers_option,
 )
 from comsa_migrate.core import tree
 from comsa_migrate.errors import EXIT_OK
+from comsa_migrate.file_store.keeping import check_file_store
 from comsa_migrate.render.status import render_status
 from comsa_migrate.sync.daemon import Daemon, SyncOptions
 from comsa_migrate.sync.status import read_status
@@ -101,6 +103,13 @@ __all__ = ["status_command", "sync_command"]
     "on one."
 )
 @dashboard_options
+@file_store_option(
+    "Also keep the contents of every job's files as they appear or change (`db`: in "
+    "this database; s3://bucket/prefix: any S3 API, AWS_* variables), including the "
+    "outputs and metadata sidecar of a job whose row is the dashboard's own (no row is "
+    "written for it). With `restore` before the dashboard starts, a pod's data/ "
+    "outlives its deploys. See docs/file-store.md."
+)
 def sync_command(
     data_dir: Path,
     dsn: str | None,
@@ -117,6 +126,7 @@ def sync_command(
     batch_size: int,
     writers: int,
     dashboard: dict[str, Any],
+    file_store: str | None,
 ) -> int:
     """Keep PostgreSQL in step with DATA_DIR while legacy writers keep running.
 
@@ -130,6 +140,7 @@ def sync_command(
     \b
     Example:
       comsa-migrate sync /srv/comsa/backend/data --dsn postgresql://comsa@db/comsa_dashboard
+      comsa-migrate sync /app/data --file-store db      (beside the dashboard, on its pod)
 
     \b
     Exit codes: 0 stopped by SIGTERM or SIGINT; 2 usage, configuration or start-up
@@ -149,9 +160,12 @@ def sync_command(
         max_json_bytes=max_json_bytes,
         batch_size=batch_size,
         writers=writers,
+        file_store=file_store,
         **dashboard,
     )
     tree.check_data_dir(data_dir)  # before a server is started or connected to
+    if file_store is not None:
+        check_file_store(file_store)  # an object store that cannot be used: exit 2
     daemon = Daemon(target_for(dsn), options)
     with _daemon_signals(daemon):
         daemon.run()

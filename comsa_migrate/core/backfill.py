@@ -87,7 +87,7 @@ def backfill(
     tree.check_data_dir(options.data_dir)
     settings = options.settings(conn)  # an unknown --owner stops here, before any write
     if options.file_store is not None:  # so does a file store that cannot be used
-        check_file_store(options.file_store, conn)
+        check_file_store(options.file_store)
     summary = Summary(migrations=migrate(conn))
     summary.inputs_stored, summary.owner = settings.store_inputs, options.owner
     summary.file_store = options.file_store

@@ -61,13 +61,20 @@ _opened_lock = threading.Lock()
 def store_on(url: str, conn: psycopg.Connection[Any]) -> FileStore:
     """The store ``url`` names, for a writer on ``conn``: the `db` store on that very
     connection (closed with it), an object store shared by every writer of the process."""
-    if url == "db":
-        return DatabaseStore(conn)
+    return DatabaseStore(conn) if url == "db" else _object_store(url)
+
+
+def _object_store(url: str) -> FileStore:
+    """One object store per URL and environment, for every writer of the process."""
     key = (url, *(os.environ.get(name, "") for name in _ENVIRONMENT))
     with _opened_lock:
         if key not in _opened:
-            _opened[key] = open_file_store(url, lambda: conn)
+            _opened[key] = open_file_store(url, _no_connection)
         return _opened[key]
+
+
+def _no_connection() -> psycopg.Connection[Any]:
+    raise AssertionError("only the `db` store connects to the database")
 
 
 _ENVIRONMENT = (
@@ -81,12 +88,13 @@ _ENVIRONMENT = (
 )
 
 
-def check_file_store(url: str, conn: psycopg.Connection[Any]) -> None:
+def check_file_store(url: str) -> None:
     """Raise ConfigurationError or FileStoreError (exit 2) unless ``url`` names a store
     this run can use: the `db` store needs nothing more than the database; an object
     store must answer, its bucket exist and the credentials be good."""
-    store = store_on(url, conn)
-    check = getattr(store, "check", None)
+    if url == "db":
+        return
+    check = getattr(_object_store(url), "check", None)
     if check is not None:
         check()
 

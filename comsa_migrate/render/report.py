@@ -9,6 +9,7 @@ import orjson
 
 from comsa_migrate import __version__
 from comsa_migrate.problems import CODES, Problem, Severity
+from comsa_migrate.render.store_check import store_json, store_markdown, store_text
 from comsa_migrate.render.summary import REPORT_FORMATS
 from comsa_migrate.render.words import (
     WIDTH,
@@ -64,6 +65,7 @@ def render_text(report: Report, *, color: bool = False, show_all: bool = False) 
     lines += _rows_text(report)
     lines.append(field("problems", _severities_text(report)))
     lines.append(field("files", _files_text(report)))
+    lines += store_text(report.file_store, show_all=show_all) if report.file_store else []
     for severity, group in _groups(report.problems):
         count = sum(len(problems) for _, problems in group)
         heading = f"{_SEVERITY_TITLES[severity]} ({number(count)})"
@@ -200,6 +202,7 @@ def render_markdown(report: Report, *, show_all: bool = False) -> str:
     lines.append(f"| job JSONs | {report.files.job_jsons:,} |")
     lines.append(f"| job files | {report.files.job_files:,} |")
     lines.append(f"| bytes | {report.files.bytes:,} |")
+    lines += store_markdown(report.file_store) if report.file_store else []
     for severity, group in _groups(report.problems):
         lines += ["", f"### {_SEVERITY_TITLES[severity]}"]
         for code, problems in group:
@@ -274,6 +277,7 @@ def render_json(report: Report) -> str:
             },
             "elapsed_s": round(report.elapsed, 3),
         },
+        "file_store": store_json(report.file_store),
         "jobs": [
             {"id": job.id, "action": job.action, "problems": list(job.problems)}
             for job in report.jobs

@@ -17,6 +17,8 @@ __all__ = [
     "FilesSeen",
     "JobLine",
     "Report",
+    "StoreCheck",
+    "StoredFinding",
 ]
 
 #: the version of the report's JSON shape (docs/report-schema.json)
@@ -61,6 +63,46 @@ class FilesSeen:
         return self.json_bytes + self.file_bytes
 
 
+#: what the store check finds of one stored file, and how severe it is
+STORE_FINDINGS = {
+    "content_missing": Severity.ERROR,  # its row names a content the store does not hold
+    "checksum_mismatch": Severity.ERROR,  # the store holds other bytes under its sha256
+    "changed_since_stored": Severity.WARNING,  # on disk it differs: the next run stores it
+    "removed_since_stored": Severity.INFO,  # gone from disk: its last content is kept
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFinding:
+    kind: str  # one of STORE_FINDINGS
+    job_id: str
+    path: str  # relative to DATA_DIR
+    sha256: str
+
+    @property
+    def severity(self) -> Severity:
+        return STORE_FINDINGS[self.kind]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCheck:
+    """The file store (--file-store) checked against stored_files and the disk."""
+
+    url: str
+    contents: int  # contents the store holds...
+    bytes: int  # ...and their size
+    files: int  # stored_files rows
+    not_on_disk: int  # rows of files removed from disk, their last content kept
+    unnamed: int  # contents no row names (what `gc` would delete)...
+    unnamed_bytes: int  # ...and their size
+    verified: int  # contents read back whole and hashed
+    findings: tuple[StoredFinding, ...] = ()
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(f.kind for f in self.findings)
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     """The whole answer: totals, one line per job, and every problem (most severe first)."""
@@ -75,6 +117,7 @@ class Report:
     generated_at: datetime
     elapsed: float = 0.0
     interrupted: bool = False
+    file_store: StoreCheck | None = None  # with --file-store
 
     @property
     def offline(self) -> bool:
@@ -87,6 +130,7 @@ class Report:
     @property
     def severity_counts(self) -> dict[Severity, int]:
         counts = Counter(p.severity for p in self.problems)
+        counts.update(f.severity for f in self._store_findings)
         return {severity: counts[severity] for severity in sorted(Severity, reverse=True)}
 
     @property
@@ -96,4 +140,10 @@ class Report:
 
     def fails(self, fail_on: Severity = Severity.ERROR) -> bool:
         """True when some problem is at least as severe as ``fail_on``."""
-        return any(p.severity >= fail_on for p in self.problems)
+        return any(p.severity >= fail_on for p in self.problems) or any(
+            f.severity >= fail_on for f in self._store_findings
+        )
+
+    @property
+    def _store_findings(self) -> tuple[StoredFinding, ...]:
+        return self.file_store.findings if self.file_store else ()
