@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ from click.testing import CliRunner, Result
 
 from comsa_migrate.cli import main
 
-from .file_store_helpers import files_on_disk, stored_rows
+from .file_store_helpers import (
+    dashboard_row,
+    files_on_disk,
+    insert_dashboard_job,
+    stored_rows,
+    write_sidecar,
+)
+from .helpers import new_job_id, running_daemon, wait_until
 from .tree_store_helpers import store_file, tree_files
 
 JOB = "653475d0-3a75-4bb6-b1cb-a3c466a6c02e"
@@ -198,3 +206,34 @@ def test_restore_help_teaches_with_an_example() -> None:
     assert result.exit_code == 0
     assert "comsa-migrate restore /app/data" in result.output
     assert "--file-store URL" in result.output
+
+
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+def test_the_pods_own_job_kept_by_the_daemon_comes_back_after_data_is_wiped(
+    dsn: str, data: Path
+) -> None:
+    job_id = new_job_id()
+    insert_dashboard_job(dsn, job_id)  # a row as the dashboard inserts it, no job JSON
+    row = dashboard_row(dsn, job_id)
+    with running_daemon(dsn, data, file_store="db"):  # beside the dashboard, on its data/
+        sidecar = write_sidecar(data, job_id).read_bytes()
+        (data / "outputs" / job_id).mkdir()
+        (data / "outputs" / job_id / "causes.csv").write_bytes(b"cause,n\nsepsis,3\n")
+        (data / "outputs" / job_id / "plot.png").write_bytes(bytes(range(256)) * 4096)
+        wait_until(
+            lambda: (
+                {f"outputs/{job_id}/plot.png", f"jobs/{job_id}.json"} <= set(stored_rows(dsn))
+                and f"outputs/{job_id}/causes.csv" in stored_rows(dsn)
+            ),
+            what="the outputs and the sidecar kept",
+        )
+    kept = tree_files(data)
+    shutil.rmtree(data)  # the next deploy: a fresh pod, data/ empty
+
+    result = run("restore", data, "--dsn", dsn, "-q")
+
+    assert result.exit_code == 0, result.output
+    assert tree_files(data) == kept
+    assert (data / "jobs" / f"{job_id}.json").read_bytes() == sidecar
+    assert (data / "outputs" / job_id / "plot.png").read_bytes() == bytes(range(256)) * 4096
+    assert dashboard_row(dsn, job_id) == row
