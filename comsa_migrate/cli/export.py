@@ -65,7 +65,7 @@ def export_command(
     job: tuple[str, ...],
     force: bool,
     threads: int,
-    no_fsync: bool,
+    fsync: str,
     quiet: bool,
     since: datetime | None,
     dry_run: bool,
@@ -94,7 +94,7 @@ def export_command(
     130 interrupted (the files written stay written).
     """
     log_to_stderr()
-    write = TreeWriteOptions(force=force, dry_run=dry_run, durable=not no_fsync, workers=threads)
+    write = TreeWriteOptions(force=force, dry_run=dry_run, fsync=fsync, workers=threads)
     selection = JobSelection(job_ids(job), since)
     prefix = path_prefix if not path_prefix or path_prefix.endswith("/") else path_prefix + "/"
     options = ExportOptions(data_dir, file_store, selection, prefix, write)

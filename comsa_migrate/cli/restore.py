@@ -34,7 +34,7 @@ def restore_command(
     job: tuple[str, ...],
     force: bool,
     threads: int,
-    no_fsync: bool,
+    fsync: str,
     quiet: bool,
 ) -> int:
     """Write every file the file store keeps back to its place under DATA_DIR.
@@ -60,7 +60,7 @@ def restore_command(
     130 interrupted (the files written stay written).
     """
     log_to_stderr()
-    write = TreeWriteOptions(force=force, durable=not no_fsync, workers=threads)
+    write = TreeWriteOptions(force=force, fsync=fsync, workers=threads)
     options = RestoreOptions(data_dir, file_store, job_ids(job), write)
     with connection(dsn, quiet=quiet) as (conn, target), stop_on_signals() as stop:
         require_file_store(conn)

@@ -46,11 +46,13 @@ _OPTIONS = (
         help="Files written at once (each thread reads the store on a connection of its own).",
     ),
     click.option(
-        "--no-fsync",
-        "no_fsync",
-        is_flag=True,
-        help="Do not fsync each file and folder: faster, but after a crash a file may be "
-        "empty at its name (a rerun with --force replaces it).",
+        "--fsync",
+        type=click.Choice(["end", "each", "none"]),
+        default="end",
+        show_default=True,
+        help="end: one sync of the file system when done (a crash mid-run may leave a file "
+        "empty at its name; a rerun with --force replaces it). each: every file fsynced "
+        "before its rename, whole at its name even after a crash (slower). none: no sync.",
     ),
     click.option("-q", "--quiet", is_flag=True, help="No progress bar, and no notice on stderr."),
 )

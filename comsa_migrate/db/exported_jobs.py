@@ -25,10 +25,12 @@ __all__ = [
     "export_batches",
     "job_ids",
     "require_file_store",
+    "small_contents",
     "stored_files",
 ]
 
 DEFAULT_BATCH = 500
+_FIRST = "00000000-0000-0000-0000-000000000000"
 
 
 class StoredFile(NamedTuple):
@@ -81,7 +83,7 @@ def require_file_store(conn: psycopg.Connection[Any]) -> None:
 
 _STORED = (
     "SELECT job_id::text, path, sha256, size, mtime_ns FROM comsa_migrate.stored_files"
-    " WHERE %(ids)s::uuid[] IS NULL OR job_id = ANY(%(ids)s::uuid[])"
+    " WHERE (%(ids)s::uuid[] IS NULL OR job_id = ANY(%(ids)s::uuid[]))"
 )
 
 
@@ -91,12 +93,26 @@ def count_stored_files(conn: psycopg.Connection[Any], ids: Sequence[str]) -> int
     return int(found[0]) if found else 0
 
 
-def stored_files(conn: psycopg.Connection[Any], ids: Sequence[str]) -> Iterator[StoredFile]:
-    """Every stored file of the jobs ``ids`` (all with none), streamed by job and path."""
-    with conn.cursor() as cur:
-        query = _STORED + " ORDER BY job_id, path"
-        for row in cur.stream(query, {"ids": list(ids) or None}):
-            yield StoredFile(*row)
+def stored_files(
+    conn: psycopg.Connection[Any], ids: Sequence[str], batch_size: int = 1000
+) -> Iterator[list[StoredFile]]:
+    """Every stored file of the jobs ``ids`` (all with none), by job and path, a batch at a
+    time (keyset pages: the connection is free between batches)."""
+    params: dict[str, Any] = {"ids": list(ids) or None, "limit": batch_size}
+    after: tuple[str, str] = (_FIRST, "")
+    while True:
+        params["job"], params["path"] = after
+        rows = conn.execute(
+            _STORED + " AND (job_id, path) > (%(job)s::uuid, %(path)s)"
+            " ORDER BY job_id, path LIMIT %(limit)s",
+            params,
+        ).fetchall()
+        if not rows:
+            return
+        yield [StoredFile(*row) for row in rows]
+        if len(rows) < batch_size:
+            return
+        after = (rows[-1][0], rows[-1][1])
 
 
 #: the jobs chosen: all, the ones named, or the ones created, run or logged since a time
@@ -141,7 +157,6 @@ WHERE i.job_id = ANY(%s::uuid[])
                     AND s.path = 'uploads/' || i.job_id::text || '/' || i.filename)
 ORDER BY i.job_id, i.filename
 """
-_FIRST = "00000000-0000-0000-0000-000000000000"
 
 
 def export_batches(
@@ -182,6 +197,32 @@ def count_jobs(conn: psycopg.Connection[Any], selection: JobSelection) -> int:
     params = {"ids": list(selection.ids) or None, "since": selection.since}
     row = conn.execute(_COUNT, params).fetchone()
     return int(row[0]) if row else 0
+
+
+#: contents of the `db` store read with their batch, one chunk each, in one query: below
+#: this size each, and this much a batch (the rest is streamed by the writer threads)
+SMALL_CONTENT = 256 << 10
+BATCH_CONTENT_BUDGET = 32 << 20
+
+
+def small_contents(conn: psycopg.Connection[Any], files: Sequence[StoredFile]) -> dict[str, bytes]:
+    """The contents of the `db` store's small files among ``files``, by sha256, read in one
+    query (a content of one chunk); what is missing there is left to the store's read()."""
+    wanted: list[str] = []
+    budget = BATCH_CONTENT_BUDGET
+    for item in files:
+        if item.size <= SMALL_CONTENT and item.size <= budget and item.sha256 not in wanted:
+            wanted.append(item.sha256)
+            budget -= item.size
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        "SELECT k.sha256, k.data FROM comsa_migrate.file_chunks k"
+        " JOIN comsa_migrate.file_contents c USING (sha256)"
+        " WHERE k.sha256 = ANY(%s) AND k.seq = 0 AND octet_length(k.data) = c.size",
+        [wanted],
+    ).fetchall()
+    return {sha: bytes(data) for sha, data in rows}
 
 
 def _job_row(row: tuple[Any, ...], logs: list[tuple[Any, ...]]) -> JobRow:

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from comsa_migrate.db.exported_jobs import (
     StoredFile,
     count_jobs,
     export_batches,
+    small_contents,
 )
 from comsa_migrate.file_store.per_thread import StorePerThread
 from comsa_migrate.problems import Problem
@@ -73,9 +74,12 @@ def export(
 
     def items() -> Iterator[WriteItem]:
         for batch in export_batches(conn, options.selection, options.batch_size):
+            known: dict[str, bytes] = {}
+            if options.store_url == "db":  # small contents with their batch, in one query
+                known = small_contents(conn, [f for fs in batch.stored.values() for f in fs])
             for job in batch.jobs:
                 summary.jobs += 1
-                yield from _files_of(job, batch, options, stores, summary)
+                yield from _files_of(job, batch, options, stores, summary, known)
 
     def told(outcome: FileOutcome) -> None:
         summary.on_file(outcome)
@@ -98,14 +102,16 @@ def _files_of(
     options: ExportOptions,
     stores: StorePerThread,
     summary: TreeSummary,
+    known: dict[str, bytes],
 ) -> Iterator[WriteItem]:
     stored = batch.stored.get(job.id, [])
     own_json = [f for f in stored if f.path.startswith(f"{JOBS}/")]
     files = [f for f in stored if not f.path.startswith(f"{JOBS}/")]
     # the JSON is made by the writer thread, which reads the original from its own store
-    yield functools.partial(_job_json, job, own_json[0] if own_json else None, options, stores)
+    original = own_json[0] if own_json else None
+    yield functools.partial(_job_json, job, original, options, stores, known)
     for item in files:
-        read = functools.partial(stores.read, item.sha256)
+        read = _reader(item.sha256, stores, known)
         yield TreeFile(item.path, job.id, item.sha256, item.size, item.mtime_ns, read)
     for name, content_b64 in batch.inputs.get(job.id, []):
         content = base64.b64decode(content_b64)
@@ -134,15 +140,28 @@ def _files_of(
             )
 
 
+def _reader(
+    sha256: str, stores: StorePerThread, known: dict[str, bytes]
+) -> Callable[[], Iterable[bytes]]:
+    content = known.get(sha256)
+    if content is not None:
+        return functools.partial(iter, (content,))
+    return functools.partial(stores.read, sha256)
+
+
 def _job_json(
-    job: JobRow, original: StoredFile | None, options: ExportOptions, stores: StorePerThread
+    job: JobRow,
+    original: StoredFile | None,
+    options: ExportOptions,
+    stores: StorePerThread,
+    known: dict[str, bytes],
 ) -> TreeFile:
     stored: bytes | None = None
     path = f"{JOBS}/{job.id}.json"
     mtime_ns: int | None = None
     if original is not None:
         try:
-            stored = b"".join(stores.read(original.sha256))
+            stored = b"".join(_reader(original.sha256, stores, known)())
         except KeyError:
             stored = None  # told below, as the file's own problem would be
         if stored is not None and hashlib.sha256(stored).hexdigest() != original.sha256:

@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,15 @@ import psycopg
 
 from comsa_migrate.core.tree_summary import FileOutcome, TreeSummary
 from comsa_migrate.core.tree_writer import TreeFile, TreeWriteOptions, TreeWriter, write_files
-from comsa_migrate.db.exported_jobs import count_stored_files, stored_files
+from comsa_migrate.db.exported_jobs import count_stored_files, small_contents, stored_files
 from comsa_migrate.file_store.per_thread import StorePerThread
 
 __all__ = ["RestoreOptions", "count_files", "restore"]
 
 log = logging.getLogger(__name__)
+
+#: stored files read, and their small contents fetched, at a time
+_BATCH = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +67,19 @@ def restore(
     jobs: set[str] = set()
 
     def items() -> Iterator[TreeFile]:
-        for stored in stored_files(conn, options.jobs):
-            jobs.add(stored.job_id)
-            read = functools.partial(stores.read, stored.sha256)
-            yield TreeFile(
-                stored.path, stored.job_id, stored.sha256, stored.size, stored.mtime_ns, read
-            )
+        for batch in stored_files(conn, options.jobs, _BATCH):
+            # the `db` store's small contents come with their batch, in one query
+            known = small_contents(conn, batch) if options.store_url == "db" else {}
+            for stored in batch:
+                jobs.add(stored.job_id)
+                content = known.get(stored.sha256)
+                if content is not None:
+                    read: Callable[[], Iterable[bytes]] = functools.partial(iter, (content,))
+                else:
+                    read = functools.partial(stores.read, stored.sha256)
+                yield TreeFile(
+                    stored.path, stored.job_id, stored.sha256, stored.size, stored.mtime_ns, read
+                )
 
     def told(outcome: FileOutcome) -> None:
         summary.on_file(outcome)
