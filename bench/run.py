@@ -5,6 +5,7 @@
     python -m bench.run --jobs 20000 --embedded     # an embedded PostgreSQL instead of --dsn
     python -m bench.run --jobs 20000 --only bn --repeat 3   # what the per-job lock costs
     python -m bench.run --jobs 20000 --only bi --repeat 3   # what copying uploads costs
+    python -m bench.run --jobs 20000 --only bf --repeat 3   # what --file-store db costs
     python -m bench.run --jobs 20000 --only a --sweep 1,2,4 --repeat 3   # writers (--jobs N)
 
 Each measure is the wall-clock time of one child process, from spawn to exit, so the
@@ -49,6 +50,7 @@ MEASURES = {
     "d": "(d) bare walk, stat every file (warm)",
     "n": "(n) cold backfill without the per-job lock",
     "i": "(i) cold backfill filling job_input_files",
+    "f": "(f) cold backfill with --file-store db",
 }
 TARGETS = {"b/a": 1.5, "c/d": 2.0, "b/n": 1.1}
 
@@ -112,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         default="abcd",
         help="which measures to run (abcd; n: b without the job lock; i: b into a database "
-        "with job_input_files)",
+        "with job_input_files; f: b keeping every file's content with --file-store db)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="passes over the measures (1)")
     parser.add_argument("--batch-size", type=int, help="passed to comsa-migrate backfill")
@@ -160,6 +162,9 @@ def _round(
         _cold_backfill(args, admin_dsn, data_dir, counts, result, "n", setup=_without_job_lock)
     if "i" in only:
         _cold_backfill(args, admin_dsn, data_dir, counts, result, "i", setup=_with_input_files)
+    if "f" in only:
+        extra = ["--file-store", "db"]
+        _cold_backfill(args, admin_dsn, data_dir, counts, result, "f", extra=extra)
     if "d" in only:
         child = _child(["bench.baselines", "walk", str(data_dir)])
         result.results["d"] = child
@@ -188,12 +193,14 @@ def _cold_backfill(
     label: str | None = None,
     writers: int | None = None,
     setup: Callable[[str], None] | None = None,
+    extra: list[str] | None = None,
 ) -> None:
-    """One more cold backfill into a fresh database (after ``setup``), checked and kept."""
+    """One more cold backfill into a fresh database (after ``setup``), with ``extra``
+    options, checked and kept."""
     with database(admin_dsn) as dsn:
         if setup is not None:
             setup(dsn)
-        child = _child(_backfill_args(args, data_dir, dsn, writers))
+        child = _child([*_backfill_args(args, data_dir, dsn, writers), *(extra or [])])
         _check_run(dsn, "insert", args.jobs, child)
         _check_rows(dsn, counts, label or f"({key})")
         result.results[key] = child
@@ -342,6 +349,7 @@ def _print_row(letter: str, child: Child, jobs: int, label: str | None = None) -
 def _report(rounds: list[Round], jobs: int) -> str:
     lines = []
     pairs = [("b/a", ("b", "a")), ("c/d", ("c", "d")), ("b/n", ("b", "n")), ("i/b", ("i", "b"))]
+    pairs.append(("f/b", ("f", "b")))
     swept = sorted({k for rnd in rounds for k in rnd.results if k[0] == "b" and k[1:].isdigit()})
     pairs += [(f"{k}/a", (k, "a")) for k in sorted(swept, key=lambda k: int(k[1:]))]
     for name, (top, bottom) in pairs:
@@ -354,6 +362,9 @@ def _report(rounds: list[Round], jobs: int) -> str:
     rss = [rnd.results["b"].peak_rss_kb / 1024 for rnd in rounds if "b" in rnd.results]
     if rss:
         lines.append(f"peak RSS of (b) = {max(rss):.0f} MB at {jobs:,} jobs (target <= 150 MB)")
+    kept = [rnd.results["f"].peak_rss_kb / 1024 for rnd in rounds if "f" in rnd.results]
+    if kept:
+        lines.append(f"peak RSS of (f) = {max(kept):.0f} MB at {jobs:,} jobs")
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ from comsa_migrate.db.migrations import migrate
 
 from .helpers import make_empty_tree, wait_until
 from .pgbouncer import PgBouncer
+from .s3_server import s3_env, s3_server  # noqa: F401 - fixtures of the s3:// file store
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 #: "gw0", "gw1"... under pytest-xdist, "main" otherwise: part of every database name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -62,6 +63,15 @@ class DatabaseStore:
         with self.conn.cursor() as cur:
             yield from cur.stream(
                 "SELECT sha256, size FROM comsa_migrate.file_contents ORDER BY sha256"
+            )
+
+    def stored_before(self, cutoff: datetime) -> Iterator[tuple[str, int]]:
+        """The contents stored before ``cutoff`` (for gc, which spares younger ones)."""
+        with self.conn.cursor() as cur:
+            yield from cur.stream(
+                "SELECT sha256, size FROM comsa_migrate.file_contents WHERE stored_at < %s"
+                " ORDER BY sha256",
+                (cutoff,),
             )
 
     def close(self) -> None:

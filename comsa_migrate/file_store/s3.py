@@ -12,13 +12,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import obstore
 from obstore.exceptions import BaseError, NotFoundError
-from obstore.store import ClientConfig, S3Config, S3Store
+from obstore.store import S3Store
 
 from comsa_migrate.errors import ConfigurationError, FileStoreError
+
+if TYPE_CHECKING:  # typed dicts of the library's stubs alone
+    from obstore.store import ClientConfig, S3Config
 
 __all__ = ["ObjectStore", "parse_s3_url"]
 
@@ -71,15 +75,14 @@ class ObjectStore:
         with self._errors(f"cannot look up {sha256}"):
             try:
                 obstore.head(self._store, sha256)
-            except NotFoundError:
+            except (NotFoundError, FileNotFoundError):
                 return False
         return True
 
     def put(self, sha256: str, size: int, chunks: Iterable[bytes]) -> None:
         """Store a content whole or not at all: a put that fails (or whose chunks raise)
-        leaves no object behind (an unfinished multipart upload is aborted)."""
-        if self.has(sha256):
-            return
+        leaves no object behind (an unfinished multipart upload is aborted). A content
+        there already is written again whole, as the same bytes: callers ask has() first."""
         with self._errors(f"cannot store {sha256}"):
             if size <= _PART_SIZE:
                 obstore.put(self._store, sha256, b"".join(chunks), use_multipart=False)
@@ -96,7 +99,7 @@ class ObjectStore:
         with self._errors(f"cannot read {sha256}"):
             try:
                 result = obstore.get(self._store, sha256)
-            except NotFoundError:
+            except (NotFoundError, FileNotFoundError):
                 raise KeyError(sha256) from None
             for chunk in result.stream(min_chunk_size=1 << 20):
                 yield bytes(chunk)
@@ -111,6 +114,15 @@ class ObjectStore:
                 for meta in page:
                     name = str(meta["path"]).rsplit("/", 1)[-1]
                     if _SHA256.fullmatch(name):
+                        yield name, int(meta["size"])
+
+    def stored_before(self, cutoff: datetime) -> Iterator[tuple[str, int]]:
+        """The contents stored before ``cutoff`` (for gc, which spares younger ones)."""
+        with self._errors("cannot list the store"):
+            for page in obstore.list(self._store, chunk_size=1000):
+                for meta in page:
+                    name = str(meta["path"]).rsplit("/", 1)[-1]
+                    if _SHA256.fullmatch(name) and meta["last_modified"] < cutoff:
                         yield name, int(meta["size"])
 
     def close(self) -> None:
@@ -130,7 +142,8 @@ class _Errors:
         return None
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        if isinstance(exc, BaseError | OSError) and not isinstance(exc, NotFoundError):
+        missing = isinstance(exc, NotFoundError | FileNotFoundError)
+        if isinstance(exc, BaseError | OSError) and not missing:
             raise FileStoreError(f"{self.doing}: {_first_line(exc)}") from None
 
 

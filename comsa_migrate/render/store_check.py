@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from comsa_migrate.file_store.gc import Garbage
 from comsa_migrate.render.words import counted, field, human_bytes, number
 from comsa_migrate.report.result import STORE_FINDINGS, StoreCheck
 
-__all__ = ["store_json", "store_markdown", "store_text"]
+__all__ = ["gc_text", "store_json", "store_markdown", "store_text"]
 
 #: what each finding means, for people
 MEANINGS = {
@@ -80,3 +81,22 @@ def store_json(check: StoreCheck | None) -> dict[str, Any] | None:
             for f in check.findings
         ],
     }
+
+
+def gc_text(garbage: Garbage) -> str:
+    """What `gc` found, and did (or would do without --yes)."""
+    held = f"{counted(garbage.contents, 'content')}, {human_bytes(garbage.bytes)}"
+    unnamed = f"{counted(garbage.unnamed, 'content')} ({human_bytes(garbage.unnamed_bytes)})"
+    lines = [f"File store {garbage.url}: {held}"]
+    if not garbage.unnamed:
+        lines.append("Nothing to delete: every content old enough is named by a stored file.")
+    elif garbage.deleted:
+        lines.append(f"Deleted {unnamed} that no stored file named.")
+    else:
+        lines.append(f"Would delete {unnamed} that no stored file names; --yes deletes them.")
+    if garbage.renamed:
+        lines.append(
+            f"{counted(garbage.renamed, 'job')} named one of them as it was deleted: "
+            "the next run reads and stores them again."
+        )
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""The s3:// file store against a real S3 API (moto's server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comsa_migrate.errors import FileStoreError
+from comsa_migrate.file_store import CHUNK_SIZE, open_file_store
+from comsa_migrate.file_store.s3 import ObjectStore
+
+from .file_store_helpers import content_of, digest, stored_rows
+from .helpers import job_row, new_job_id, running_daemon, wait_until, write_job_atomically
+from .s3_server import S3Server
+
+pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+
+
+def _bucket(server: S3Server) -> str:
+    name = f"comsa-{uuid.uuid4().hex[:12]}"
+    server.create_bucket(name)
+    return name
+
+
+def _store(url: str) -> Any:
+    return open_file_store(url, lambda: None)  # type: ignore[arg-type,return-value]
+
+
+def _job(data: Path, files: dict[str, bytes]) -> str:
+    job_id = new_job_id()
+    write_job_atomically(data, job_id)
+    (data / "outputs" / job_id).mkdir()
+    for name, content in files.items():
+        (data / "outputs" / job_id / name).write_bytes(content)
+    return job_id
+
+
+def test_a_content_goes_in_once_and_comes_back_byte_for_byte(s3_env: S3Server) -> None:
+    store = _store(f"s3://{_bucket(s3_env)}/files")
+    small, large = b"cause,n\n", bytes(range(256)) * (20 * CHUNK_SIZE // 256 + 3)
+    for data in (small, large):
+        chunks = [data[i : i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
+        store.put(digest(data), len(data), chunks)
+        store.put(digest(data), len(data), chunks)  # there already: nothing
+
+    assert b"".join(store.read(digest(small))) == small
+    assert b"".join(store.read(digest(large))) == large  # in parts of its own
+    assert sorted(store.contents()) == sorted([(digest(small), 8), (digest(large), len(large))])
+    with pytest.raises(KeyError):
+        list(store.read(digest(b"other")))
+    store.delete(digest(small))
+    assert not store.has(digest(small))
+
+
+def test_a_put_whose_chunks_fail_leaves_no_object(s3_env: S3Server) -> None:
+    store = _store(f"s3://{_bucket(s3_env)}/files")
+
+    def failing() -> Any:
+        for _ in range(10):
+            yield b"a" * CHUNK_SIZE
+        raise OSError("the file changed while it was stored")
+
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the library may wrap it
+        store.put(digest(b"x"), 12 * CHUNK_SIZE, failing())
+
+    assert not store.has(digest(b"x"))
+    assert list(store.contents()) == []
+
+
+def test_backfill_keeps_every_content_as_one_object_named_by_its_sha256(
+    cli: Any, dsn: str, data: Path, s3_env: S3Server
+) -> None:
+    bucket = _bucket(s3_env)
+    job_id = _job(data, {"causes.csv": b"cause,n\nsepsis,3\n", "copy.csv": b"cause,n\nsepsis,3\n"})
+
+    result = cli("backfill", data, "--dsn", dsn, "--file-store", f"s3://{bucket}/comsa/files")
+
+    assert result.exit_code == 0, result.output
+    rows = stored_rows(dsn)
+    assert set(rows) == {
+        f"jobs/{job_id}.json",
+        f"outputs/{job_id}/causes.csv",
+        f"outputs/{job_id}/copy.csv",
+    }
+    names = {sha for sha, _ in _store(f"s3://{bucket}/comsa/files").contents()}
+    assert names == {sha for sha, _, _ in rows.values()}  # two contents: one per sha256
+    sha = rows[f"outputs/{job_id}/causes.csv"][0]
+    assert content_of(dsn, sha, f"s3://{bucket}/comsa/files") == b"cause,n\nsepsis,3\n"
+    report = cli("report", data, "--dsn", dsn, "--file-store", f"s3://{bucket}/comsa/files")
+    assert report.exit_code == 0, report.output
+    assert "2 contents" in report.stdout
+
+
+def test_an_unknown_bucket_stops_the_run_at_its_start_in_one_line(
+    cli: Any, dsn: str, data: Path, s3_env: S3Server
+) -> None:
+    _job(data, {"causes.csv": b"x"})
+
+    result = cli("backfill", data, "--dsn", dsn, "--file-store", "s3://no-such-bucket/files")
+
+    assert result.exit_code == 2
+    assert "file store s3://no-such-bucket/files" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert job_row(dsn, json.loads(next((data / "jobs").glob("*.json")).read_text())["id"]) is None
+
+
+def test_an_unreachable_endpoint_stops_the_daemon_at_its_start(
+    cli: Any, dsn: str, data: Path, s3_env: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+
+    result = cli("sync", data, "--dsn", dsn, "--file-store", "s3://bucket/files")
+
+    assert result.exit_code == 2
+    assert "file store s3://bucket/files" in result.output and "Traceback" not in result.output
+
+
+def test_a_store_failing_mid_run_stops_it_with_nothing_half_written(
+    cli: Any, dsn: str, data: Path, s3_env: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = _bucket(s3_env)
+    job_id = _job(data, {"causes.csv": b"cause,n\n"})
+
+    def refused(self: ObjectStore, sha256: str, size: int, chunks: Any) -> None:
+        raise FileStoreError(f"file store {self.url}: cannot store {sha256}: quota exceeded")
+
+    monkeypatch.setattr(ObjectStore, "put", refused)
+    result = cli("backfill", data, "--dsn", dsn, "--file-store", f"s3://{bucket}/f")
+
+    assert result.exit_code == 4
+    assert "quota exceeded" in result.output
+    assert job_row(dsn, job_id) is None and stored_rows(dsn) == {}  # the batch: not written
+
+
+def test_the_daemon_waits_out_a_failing_store_and_keeps_the_files_once_it_is_back(
+    dsn: str, data: Path, s3_env: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = _bucket(s3_env)
+    real_put = ObjectStore.put
+    failures: list[str] = []
+
+    def flaky(self: ObjectStore, sha256: str, size: int, chunks: Any) -> None:
+        if len(failures) < 3:
+            failures.append(sha256)
+            raise FileStoreError(f"file store {self.url}: cannot store {sha256}: unavailable")
+        real_put(self, sha256, size, chunks)
+
+    monkeypatch.setattr(ObjectStore, "put", flaky)
+    with running_daemon(dsn, data, file_store=f"s3://{bucket}/f", ready=False):
+        job_id = _job(data, {"causes.csv": b"cause,n\n"})
+        wait_until(lambda: f"outputs/{job_id}/causes.csv" in stored_rows(dsn), 20, "the file kept")
+
+    assert len(failures) == 3
+    assert job_row(dsn, job_id) is not None
+    key = hashlib.sha256(b"cause,n\n").hexdigest()
+    assert b"".join(_store(f"s3://{bucket}/f").read(key)) == b"cause,n\n"
