@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,24 @@ def test_the_pods_own_job_kept_by_the_daemon_comes_back_after_data_is_wiped(
     assert (data / "jobs" / f"{job_id}.json").read_bytes() == sidecar
     assert (data / "outputs" / job_id / "plot.png").read_bytes() == bytes(range(256)) * 4096
     assert dashboard_row(dsn, job_id) == row
+
+
+def test_restore_through_s3_gives_back_every_file_byte_for_byte(
+    sample_tree: Path, dsn: str, tmp_path: Path, s3_env: Any
+) -> None:
+    bucket = f"comsa-{uuid.uuid4().hex[:12]}"
+    s3_env.create_bucket(bucket)
+    url = f"s3://{bucket}/comsa/files"
+    stored = run("backfill", sample_tree, "--dsn", dsn, "-q", "--file-store", url)
+    assert stored.exit_code == 0, stored.output
+    target = tmp_path / "pod" / "data"
+
+    result = run("restore", target, "--dsn", dsn, "-q", "--file-store", url)
+
+    assert result.exit_code == 0, result.output
+    original = tree_files(sample_tree)
+    assert tree_files(target) == {path: original[path] for path in stored_rows(dsn)}
+    assert len(stored_rows(dsn)) == 27
+    exported = run("export", tmp_path / "export" / "data", "--dsn", dsn, "-q", "--file-store", url)
+    assert exported.exit_code == 0, exported.output
+    assert tree_files(tmp_path / "export" / "data") == tree_files(target)
