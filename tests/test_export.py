@@ -122,3 +122,66 @@ def orjson_loads(path: Path) -> Any:
     import orjson
 
     return orjson.loads(path.read_bytes())
+
+
+def test_a_dry_run_lists_what_would_be_written_and_writes_nothing(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    backfilled(sample_tree, dsn)
+
+    result = run("export", tmp_path / "data", "--dsn", dsn, "-q", "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert f"to write    jobs/{JOB}.json" in result.output
+    assert f"to write    outputs/{JOB}/causes.csv" in result.output
+    assert "27 to write" in " ".join(result.output.split())
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_legacy_file_changed_since_is_left_alone_unless_forced(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    backfilled(sample_tree, dsn)
+    exported(dsn, tmp_path / "data")
+    edited = tmp_path / "data" / "jobs" / f"{FAILED}.json"
+    edited.write_bytes(b'{"edited": true}\n')
+
+    again = run("export", tmp_path / "data", "--dsn", dsn, "-q")
+    dry = run("export", tmp_path / "data", "--dsn", dsn, "-q", "--dry-run")
+    forced = run("export", tmp_path / "data", "--dsn", dsn, "-q", "--force")
+
+    assert again.exit_code == 1
+    assert "26 unchanged, 1 different, left alone" in " ".join(again.output.split())
+    assert f"skip        jobs/{FAILED}.json  (file_differs)" in dry.output
+    assert forced.exit_code == 0, forced.output
+    assert edited.read_bytes() == (sample_tree / "jobs" / f"{FAILED}.json").read_bytes()
+
+
+def test_only_the_jobs_named_or_touched_since_a_time_are_exported(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    backfilled(sample_tree, dsn)
+
+    named = run("export", tmp_path / "named" / "data", "--dsn", dsn, "-q", "--job", FAILED)
+    since = run(
+        "export",
+        tmp_path / "since" / "data",
+        "--dsn",
+        dsn,
+        "-q",
+        "--since",
+        "2026-01-01T20:04:00+00:00",
+    )
+
+    assert named.exit_code == since.exit_code == 0
+    assert sorted(tree_files(tmp_path / "named" / "data")) == [f"jobs/{FAILED}.json"]
+    assert sorted(p for p in tree_files(tmp_path / "since" / "data") if p.startswith("jobs/")) == [
+        f"jobs/{FAILED}.json",
+        "jobs/ef3bd2ad-ce16-45fc-bc09-6be28646ecbf.json",
+    ]
+
+
+def test_export_help_teaches_with_an_example_and_a_bad_job_id_is_refused() -> None:
+    assert "comsa-migrate export /srv/comsa/backend/data" in run("export", "--help").output
+    refused = CliRunner().invoke(main, ["export", "/tmp/x", "--job", "nope", "--dsn", "x=y"])
+    assert refused.exit_code == 2
