@@ -39,6 +39,18 @@ CODES: dict[str, tuple[Severity, str]] = {
     "db_error": (ERR, "the database refused the job's rows; the job was rolled back"),
     "internal_error": (ERR, "an unexpected error in comsa-migrate (a bug); the job was skipped"),
     "schema_missing": (ERR, "some of the dashboard's tables are missing (report only)"),
+    # errors of restore and export: the file is not written, the run goes on
+    "stored_content_missing": (ERR, "the file store lacks the content stored_files names"),
+    "stored_content_corrupt": (
+        ERR,
+        "the stored content's sha256 or size is not the one stored_files names",
+    ),
+    "file_differs": (ERR, "a different file is where a file belongs; left alone (--force)"),
+    "unsafe_path": (
+        ERR,
+        "a stored path that leaves DATA_DIR, or passes a symbolic link; nothing written",
+    ),
+    "write_failed": (ERR, "the file could not be written (permissions, disk full, I/O)"),
     # warnings: written (or left alone) but worth a look
     "missing_id": (WARN, "no `id` field; the file name was used"),
     "created_at_from_mtime": (WARN, "no `created_at`; the file's modification time was used"),
@@ -64,6 +76,12 @@ CODES: dict[str, tuple[Severity, str]] = {
     "db_changed": (WARN, "the job's rows were changed since comsa-migrate wrote them"),
     "file_missing": (WARN, "a `job_files` row names a file that is not on disk"),
     "size_mismatch": (WARN, "a `job_files` size differs from the file on disk"),
+    # warnings of export
+    "output_not_stored": (WARN, "an output `job_files` names was never stored; not exported"),
+    "original_unreadable": (
+        WARN,
+        "the stored job JSON cannot be read as a job; rebuilt from its row",
+    ),
     # info: nothing is wrong, but it is not stored as such
     "algorithm_list_truncated": (INFO, "`algorithm` was a list; its first element was kept"),
     "unmapped_fields": (INFO, "fields with no column were not stored"),

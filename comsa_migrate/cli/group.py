@@ -20,10 +20,12 @@ __all__ = ["main"]
 _COMMANDS = {
     "backfill": ("comsa_migrate.cli.migrate", "backfill_command"),
     "embedded": ("comsa_migrate.cli.embedded", "embedded_group"),
+    "export": ("comsa_migrate.cli.export", "export_command"),
     "gc": ("comsa_migrate.cli.file_store", "gc_command"),
     "init-db": ("comsa_migrate.cli.migrate", "init_db_command"),
     "psql": ("comsa_migrate.cli.migrate", "psql_command"),
     "report": ("comsa_migrate.cli.migrate", "report_command"),
+    "restore": ("comsa_migrate.cli.restore", "restore_command"),
     "status": ("comsa_migrate.cli.sync", "status_command"),
     "sync": ("comsa_migrate.cli.sync", "sync_command"),
 }

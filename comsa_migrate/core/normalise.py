@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any, NamedTuple
 
 from comsa_migrate.core.jsonread import Invalid, has_unstorable_escape, load_json
 from comsa_migrate.core.layout import JobSource, is_job_id, is_utf8, utc_from_ns
+from comsa_migrate.core.legacy_form import LOG_PREFIX
 from comsa_migrate.problems import Problem
 
 __all__ = ["COLUMN_LIMITS", "JOB_COLUMNS", "JobRecord", "LogEntry", "Parsed", "parse_job"]
@@ -48,7 +48,6 @@ JOB_COLUMNS = (
 #: the keys of a legacy job JSON that the record takes: its columns, with the upload's
 #: path and the log named as the legacy writer names them
 MAPPED_KEYS = frozenset(JOB_COLUMNS) - {"input_file_path"} | {"input_file", "log"}
-_LOG_PREFIX = re.compile(r"\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})\]")
 #: what separates two log lines stamped with one second, in file order
 LOG_STEP = timedelta(microseconds=1)
 
@@ -317,7 +316,7 @@ def _logs(value: Any, first_default: datetime) -> tuple[LogEntry, ...]:
 
 
 def _log_time(line: str) -> datetime | None:
-    match = _LOG_PREFIX.match(line)
+    match = LOG_PREFIX.match(line)
     if match is None:
         return None
     try:

@@ -1,0 +1,72 @@
+"""The restore command: the file store's files back under DATA_DIR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from comsa_migrate.cli.logs import log_to_stderr
+from comsa_migrate.cli.options import connection, dsn_option, stop_on_signals
+from comsa_migrate.cli.tree_options import (
+    file_progress,
+    show_progress,
+    tree_exit_code,
+    tree_options,
+)
+from comsa_migrate.core.tree_writer import TreeWriteOptions
+from comsa_migrate.db.exported_jobs import job_ids, require_file_store
+from comsa_migrate.db.target import connect
+from comsa_migrate.render.tree_summary import tree_summary
+from comsa_migrate.restore import RestoreOptions, count_files, restore
+
+__all__ = ["restore_command"]
+
+
+@click.command("restore")
+@click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False))
+@dsn_option
+@tree_options
+def restore_command(
+    data_dir: Path,
+    dsn: str | None,
+    file_store: str,
+    job: tuple[str, ...],
+    force: bool,
+    threads: int,
+    fsync: str,
+    quiet: bool,
+) -> int:
+    """Write every file the file store keeps back to its place under DATA_DIR.
+
+    Each job's stored files (jobs/<id>.json, uploads/<id>/..., outputs/<id>/...) come
+    back as they were last read, with their mtimes, a file removed since included. Each
+    is checked against its sha256 and written atomically (a temporary file in its
+    folder, then a rename). A file already there with the same bytes is skipped; one
+    with other bytes is left alone, and counted, unless --force. Nothing is written
+    outside DATA_DIR, nor through a symbolic link in it. DATA_DIR is made if missing.
+    Made to run as a pod's init step, before the dashboard starts on its empty data/.
+
+    \b
+    Example:
+      comsa-migrate restore /app/data --dsn postgresql://comsa@db/comsa_dashboard
+      comsa-migrate restore backend/data --file-store s3://comsa-files/prod
+      comsa-migrate restore backend/data --job 653475d0-3a75-4bb6-b1cb-a3c466a6c02e --force
+
+    \b
+    Exit codes: 0 every file in place (written or unchanged); 1 some file not written
+    (its content missing from the store or with a wrong checksum, an unsafe path) or
+    different and left alone; 2 usage, configuration or connection error; 70 a bug;
+    130 interrupted (the files written stay written).
+    """
+    log_to_stderr()
+    write = TreeWriteOptions(force=force, fsync=fsync, workers=threads)
+    options = RestoreOptions(data_dir, file_store, job_ids(job), write)
+    with connection(dsn, quiet=quiet) as (conn, target), stop_on_signals() as stop:
+        require_file_store(conn)
+        progress = show_progress(quiet)
+        total = count_files(conn, options) if progress else None
+        with file_progress(progress, total) as on_file:
+            summary = restore(conn, options, lambda: connect(target), stop=stop, on_file=on_file)
+        click.echo(tree_summary(summary, "Restore", str(target)))
+        return tree_exit_code(summary)

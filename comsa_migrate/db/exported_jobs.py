@@ -1,0 +1,262 @@
+"""The reads of restore and export: stored files, and jobs with everything a legacy tree needs
+of them, a batch of jobs at a time in a few set-based queries (never a query per job)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import psycopg
+
+from comsa_migrate.core.legacy_json import JobRow
+from comsa_migrate.core.normalise import LogEntry
+from comsa_migrate.errors import ConfigurationError, SchemaError
+
+__all__ = [
+    "ExportBatch",
+    "JobSelection",
+    "StoredFile",
+    "count_jobs",
+    "count_stored_files",
+    "export_batches",
+    "job_ids",
+    "require_file_store",
+    "small_contents",
+    "stored_files",
+]
+
+DEFAULT_BATCH = 500
+_FIRST = "00000000-0000-0000-0000-000000000000"
+
+
+class StoredFile(NamedTuple):
+    """A row of comsa_migrate.stored_files: which content a job's file had."""
+
+    job_id: str
+    path: str  # relative to DATA_DIR
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobSelection:
+    """Which jobs: all, those named (``ids``), those touched since ``since``."""
+
+    ids: tuple[str, ...] = ()
+    since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportBatch:
+    """Everything a batch of jobs needs to be written as a legacy tree."""
+
+    jobs: list[JobRow]
+    stored: dict[str, list[StoredFile]]  # by job id
+    inputs: dict[str, list[tuple[str, str]]]  # job_input_files not stored: (filename, b64)
+    outputs: dict[str, list[str]]  # job_files output paths, as the rows hold them
+
+
+def job_ids(values: Sequence[str]) -> tuple[str, ...]:
+    """``--job`` values as lower-case UUIDs; ConfigurationError for one that is not."""
+    ids = []
+    for value in values:
+        try:
+            ids.append(str(uuid.UUID(value)))
+        except ValueError:
+            raise ConfigurationError(f"--job {value!r} is not a job id (a UUID)") from None
+    return tuple(ids)
+
+
+def require_file_store(conn: psycopg.Connection[Any]) -> None:
+    """SchemaError unless the database has the file store's table (migration 008)."""
+    if not _exists(conn, "comsa_migrate.stored_files"):
+        raise SchemaError(
+            "this database has no file store (comsa_migrate.stored_files): a backfill or "
+            "sync with --file-store makes it and stores the files"
+        )
+
+
+_STORED = (
+    "SELECT job_id::text, path, sha256, size, mtime_ns FROM comsa_migrate.stored_files"
+    " WHERE (%(ids)s::uuid[] IS NULL OR job_id = ANY(%(ids)s::uuid[]))"
+)
+
+
+def count_stored_files(conn: psycopg.Connection[Any], ids: Sequence[str]) -> int:
+    row = conn.execute(f"SELECT count(*) FROM ({_STORED}) s", {"ids": list(ids) or None})  # noqa: S608
+    found = row.fetchone()
+    return int(found[0]) if found else 0
+
+
+def stored_files(
+    conn: psycopg.Connection[Any], ids: Sequence[str], batch_size: int = 1000
+) -> Iterator[list[StoredFile]]:
+    """Every stored file of the jobs ``ids`` (all with none), by job and path, a batch at a
+    time (keyset pages: the connection is free between batches)."""
+    params: dict[str, Any] = {"ids": list(ids) or None, "limit": batch_size}
+    after: tuple[str, str] = (_FIRST, "")
+    while True:
+        params["job"], params["path"] = after
+        rows = conn.execute(
+            _STORED + " AND (job_id, path) > (%(job)s::uuid, %(path)s)"
+            " ORDER BY job_id, path LIMIT %(limit)s",
+            params,
+        ).fetchall()
+        if not rows:
+            return
+        yield [StoredFile(*row) for row in rows]
+        if len(rows) < batch_size:
+            return
+        after = (rows[-1][0], rows[-1][1])
+
+
+#: the jobs chosen: all, the ones named, or the ones created, run or logged since a time
+_CHOSEN = """
+WHERE (%(ids)s::uuid[] IS NULL OR j.id = ANY(%(ids)s::uuid[]))
+  AND (%(since)s::timestamp IS NULL
+       OR j.created_at >= %(since)s OR j.started_at >= %(since)s
+       OR j.completed_at >= %(since)s
+       OR EXISTS (SELECT FROM public.job_logs l
+                  WHERE l.job_id = j.id AND l.timestamp >= %(since)s))
+"""
+#: the chosen jobs in id order, from after a given id (keyset pagination)
+_JOBS = (
+    """
+SELECT j.id::text, j.type, j.status, j.algorithm, j.age_group, j.country,
+       j.calib_model_type, j.ensemble, j.created_at, j.started_at, j.completed_at,
+       j.error, j.result, j.input_file_path
+FROM public.jobs j"""
+    + _CHOSEN
+    + "  AND j.id > %(after)s::uuid ORDER BY j.id LIMIT %(limit)s"
+)
+_COUNT = "SELECT count(*) FROM public.jobs j" + _CHOSEN
+#: the dashboard reads a job's log ORDER BY timestamp; the id orders lines of one time
+_LOGS = (
+    "SELECT job_id::text, timestamp, message FROM public.job_logs"
+    " WHERE job_id = ANY(%s::uuid[]) ORDER BY job_id, timestamp, id"
+)
+_STORED_OF = (
+    "SELECT job_id::text, path, sha256, size, mtime_ns FROM comsa_migrate.stored_files"
+    " WHERE job_id = ANY(%s::uuid[]) ORDER BY job_id, path"
+)
+_OUTPUTS = (
+    "SELECT job_id::text, file_path FROM public.job_files"
+    " WHERE job_id = ANY(%s::uuid[]) AND file_type = 'output' ORDER BY job_id, id"
+)
+#: the dashboard's copies of uploads, for the ones the file store does not hold
+_INPUTS = """
+SELECT i.job_id::text, i.filename, i.content_b64 FROM public.job_input_files i
+WHERE i.job_id = ANY(%s::uuid[])
+  AND NOT EXISTS (SELECT FROM comsa_migrate.stored_files s
+                  WHERE s.job_id = i.job_id
+                    AND s.path = 'uploads/' || i.job_id::text || '/' || i.filename)
+ORDER BY i.job_id, i.filename
+"""
+
+
+def export_batches(
+    conn: psycopg.Connection[Any], selection: JobSelection, batch_size: int = DEFAULT_BATCH
+) -> Iterator[ExportBatch]:
+    """The chosen jobs, ``batch_size`` at a time, each batch in five queries."""
+    has_inputs = _exists(conn, "public.job_input_files")
+    params: dict[str, Any] = {
+        "ids": list(selection.ids) or None,
+        "since": selection.since,
+        "limit": batch_size,
+        "after": _FIRST,
+    }
+    while True:
+        rows = conn.execute(_JOBS, params).fetchall()
+        if not rows:
+            return
+        ids = [row[0] for row in rows]
+        logs = _grouped(conn, _LOGS, ids)
+        stored = {
+            job_id: [StoredFile(job_id, *rest) for rest in found]
+            for job_id, found in _grouped(conn, _STORED_OF, ids).items()
+        }
+        outputs = {
+            job_id: [path for (path,) in found]
+            for job_id, found in _grouped(conn, _OUTPUTS, ids).items()
+        }
+        inputs = _grouped(conn, _INPUTS, ids) if has_inputs else {}
+        jobs = [_job_row(row, logs.get(row[0], [])) for row in rows]
+        yield ExportBatch(jobs, stored, inputs, outputs)
+        if len(rows) < batch_size:
+            return
+        params["after"] = ids[-1]
+
+
+def count_jobs(conn: psycopg.Connection[Any], selection: JobSelection) -> int:
+    """How many jobs the selection holds (for the progress bar)."""
+    params = {"ids": list(selection.ids) or None, "since": selection.since}
+    row = conn.execute(_COUNT, params).fetchone()
+    return int(row[0]) if row else 0
+
+
+#: contents of the `db` store read with their batch, one chunk each, in one query: below
+#: this size each, and this much a batch (the rest is streamed by the writer threads)
+SMALL_CONTENT = 256 << 10
+BATCH_CONTENT_BUDGET = 32 << 20
+
+
+def small_contents(conn: psycopg.Connection[Any], files: Sequence[StoredFile]) -> dict[str, bytes]:
+    """The contents of the `db` store's small files among ``files``, by sha256, read in one
+    query (a content of one chunk); what is missing there is left to the store's read()."""
+    wanted: list[str] = []
+    budget = BATCH_CONTENT_BUDGET
+    for item in files:
+        if item.size <= SMALL_CONTENT and item.size <= budget and item.sha256 not in wanted:
+            wanted.append(item.sha256)
+            budget -= item.size
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        "SELECT k.sha256, k.data FROM comsa_migrate.file_chunks k"
+        " JOIN comsa_migrate.file_contents c USING (sha256)"
+        " WHERE k.sha256 = ANY(%s) AND k.seq = 0 AND octet_length(k.data) = c.size",
+        [wanted],
+    ).fetchall()
+    return {sha: bytes(data) for sha, data in rows}
+
+
+def _job_row(row: tuple[Any, ...], logs: list[tuple[Any, ...]]) -> JobRow:
+    entries = tuple(LogEntry(moment, message) for moment, message in logs)
+    (job_id, job_type, status, algorithm, age_group, country, calib, ensemble) = row[:8]
+    created_at, started_at, completed_at, error, result, input_file_path = row[8:14]
+    return JobRow(
+        job_id,
+        job_type,
+        status,
+        algorithm,
+        age_group,
+        country,
+        calib,
+        ensemble,
+        created_at,
+        started_at,
+        completed_at,
+        error,
+        result,
+        input_file_path,
+        entries,
+    )
+
+
+def _grouped(
+    conn: psycopg.Connection[Any], query: str, ids: list[str]
+) -> dict[str, list[tuple[Any, ...]]]:
+    found: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for job_id, *rest in conn.execute(query, [ids]).fetchall():
+        found[job_id].append(tuple(rest))
+    return found
+
+
+def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [name]).fetchone()
+    return bool(row and row[0])

@@ -1,0 +1,199 @@
+"""export: the jobs of the database as a legacy tree, for the legacy backend to serve again.
+
+For each job chosen: jobs/<id>.json, written as the legacy backend wrote it
+(core/legacy_json.py); uploads/<id>/…, from the file store, else from the dashboard's
+job_input_files; outputs/<id>/…, from the file store. An output that job_files names but
+that was never stored has no content to export: it is told (output_not_stored), not
+written. Every file goes through core/tree_writer.py, as restore's do.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from comsa_migrate.core.layout import JOBS, UPLOADS, job_id_of_json
+from comsa_migrate.core.legacy_json import JobRow, legacy_job_json
+from comsa_migrate.core.tree_summary import FileOutcome, TreeSummary
+from comsa_migrate.core.tree_writer import TreeFile, TreeWriteOptions, TreeWriter, write_files
+from comsa_migrate.db.exported_jobs import (
+    DEFAULT_BATCH,
+    ExportBatch,
+    JobSelection,
+    StoredFile,
+    count_jobs,
+    export_batches,
+    small_contents,
+)
+from comsa_migrate.file_store.per_thread import StorePerThread
+from comsa_migrate.problems import Problem
+
+__all__ = ["ExportOptions", "count_jobs", "export"]
+
+log = logging.getLogger(__name__)
+
+WriteItem = TreeFile | Callable[[], TreeFile]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportOptions:
+    """What an export writes, from where, and how."""
+
+    data_dir: Path
+    store_url: str = "db"
+    selection: JobSelection = field(default_factory=JobSelection)
+    path_prefix: str = "data/"  # how the rows' paths begin (backfill's --path-prefix)
+    write: TreeWriteOptions = field(default_factory=TreeWriteOptions)
+    batch_size: int = DEFAULT_BATCH
+
+
+def export(
+    conn: psycopg.Connection[Any],
+    options: ExportOptions,
+    connect: Callable[[], psycopg.Connection[Any]],
+    *,
+    stop: threading.Event | None = None,
+    on_file: Callable[[FileOutcome], None] | None = None,
+) -> TreeSummary:
+    """Write the chosen jobs under DATA_DIR as a legacy tree; ``conn`` reads the jobs, each
+    writer thread opens its own store with ``connect``."""
+    started = time.monotonic()
+    stores = StorePerThread(options.store_url, connect)
+    summary = TreeSummary(str(options.data_dir), stores.url, options.write.dry_run)
+    writer = TreeWriter(options.data_dir, options.write)
+
+    def items() -> Iterator[WriteItem]:
+        for batch in export_batches(conn, options.selection, options.batch_size):
+            known: dict[str, bytes] = {}
+            if options.store_url == "db":  # small contents with their batch, in one query
+                known = small_contents(conn, [f for fs in batch.stored.values() for f in fs])
+            for job in batch.jobs:
+                summary.jobs += 1
+                yield from _files_of(job, batch, options, stores, summary, known)
+
+    def told(outcome: FileOutcome) -> None:
+        summary.on_file(outcome)
+        if on_file is not None:
+            on_file(outcome)
+
+    try:
+        finished = write_files(writer, items(), told, stop)
+    finally:
+        stores.close()
+    summary.interrupted = not finished
+    summary.elapsed = time.monotonic() - started
+    log.info("export into %s: %s", options.data_dir, summary.totals())
+    return summary
+
+
+def _files_of(
+    job: JobRow,
+    batch: ExportBatch,
+    options: ExportOptions,
+    stores: StorePerThread,
+    summary: TreeSummary,
+    known: dict[str, bytes],
+) -> Iterator[WriteItem]:
+    stored = batch.stored.get(job.id, [])
+    own_json = [f for f in stored if f.path.startswith(f"{JOBS}/")]
+    files = [f for f in stored if not f.path.startswith(f"{JOBS}/")]
+    # the JSON is made by the writer thread, which reads the original from its own store
+    original = own_json[0] if own_json else None
+    yield functools.partial(_job_json, job, original, options, stores, known)
+    for item in files:
+        read = _reader(item.sha256, stores, known)
+        yield TreeFile(item.path, job.id, item.sha256, item.size, item.mtime_ns, read)
+    for name, content_b64 in batch.inputs.get(job.id, []):
+        content = base64.b64decode(content_b64)
+        yield TreeFile(
+            f"{UPLOADS}/{job.id}/{name}",
+            job.id,
+            hashlib.sha256(content).hexdigest(),
+            len(content),
+            None,
+            functools.partial(iter, (content,)),
+        )
+    paths = {item.path for item in files}
+    for path in batch.outputs.get(job.id, []):
+        relative = (
+            path[len(options.path_prefix) :] if path.startswith(options.path_prefix) else path
+        )
+        if relative not in paths:
+            summary.on_problem(
+                Problem(
+                    "output_not_stored",
+                    "job_files names this output, but its content was never stored: "
+                    "it cannot be exported",
+                    job.id,
+                    relative,
+                )
+            )
+
+
+def _reader(
+    sha256: str, stores: StorePerThread, known: dict[str, bytes]
+) -> Callable[[], Iterable[bytes]]:
+    content = known.get(sha256)
+    if content is not None:
+        return functools.partial(iter, (content,))
+    return functools.partial(stores.read, sha256)
+
+
+def _job_json(
+    job: JobRow,
+    original: StoredFile | None,
+    options: ExportOptions,
+    stores: StorePerThread,
+    known: dict[str, bytes],
+) -> TreeFile:
+    stored: bytes | None = None
+    path = f"{JOBS}/{job.id}.json"
+    mtime_ns: int | None = None
+    if original is not None:
+        try:
+            stored = b"".join(_reader(original.sha256, stores, known)())
+        except KeyError:
+            stored = None  # told below, as the file's own problem would be
+        if stored is not None and hashlib.sha256(stored).hexdigest() != original.sha256:
+            stored = None
+        if job_id_of_json(original.path.partition("/")[2]) == job.id:
+            path = original.path  # the name it had, in whatever case
+        mtime_ns = original.mtime_ns
+    made = legacy_job_json(
+        job,
+        stored,
+        mtime_ns or 0,
+        path_prefix=options.path_prefix,
+        data_dir=options.data_dir,
+    )
+    notes = made.problems
+    if original is not None and stored is None:
+        notes += (
+            Problem(
+                "original_unreadable",
+                "the file store lacks the stored job JSON, or its checksum is wrong; "
+                "rebuilt from the row",
+                job.id,
+                original.path,
+            ),
+        )
+    content = made.content
+    return TreeFile(
+        path,
+        job.id,
+        hashlib.sha256(content).hexdigest(),
+        len(content),
+        mtime_ns,
+        functools.partial(iter, (content,)),
+        notes,
+    )

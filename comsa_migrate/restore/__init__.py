@@ -1,0 +1,97 @@
+"""restore: every file the file store keeps, back to its place under DATA_DIR.
+
+Each row of comsa_migrate.stored_files names a job's file (jobs/<id>.json, uploads/<id>/…,
+outputs/<id>/…) and the content it had when it was last read; that content is written to
+that path, checked against its sha256, atomically, with the mtime it had. A file removed
+from disk since (on_disk false) comes back too, with its last content. Made to run as a
+pod's init step, before the dashboard starts on an empty data/.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from comsa_migrate.core.tree_summary import FileOutcome, TreeSummary
+from comsa_migrate.core.tree_writer import TreeFile, TreeWriteOptions, TreeWriter, write_files
+from comsa_migrate.db.exported_jobs import count_stored_files, small_contents, stored_files
+from comsa_migrate.file_store.per_thread import StorePerThread
+
+__all__ = ["RestoreOptions", "count_files", "restore"]
+
+log = logging.getLogger(__name__)
+
+#: stored files read, and their small contents fetched, at a time
+_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreOptions:
+    """What a restore writes, from where, and how."""
+
+    data_dir: Path
+    store_url: str = "db"
+    jobs: tuple[str, ...] = ()  # lower-case UUIDs; none: every job
+    write: TreeWriteOptions = field(default_factory=TreeWriteOptions)
+
+
+def count_files(conn: psycopg.Connection[Any], options: RestoreOptions) -> int:
+    """How many files a restore looks at (for a progress bar)."""
+    return count_stored_files(conn, options.jobs)
+
+
+def restore(
+    conn: psycopg.Connection[Any],
+    options: RestoreOptions,
+    connect: Callable[[], psycopg.Connection[Any]],
+    *,
+    stop: threading.Event | None = None,
+    on_file: Callable[[FileOutcome], None] | None = None,
+) -> TreeSummary:
+    """Write the stored files of ``options.jobs`` (every job's with none) under DATA_DIR.
+
+    ``conn`` reads stored_files; each writer thread opens its own store with ``connect``.
+    """
+    started = time.monotonic()
+    stores = StorePerThread(options.store_url, connect)
+    summary = TreeSummary(str(options.data_dir), stores.url, options.write.dry_run)
+    writer = TreeWriter(options.data_dir, options.write)
+    jobs: set[str] = set()
+
+    def items() -> Iterator[TreeFile]:
+        for batch in stored_files(conn, options.jobs, _BATCH):
+            # the `db` store's small contents come with their batch, in one query
+            known = small_contents(conn, batch) if options.store_url == "db" else {}
+            for stored in batch:
+                jobs.add(stored.job_id)
+                content = known.get(stored.sha256)
+                if content is not None:
+                    read: Callable[[], Iterable[bytes]] = functools.partial(iter, (content,))
+                else:
+                    read = functools.partial(stores.read, stored.sha256)
+                yield TreeFile(
+                    stored.path, stored.job_id, stored.sha256, stored.size, stored.mtime_ns, read
+                )
+
+    def told(outcome: FileOutcome) -> None:
+        summary.on_file(outcome)
+        if on_file is not None:
+            on_file(outcome)
+
+    try:
+        finished = write_files(writer, items(), told, stop)
+    finally:
+        stores.close()
+    summary.jobs = len(jobs)
+    summary.interrupted = not finished
+    summary.elapsed = time.monotonic() - started
+    log.info("restore of %s: %s", options.data_dir, summary.totals())
+    return summary

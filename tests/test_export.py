@@ -1,0 +1,187 @@
+"""export: the database's jobs as the legacy tree, and the round trips through it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+from bench.generate import TreeShape, generate
+from comsa_migrate.cli import main
+
+from .conftest import Databases, fresh_database
+from .tree_store_helpers import table_rows, tree_files
+
+JOB = "653475d0-3a75-4bb6-b1cb-a3c466a6c02e"
+FAILED = "85416700-d8f9-46d4-8f3f-ca9546389325"
+
+
+def run(*args: Any) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def other_dsn(databases: Databases, template_db: str) -> Iterator[str]:
+    """A second fresh database, for the backfill of an exported tree."""
+    with fresh_database(databases, template_db) as made:
+        yield made
+
+
+def backfilled(tree: Path, dsn: str) -> None:
+    result = run("backfill", tree, "--dsn", dsn, "-q", "--file-store", "db")
+    assert result.exit_code in (0, 1), result.output  # the quirks skip their broken jobs
+
+
+def exported(dsn: str, target: Path, *args: Any) -> Result:
+    result = run("export", target, "--dsn", dsn, "-q", *args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.parametrize("tree", ["sample", "quirks", "generated"])
+def test_backfill_export_and_backfill_again_give_every_table_row_for_row(
+    tree: str,
+    sample_tree: Path,
+    quirks_tree: Path,
+    dsn: str,
+    other_dsn: str,
+    tmp_path: Path,
+) -> None:
+    source = {
+        "sample": sample_tree,
+        "quirks": quirks_tree,
+        "generated": tmp_path / "generated" / "data",
+    }[tree]
+    if tree == "generated":
+        generate(source, TreeShape(jobs=60, seed=11, upload_share=0.3))
+    backfilled(source, dsn)
+    target = tmp_path / "export" / "data"
+
+    exported(dsn, target)
+    backfilled(target, other_dsn)
+
+    before, after = table_rows(dsn), table_rows(other_dsn)
+    assert before["jobs"], "the tree has jobs"
+    for table in before:
+        assert after[table] == before[table], table
+
+
+def test_an_unchanged_migrated_job_is_its_original_json_byte_for_byte(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    backfilled(sample_tree, dsn)
+
+    exported(dsn, tmp_path / "data")
+
+    original, export = tree_files(sample_tree), tree_files(tmp_path / "data")
+    jobs = [path for path in export if path.startswith("jobs/")]
+    assert len(jobs) == 11
+    assert {path: export[path] for path in jobs} == {path: original[path] for path in jobs}
+    assert all(export[path] == original[path] for path in export)
+
+
+def test_a_job_failed_at_the_dashboards_start_up_and_logged_since_comes_back_changed(
+    sample_tree: Path, dsn: str, other_dsn: str, tmp_path: Path
+) -> None:
+    backfilled(sample_tree, dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET status = 'running', error = '{}' WHERE id = %s", [JOB])
+        conn.execute(  # the dashboard's cleanup_orphaned_jobs() at its start-up
+            "UPDATE jobs SET status = 'failed', completed_at = NOW(),"
+            ' error = \'{"message": "Job interrupted by server restart"}\'::jsonb'
+            " WHERE status = 'running'"
+        )
+        conn.execute(  # its add_log()
+            "INSERT INTO job_logs (job_id, message, timestamp) VALUES (%s, %s, NOW())",
+            [JOB, "Rerun requested"],
+        )
+        (completed_at,) = conn.execute(
+            "SELECT completed_at FROM jobs WHERE id = %s", [JOB]
+        ).fetchone()  # type: ignore[misc]
+
+    exported(dsn, tmp_path / "data")
+
+    doc = orjson_loads(tmp_path / "data" / "jobs" / f"{JOB}.json")
+    assert doc["status"] == "failed"
+    assert doc["error"] == "Job interrupted by server restart"
+    assert doc["log"][-1] == f"[{completed_at:%Y-%m-%d %H:%M:%S}] Rerun requested"
+    assert doc["result"]["n_records"] == 81  # the fields the row kept are as they were
+    assert list(doc)[:4] == ["id", "type", "status", "algorithm"]
+    backfilled(tmp_path / "data", other_dsn)
+    before, after = table_rows(dsn), table_rows(other_dsn)
+    assert after["jobs"] == before["jobs"]
+    assert after["job_files"] == before["job_files"]
+    assert len(after["job_logs"]) == len(before["job_logs"])
+
+
+def orjson_loads(path: Path) -> Any:
+    import orjson
+
+    return orjson.loads(path.read_bytes())
+
+
+def test_a_dry_run_lists_what_would_be_written_and_writes_nothing(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    backfilled(sample_tree, dsn)
+
+    result = run("export", tmp_path / "data", "--dsn", dsn, "-q", "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert f"to write    jobs/{JOB}.json" in result.output
+    assert f"to write    outputs/{JOB}/causes.csv" in result.output
+    assert "27 to write" in " ".join(result.output.split())
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_legacy_file_changed_since_is_left_alone_unless_forced(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    backfilled(sample_tree, dsn)
+    exported(dsn, tmp_path / "data")
+    edited = tmp_path / "data" / "jobs" / f"{FAILED}.json"
+    edited.write_bytes(b'{"edited": true}\n')
+
+    again = run("export", tmp_path / "data", "--dsn", dsn, "-q")
+    dry = run("export", tmp_path / "data", "--dsn", dsn, "-q", "--dry-run")
+    forced = run("export", tmp_path / "data", "--dsn", dsn, "-q", "--force")
+
+    assert again.exit_code == 1
+    assert "26 unchanged, 1 different, left alone" in " ".join(again.output.split())
+    assert f"skip        jobs/{FAILED}.json  (file_differs)" in dry.output
+    assert forced.exit_code == 0, forced.output
+    assert edited.read_bytes() == (sample_tree / "jobs" / f"{FAILED}.json").read_bytes()
+
+
+def test_only_the_jobs_named_or_touched_since_a_time_are_exported(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    backfilled(sample_tree, dsn)
+
+    named = run("export", tmp_path / "named" / "data", "--dsn", dsn, "-q", "--job", FAILED)
+    since = run(
+        "export",
+        tmp_path / "since" / "data",
+        "--dsn",
+        dsn,
+        "-q",
+        "--since",
+        "2026-01-01T20:04:00+00:00",
+    )
+
+    assert named.exit_code == since.exit_code == 0
+    assert sorted(tree_files(tmp_path / "named" / "data")) == [f"jobs/{FAILED}.json"]
+    assert sorted(p for p in tree_files(tmp_path / "since" / "data") if p.startswith("jobs/")) == [
+        f"jobs/{FAILED}.json",
+        "jobs/ef3bd2ad-ce16-45fc-bc09-6be28646ecbf.json",
+    ]
+
+
+def test_export_help_teaches_with_an_example_and_a_bad_job_id_is_refused() -> None:
+    assert "comsa-migrate export /srv/comsa/backend/data" in run("export", "--help").output
+    refused = CliRunner().invoke(main, ["export", "/tmp/x", "--job", "nope", "--dsn", "x=y"])
+    assert refused.exit_code == 2
