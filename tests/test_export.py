@@ -151,7 +151,7 @@ def test_a_legacy_file_changed_since_is_left_alone_unless_forced(
     forced = run("export", tmp_path / "data", "--dsn", dsn, "-q", "--force")
 
     assert again.exit_code == 1
-    assert "26 unchanged, 1 different, left alone" in " ".join(again.output.split())
+    assert "26 unchanged, 1 left alone (different)" in " ".join(again.output.split())
     assert f"skip        jobs/{FAILED}.json  (file_differs)" in dry.output
     assert forced.exit_code == 0, forced.output
     assert edited.read_bytes() == (sample_tree / "jobs" / f"{FAILED}.json").read_bytes()

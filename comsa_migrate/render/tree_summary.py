@@ -15,7 +15,7 @@ _DONE = {
     "written": "written",
     "replaced": "replaced",
     "unchanged": "unchanged",
-    "kept": "different, left alone",
+    "kept": "left alone (different)",
     "failed": "not written",
 }
 _WOULD = {**_DONE, "written": "to write", "replaced": "to replace"}
