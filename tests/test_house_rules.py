@@ -53,7 +53,6 @@ def test_the_package_names_its_loggers_after_their_modules(path: Path) -> None:
 
 
 def test_the_rooms_import_each_other_only_as_the_import_linter_contracts_say() -> None:
-    pytest.importorskip("importlinter")
     lint_imports = Path(sys.executable).with_name("lint-imports")
     done = subprocess.run(
         [os.fspath(lint_imports), "--no-cache"],
