@@ -220,7 +220,7 @@ def _without_job_lock(dsn: str) -> None:
             "::regprocedure)"
         ).fetchone()
         assert row is not None
-        unlocked, found = re.subn(r"PERFORM pg_advisory_xact_lock\([^;]*\);", "", row[0])
+        unlocked, found = re.subn(r"PERFORM comsa_migrate\.lock_job\([^;]*\);", "", row[0])
         if found != 1:
             raise SystemExit("apply_job() takes no per-job lock to leave out")
         conn.execute(unlocked)

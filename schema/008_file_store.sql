@@ -23,13 +23,21 @@ CREATE TABLE comsa_migrate.stored_files (
 );
 CREATE INDEX stored_files_sha256 ON comsa_migrate.stored_files (sha256);
 
--- The `db` store: a content is its chunks (1 MiB each but the last), in seq order; its
--- file_contents row is inserted last, in the same transaction, so a content is whole
--- once that row exists.
+-- file_contents is the registry of the contents every store holds: a content counts as
+-- stored only while its row exists, and `store` names where it is ('db', or the
+-- s3://bucket/prefix URL). The `db` store keeps the bytes in file_chunks (1 MiB each but
+-- the last, in seq order), written in the same transaction as the row, so a content is
+-- whole once its row exists; an object store records the row after the object is put.
+-- stored_at is refreshed whenever a writer puts or finds the content again, so that gc's
+-- --min-age spares a content a writer is about to name. A job's transaction locks the rows
+-- of the contents it names (record_stored_files()) and fails when one is missing; gc
+-- deletes a row only under its own lock, after re-checking that nothing names it, and
+-- the content's bytes before it commits: so no stored_files row ever names a content gone.
 CREATE TABLE comsa_migrate.file_contents (
     sha256 TEXT PRIMARY KEY CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     size BIGINT NOT NULL CHECK (size >= 0),
-    stored_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    stored_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    store TEXT NOT NULL DEFAULT 'db'
 );
 CREATE TABLE comsa_migrate.file_chunks (
     sha256 TEXT NOT NULL,

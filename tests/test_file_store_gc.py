@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -11,11 +13,11 @@ import psycopg
 import pytest
 
 from comsa_migrate.file_store import open_file_store
-from comsa_migrate.file_store.database import DatabaseStore
-from comsa_migrate.file_store.gc import collect_garbage
+from comsa_migrate.file_store.gc import Garbage, collect_garbage
+from comsa_migrate.pipeline import scheduler
 
-from .file_store_helpers import digest, stored_rows
-from .helpers import new_job_id, write_job_atomically
+from .file_store_helpers import content_of, digest, stored_rows
+from .helpers import job_row, new_job_id, wait_until, write_job_atomically
 from .s3_server import S3Server
 
 
@@ -75,39 +77,136 @@ def test_a_content_younger_than_min_age_is_spared(cli: Any, dsn: str, data: Path
     assert digest(b"first") in _held("db", dsn)
 
 
-def test_a_content_named_again_while_gc_deletes_it_sends_its_job_to_be_read_again(
-    cli: Any, dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job_id = _changed_output(cli, dsn, data, "db")
-    real_delete = DatabaseStore.delete
-
-    def named_meanwhile(self: DatabaseStore, sha256: str) -> None:
-        with psycopg.connect(dsn, autocommit=True) as other:  # a writer that found it there
-            other.execute(
-                "INSERT INTO comsa_migrate.stored_files (job_id, path, sha256, size, mtime_ns)"
-                " VALUES (%s, 'outputs/x/old.csv', %s, 5, 0)",
-                [job_id, sha256],
-            )
-        real_delete(self, sha256)
-
-    monkeypatch.setattr(DatabaseStore, "delete", named_meanwhile)
+def _age_content(dsn: str, data: bytes, hours: float = 2) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        garbage = collect_garbage(conn, "db", delete=True, min_age=timedelta(0))
+        cur = conn.execute(
+            "UPDATE comsa_migrate.file_contents SET stored_at = now() - make_interval(hours => %s)"
+            " WHERE sha256 = %s",
+            [hours, digest(data)],
+        )
+        assert cur.rowcount == 1
 
-    assert garbage.renamed == 1
-    assert "outputs/x/old.csv" not in stored_rows(dsn)  # no row names a content gone
-    assert _fingerprint(dsn, job_id).startswith("read again")
-    cli("backfill", data, "--dsn", dsn, "--file-store", "db")
-    assert not _fingerprint(dsn, job_id).startswith("read again")  # the job was read again
+
+def _s3_url(request: pytest.FixtureRequest, where: str) -> str:
+    if where == "db":
+        return "db"
+    server: S3Server = request.getfixturevalue("s3_env")
+    bucket = f"gc-{uuid.uuid4().hex[:12]}"
+    server.create_bucket(bucket)
+    return f"s3://{bucket}/files"
 
 
-def _fingerprint(dsn: str, job_id: str) -> str:
+def _gc_waits_for_a_lock(dsn: str, pid: int) -> bool:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT fingerprint FROM comsa_migrate.job_state WHERE job_id = %s", [job_id]
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
         ).fetchone()
-    assert row is not None
-    return str(row[0])
+    return row is not None and row[0] == "Lock"
+
+
+@pytest.mark.parametrize("where", ["db", "s3"])
+def test_gc_spares_a_content_that_a_job_names_in_a_transaction_not_yet_committed(
+    cli: Any, dsn: str, data: Path, where: str, request: pytest.FixtureRequest
+) -> None:
+    url = _s3_url(request, where)
+    _changed_output(cli, dsn, data, url)
+    _age_content(dsn, b"first")  # unnamed for two hours
+    other_job = new_job_id()
+    record = {
+        "id": other_job,
+        "store": url,
+        "files": [[f"outputs/{other_job}/causes.csv", digest(b"first"), 5, 0]],
+        "present": [f"outputs/{other_job}/causes.csv"],
+    }
+    done: list[Garbage] = []
+    with psycopg.connect(dsn) as writer, psycopg.connect(dsn, autocommit=True) as gc_conn:
+        # the writer found the content there, and its job's transaction names it
+        writer.execute("SELECT comsa_migrate.record_stored_files(%s)", [json.dumps(record)])
+        gc = threading.Thread(
+            target=lambda: done.append(collect_garbage(gc_conn, url, delete=True)),
+        )
+        gc.start()
+        wait_until(
+            lambda: not gc.is_alive() or _gc_waits_for_a_lock(dsn, gc_conn.info.backend_pid),
+            what="gc to end or to wait for the writer",
+        )
+        writer.commit()
+        gc.join(30)
+
+    assert done and done[0].unnamed == 0
+    assert stored_rows(dsn)[f"outputs/{other_job}/causes.csv"][0] == digest(b"first")
+    assert content_of(dsn, digest(b"first"), url) == b"first"
+    report = cli("report", data, "--dsn", dsn, "--file-store", url)
+    assert report.exit_code == 0, report.output
+
+
+def _gc_after_the_puts(
+    monkeypatch: pytest.MonkeyPatch, dsn: str, min_age: timedelta, done: list[Garbage]
+) -> None:
+    """gc runs on a connection of its own once a batch's contents are put (or found there),
+    before the batch's jobs are written."""
+    real = scheduler.keep_contents
+
+    def keep_then_gc(conn: Any, url: str, *args: Any) -> Any:
+        records = real(conn, url, *args)
+        with psycopg.connect(dsn, autocommit=True) as other:
+            done.append(collect_garbage(other, url, delete=True, min_age=min_age))
+        return records
+
+    monkeypatch.setattr(scheduler, "keep_contents", keep_then_gc)
+
+
+def _empty_output(data: Path) -> str:
+    job_id = new_job_id()
+    write_job_atomically(data, job_id)
+    (data / "outputs" / job_id).mkdir()
+    (data / "outputs" / job_id / "warnings.txt").write_bytes(b"")
+    return job_id
+
+
+def test_a_content_a_writer_finds_there_is_spared_by_min_age_until_its_job_commits(
+    cli: Any, dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _empty_output(data)
+    cli("backfill", data, "--dsn", dsn, "--file-store", "db")
+    (data / "outputs" / first / "warnings.txt").write_text("now a warning")
+    cli("backfill", data, "--dsn", dsn, "--file-store", "db")
+    _age_content(dsn, b"")  # the empty content, unnamed for two hours
+    done: list[Garbage] = []
+    _gc_after_the_puts(monkeypatch, dsn, timedelta(hours=1), done)
+
+    second = _empty_output(data)
+    result = cli("backfill", data, "--dsn", dsn, "--file-store", "db")
+
+    assert result.exit_code == 0, result.output
+    assert [g.unnamed for g in done] == [0]
+    assert stored_rows(dsn)[f"outputs/{second}/warnings.txt"][0] == digest(b"")
+    assert content_of(dsn, digest(b"")) == b""
+
+
+def test_a_job_naming_a_content_gc_deleted_meanwhile_fails_and_the_next_run_stores_it(
+    cli: Any, dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _empty_output(data)
+    cli("backfill", data, "--dsn", dsn, "--file-store", "db")
+    (data / "outputs" / first / "warnings.txt").write_text("now a warning")
+    cli("backfill", data, "--dsn", dsn, "--file-store", "db")
+    done: list[Garbage] = []
+    with monkeypatch.context() as patched:
+        _gc_after_the_puts(patched, dsn, timedelta(0), done)  # a gc that spares nothing
+        second = _empty_output(data)
+        raced = cli("backfill", data, "--dsn", dsn, "--file-store", "db")
+
+    assert [g.unnamed for g in done] == [2]  # the empty content, and the new JSON's
+    assert f"outputs/{second}/warnings.txt" not in stored_rows(dsn)  # its job failed whole
+    assert "gc deleted it meanwhile" in raced.output
+    assert job_row(dsn, second) is None
+    again = cli("backfill", data, "--dsn", dsn, "--file-store", "db")
+    assert again.exit_code == 0, again.output
+    assert stored_rows(dsn)[f"outputs/{second}/warnings.txt"][0] == digest(b"")
+    assert content_of(dsn, digest(b"")) == b""
+    report = cli("report", data, "--dsn", dsn, "--file-store", "db")
+    assert report.exit_code == 0, report.output
 
 
 def test_gc_needs_a_store(cli: Any, dsn: str) -> None:

@@ -3,10 +3,11 @@
 Called once per batch, where it is about to be written (pipeline/scheduler.applying), on the
 writer's own connection. For each job of the batch (its JSON, its uploads, its outputs)
 a file is read only when its stat differs from its stored_files row, or its content is
-missing from the store; it is hashed while read, CHUNK_SIZE at a time, and never held
-whole. What is found becomes the job's record (record_stored_files(), in the job's own
-transaction, after its contents are in the store): so no row ever names content that
-is missing.
+missing from the store (the registry's word, asked for the whole batch in one query); it
+is hashed while read, CHUNK_SIZE at a time, and never held whole. What is found becomes
+the job's record (record_stored_files(), in the job's own transaction, after its contents
+are in the store; that function fails the job when gc deleted one meanwhile): so no row
+ever names content that is missing.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import orjson
 import psycopg
 
 from comsa_migrate.core.layout import FILE_FLAGS, JobSource
-from comsa_migrate.db.faults import Limits, set_limits
+from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_fault, set_limits
 from comsa_migrate.db.writes import BatchStopped
 from comsa_migrate.errors import FileStoreError
 from comsa_migrate.file_store import CHUNK_SIZE, FileStore, open_file_store
 from comsa_migrate.file_store.database import DatabaseStore
+from comsa_migrate.file_store.registered import RegisteredObjects
 
 __all__ = ["ContentsNotStored", "check_file_store", "keep_contents", "store_on"]
 
@@ -55,10 +57,15 @@ _opened: dict[tuple[str, ...], FileStore] = {}
 _opened_lock = threading.Lock()
 
 
-def store_on(url: str, conn: psycopg.Connection[Any]) -> FileStore:
-    """The store ``url`` names, for a writer on ``conn``: the `db` store on that very
-    connection (closed with it), an object store shared by every writer of the process."""
-    return DatabaseStore(conn) if url == "db" else _object_store(url)
+def store_on(
+    url: str, conn: psycopg.Connection[Any], limits: Limits = DEFAULT_LIMITS
+) -> DatabaseStore | RegisteredObjects:
+    """The store ``url`` names, for a writer on ``conn`` (its puts with ``limits``): the
+    `db` store on that very connection (closed with it); an object store shared by every
+    writer of the process, its contents registered on ``conn``."""
+    if url == "db":
+        return DatabaseStore(conn, limits)
+    return RegisteredObjects(_object_store(url), conn, limits)
 
 
 def _object_store(url: str) -> FileStore:
@@ -113,20 +120,26 @@ def keep_contents(
     """Put the contents of these jobs' files (under ``data_dir``) in the store ``url``
     names; each job's record, in order.
 
-    Raises ContentsNotStored when the store fails (nothing of the batch is written then).
+    Raises ContentsNotStored when the store fails, the database's part of it included
+    (nothing of the batch is written then).
     """
-    opened = store_on(url, conn)
+    opened = store_on(url, conn, limits)
     store: _Puts = _Grouped(opened) if isinstance(opened, DatabaseStore) else opened
-    known = _stored_rows(conn, [source.job_id for source in sources], limits)
     try:
+        known = _stored_rows(conn, [source.job_id for source in sources], limits)
+        held = opened.held(sorted({row.sha256 for row in known.values()}))
         records: list[bytes | None] = [
-            _keep_job(store, data_dir, source, known) for source in sources
+            _keep_job(store, data_dir, source, known, held) for source in sources
         ]
         if isinstance(store, _Grouped):
             store.flush()
         return records
     except FileStoreError as exc:
         raise ContentsNotStored(len(sources), str(exc)) from None
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        cause = describe_fault(exc.sqlstate, first, limits)
+        raise ContentsNotStored(len(sources), f"file store {url}: {cause}") from None
 
 
 def _stored_rows(
@@ -139,23 +152,31 @@ def _stored_rows(
 
 
 def _keep_job(
-    store: _Puts, data_dir: Path, source: JobSource, known: dict[tuple[str, str], _Row]
+    store: _Puts,
+    data_dir: Path,
+    source: JobSource,
+    known: dict[tuple[str, str], _Row],
+    held: set[str],
 ) -> bytes:
     read: list[tuple[str, str, int, int]] = []
     present: list[str] = []
     for path in (source.json_path, *(f.file_path for f in source.files)):
-        on_disk, row = _keep_file(store, data_dir, path, known.get((source.job_id, path)))
+        stored = known.get((source.job_id, path))
+        kept = stored is not None and stored.sha256 in held
+        on_disk, row = _keep_file(store, data_dir, path, stored if kept else None)
         if on_disk:
             present.append(path)
         if row is not None:
             read.append((path, row.sha256, row.size, row.mtime_ns))
-    return orjson.dumps({"id": source.job_id, "files": read, "present": present})
+    record = {"id": source.job_id, "store": store.url, "files": read, "present": present}
+    return orjson.dumps(record)
 
 
 def _keep_file(
     store: _Puts, data_dir: Path, path: str, stored: _Row | None
 ) -> tuple[bool, _Row | None]:
-    """(whether the file is on disk, its new row when it was read and stored now)."""
+    """(whether the file is on disk, its new row when it was read and stored now);
+    ``stored`` is its row when the store holds the content that row names."""
     try:
         fd = os.open(data_dir / path, FILE_FLAGS)
     except FileNotFoundError:
@@ -168,26 +189,21 @@ def _keep_file(
         if not stat.S_ISREG(before.st_mode):
             return True, None
         row = _Row("", before.st_size, before.st_mtime_ns)
-        if (
-            stored is not None
-            and (stored.size, stored.mtime_ns) == (row.size, row.mtime_ns)
-            and store.has(stored.sha256)
-        ):
+        if stored is not None and (stored.size, stored.mtime_ns) == (row.size, row.mtime_ns):
             return True, None  # unchanged since it was stored: nothing read, nothing sent
         digest, size, whole = _hash(fd)
         if size != row.size or _changed(before, os.fstat(fd)):
             log.info("%s: changed while it was read; left for the next run", path)
             return True, None
-        # the db store's small puts skip what is there: asking first would cost a query
-        if (whole is not None and isinstance(store, _Grouped)) or not store.has(digest):
-            reading = _Reread(fd, digest)
-            try:
-                store.put(digest, size, [whole] if whole is not None else reading.chunks())
-            except Exception:
-                if not reading.changed:
-                    raise
-                log.info("%s: changed while it was stored; left for the next run", path)
-                return True, None
+        # a put of a content there already reads nothing: it refreshes its registry row
+        reading = _Reread(fd, digest)
+        try:
+            store.put(digest, size, [whole] if whole is not None else reading.chunks())
+        except Exception:
+            if not reading.changed:
+                raise
+            log.info("%s: changed while it was stored; left for the next run", path)
+            return True, None
         return True, _Row(digest, row.size, row.mtime_ns)
     except OSError as exc:
         log.warning("%s: cannot read the file to keep it (%s); the next change retries", path, exc)
@@ -199,7 +215,7 @@ def _keep_file(
 class _Puts(Protocol):
     """What keeping needs of a store."""
 
-    def has(self, sha256: str) -> bool: ...
+    url: str
 
     def put(self, sha256: str, size: int, chunks: Iterable[bytes]) -> None: ...
 
@@ -214,9 +230,6 @@ class _Grouped:
         self.url = store.url
         self.pending: dict[str, tuple[int, bytes]] = {}
         self.size = 0
-
-    def has(self, sha256: str) -> bool:
-        return sha256 in self.pending or self.store.has(sha256)
 
     def put(self, sha256: str, size: int, chunks: Iterable[bytes]) -> None:
         if size > CHUNK_SIZE:

@@ -94,9 +94,4 @@ def gc_text(garbage: Garbage) -> str:
         lines.append(f"Deleted {unnamed} that no stored file named.")
     else:
         lines.append(f"Would delete {unnamed} that no stored file names; --yes deletes them.")
-    if garbage.renamed:
-        lines.append(
-            f"{counted(garbage.renamed, 'job')} named one of them as it was deleted: "
-            "the next run reads and stores them again."
-        )
     return "\n".join(lines)

@@ -44,8 +44,7 @@ DECLARE
     n_inputs int := 0;
     n_owned int := 0;
 BEGIN
-    -- 1668115041 is 'cmja' (comsa-migrate job apply) read as a 32-bit integer
-    PERFORM pg_advisory_xact_lock(1668115041, comsa_migrate.job_lock_key(v_job_id));
+    PERFORM comsa_migrate.lock_job(v_job_id);
     -- a statement of its own after the lock: under READ COMMITTED it sees every commit
     -- made before the lock was granted
     plan := comsa_migrate.plan_job(job, force);
