@@ -46,11 +46,14 @@ def test_every_manifest_parses_as_kubernetes_objects() -> None:
 
 def test_the_pod_restores_before_the_dashboard_starts_and_syncs_beside_it() -> None:
     (spec,) = _pod_specs()
-    (init,) = spec["initContainers"]
-    sidecars = [c for c in spec["containers"] if "comsa-migrate" in c["image"]]
+    init, sidecar = spec["initContainers"]  # in this order: restore, then the sidecar
 
-    assert init["args"][0] == "restore"
-    assert [c["args"][0] for c in sidecars] == ["sync"]
+    assert init["args"][0] == "restore" and "restartPolicy" not in init
+    # a native sidecar: started before the dashboard, stopped after it
+    assert sidecar["args"][0] == "sync" and sidecar["restartPolicy"] == "Always"
+    assert not [c for c in spec["containers"] if "comsa-migrate" in c["image"]]
+    (deployment,) = [doc for doc in _documents() if doc["kind"] == "Deployment"]
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
     volume = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
     for container in spec["initContainers"] + spec["containers"]:
         mounts = {(m["name"], m["mountPath"]) for m in container["volumeMounts"]}
