@@ -123,3 +123,21 @@ def test_two_writers_storing_many_of_the_same_contents_neither_deadlock_nor_doub
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM comsa_migrate.file_contents").fetchone() == (200,)
         assert conn.execute("SELECT count(*) FROM comsa_migrate.file_chunks").fetchone() == (200,)
+
+
+def test_recording_a_jobs_stored_files_waits_for_the_jobs_lock(dsn: str) -> None:
+    """A sidecar's record (no apply_job() before it) takes the job's lock itself: a daemon
+    and a backfill recording the same job wait for each other instead of deadlocking."""
+    job = "5f0c1d2e-0000-4000-8000-00000000abcd"
+    record = f'{{"id": "{job}", "files": [], "present": []}}'
+    with (
+        psycopg.connect(dsn) as holder,
+        psycopg.connect(dsn, autocommit=True) as writer,
+    ):
+        holder.execute("SELECT comsa_migrate.lock_job(%s)", (job,))  # a transaction open
+        writer.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            writer.execute("SELECT comsa_migrate.record_stored_files(%s)", (record,))
+        holder.commit()
+        answer = writer.execute("SELECT comsa_migrate.record_stored_files(%s)", (record,))
+        assert answer.fetchone() is not None
