@@ -188,10 +188,12 @@ def _job_json(
             ),
         )
     content = made.content
+    # the original's bytes as they are: their sha256 was checked above
+    sha256 = original.sha256 if made.verbatim and original else hashlib.sha256(content).hexdigest()
     return TreeFile(
         path,
         job.id,
-        hashlib.sha256(content).hexdigest(),
+        sha256,
         len(content),
         mtime_ns,
         functools.partial(iter, (content,)),
