@@ -226,6 +226,7 @@ def small_contents(conn: psycopg.Connection[Any], files: Sequence[StoredFile]) -
         " JOIN comsa_migrate.file_contents c USING (sha256)"
         " WHERE k.sha256 = ANY(%s) AND k.seq = 0 AND octet_length(k.data) = c.size",
         [list(wanted)],
+        binary=True,  # bytea as it is: not hex-encoded by the server, decoded here
     ).fetchall()
     return {sha: bytes(data) for sha, data in rows}
 
