@@ -43,7 +43,8 @@ _OPTIONS = (
         type=click.IntRange(1, 64),
         default=4,
         show_default=True,
-        help="Files written at once (each thread reads the store on a connection of its own).",
+        help="Threads writing the files read from the store, each on a connection of its "
+        "own (contents already at hand, as the db store's small ones, are written by one).",
     ),
     click.option(
         "--fsync",

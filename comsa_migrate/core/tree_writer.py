@@ -17,16 +17,16 @@ kernel.
 Paths come from the database, so they are not trusted: a path that is absolute, has an
 empty, ``.`` or ``..`` component, or does not start with jobs/, uploads/ or outputs/ is
 refused, and so is a path through a symbolic link (or anything but a folder) inside
-DATA_DIR: every folder is opened with O_NOFOLLOW from DATA_DIR down, and the file is made
-and renamed relative to its folder's descriptor, so a link put in place meanwhile is not
-followed either.
+DATA_DIR: every folder is opened with O_NOFOLLOW from DATA_DIR down (once for a task's
+few files: core/tree_folders.py), and the file is made and renamed relative to its
+folder's descriptor, so a link put in place meanwhile is not followed either.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import secrets
@@ -37,17 +37,28 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from comsa_migrate.core.layout import FOLDER_FLAGS, JOBS, NOT_FOLLOWED, OUTPUTS, UPLOADS
+from comsa_migrate.core.layout import JOBS, OUTPUTS, UPLOADS
+from comsa_migrate.core.tree_folders import FolderRefused, OpenFolders
 from comsa_migrate.core.tree_summary import FileOutcome
 from comsa_migrate.problems import Problem
 
-__all__ = ["TreeFile", "TreeWriteOptions", "TreeWriter", "unsafe_reason", "write_files"]
+__all__ = [
+    "LaterFile",
+    "TreeFile",
+    "TreeWriteOptions",
+    "TreeWriter",
+    "unsafe_reason",
+    "WriteItem",
+    "write_files",
+]
 
 log = logging.getLogger(__name__)
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _HASH_CHUNK = 1 << 20
+#: files written by one task of a writer thread, through the same folder descriptors
+_FILES_PER_TASK = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +72,20 @@ class TreeFile:
     mtime_ns: int | None  # the time to give it (the one it had when stored); None: now
     content: Callable[[], Iterable[bytes]]  # its bytes, in chunks; KeyError: not stored
     notes: tuple[Problem, ...] = ()  # found while making it, told with its outcome
+    at_hand: bool = False  # its content is in memory: no store is read to write it
+
+
+@dataclass(frozen=True, slots=True)
+class LaterFile:
+    """A TreeFile made by the writer thread (``make``); ``at_hand``: made without reading
+    a store."""
+
+    make: Callable[[], TreeFile]
+    at_hand: bool = False
+
+
+#: a file to write: made already, or made by the writer thread
+WriteItem = TreeFile | LaterFile | Callable[[], TreeFile]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +125,7 @@ def unsafe_reason(path: str, job_id: str | None = None) -> str | None:
 
 
 class TreeWriter:
-    """Writes TreeFiles under one DATA_DIR; thread-safe: each write opens its own folders."""
+    """Writes TreeFiles under one DATA_DIR; thread-safe: each call opens its own folders."""
 
     def __init__(self, data_dir: Path, options: TreeWriteOptions) -> None:
         self.data_dir = data_dir
@@ -109,14 +134,31 @@ class TreeWriter:
             data_dir.mkdir(parents=True, exist_ok=True)
         self._written_dirs: set[str] = set()
         self._lock = threading.Lock()
+        # temporary names: random per run, then counted (no random draw per file); O_EXCL
+        # still refuses a name that is there
+        self._temp_prefix = secrets.token_hex(3)
+        self._temp_count = itertools.count()
 
-    def write(self, item: TreeFile | Callable[[], TreeFile]) -> FileOutcome:
+    def write(self, item: WriteItem) -> FileOutcome:
         """Put ``item`` in place (made first, when it is a function that makes it), or say
         why not; never raises for the tree's or the content's faults."""
-        if not isinstance(item, TreeFile):
+        return self.write_many((item,))[0]
+
+    def write_many(self, items: Iterable[WriteItem]) -> list[FileOutcome]:
+        """write() each of ``items``, in order, through folders opened once for all of them."""
+        folders = OpenFolders(self.data_dir, create=not self.options.dry_run)
+        try:
+            return [self._outcome(item, folders) for item in items]
+        finally:
+            folders.close()
+
+    def _outcome(self, item: WriteItem, folders: OpenFolders) -> FileOutcome:
+        if isinstance(item, LaterFile):
+            item = item.make()
+        elif not isinstance(item, TreeFile):
             item = item()
         try:
-            action, problem = self._write(item), None
+            action, problem = self._write(item, folders), None
         except _Refused as exc:
             problem = Problem(exc.code, str(exc), item.job_id, item.path)
             action = "kept" if exc.code == "file_differs" else "failed"
@@ -143,67 +185,26 @@ class TreeWriter:
             finally:
                 os.close(fd)
 
-    def _write(self, item: TreeFile) -> str:
+    def _write(self, item: TreeFile, folders: OpenFolders) -> str:
         reason = unsafe_reason(item.path, item.job_id)
         if reason is not None:
             raise _Refused("unsafe_path", f"the stored path {reason}; not written")
-        parts = item.path.split("/")
-        parent = self._open_parent(parts[:-1], create=not self.options.dry_run)
+        *names, name = item.path.split("/")
+        try:
+            parent = folders.open(tuple(names))
+        except FolderRefused as exc:
+            raise _Refused("unsafe_path", str(exc)) from None
         if parent is None:  # a dry run, and the folder is not there yet
             return "written"
-        try:
-            replacing = self._existing(parent, parts[-1], item)
-            if replacing is None:
-                return "unchanged"
-            if not self.options.dry_run:
-                self._put(parent, parts[-1], item)
-                if self.options.fsync == "each":
-                    with self._lock:
-                        self._written_dirs.add("/".join(parts[:-1]))
-            return "replaced" if replacing else "written"
-        finally:
-            os.close(parent)
-
-    def _open_parent(self, folders: list[str], *, create: bool) -> int | None:
-        """DATA_DIR's descendant ``folders``, opened without following a link; made when
-        missing and ``create``, else None."""
-        try:
-            fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if create:
-                raise
-            return None  # a dry run into a DATA_DIR not made yet
-        try:
-            for depth, name in enumerate(folders):
-                try:
-                    child = os.open(name, FOLDER_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        os.close(fd)
-                        return None
-                    # another thread may have made it: then it is opened as it is
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(name, 0o777, dir_fd=fd)
-                    child = self._open_folder(name, fd, folders[: depth + 1])
-                except OSError as exc:
-                    if exc.errno in NOT_FOLLOWED:
-                        raise _Refused("unsafe_path", _not_a_folder(folders[: depth + 1])) from None
-                    raise
-                os.close(fd)
-                fd = child
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    @staticmethod
-    def _open_folder(name: str, dir_fd: int, shown: list[str]) -> int:
-        try:
-            return os.open(name, FOLDER_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in NOT_FOLLOWED:
-                raise _Refused("unsafe_path", _not_a_folder(shown)) from None
-            raise
+        replacing = self._existing(parent, name, item)
+        if replacing is None:
+            return "unchanged"
+        if not self.options.dry_run:
+            self._put(parent, name, item)
+            if self.options.fsync == "each":
+                with self._lock:
+                    self._written_dirs.add("/".join(names))
+        return "replaced" if replacing else "written"
 
     def _existing(self, parent: int, name: str, item: TreeFile) -> bool | None:
         """False: nothing there; True: a different file, to replace (forced); None: the same
@@ -226,7 +227,7 @@ class TreeWriter:
         return True
 
     def _put(self, parent: int, name: str, item: TreeFile) -> None:
-        temp = f".{name}.{secrets.token_hex(6)}.tmp"
+        temp = f".{name}.{self._temp_prefix}{next(self._temp_count):06x}.tmp"
         fd = os.open(temp, _TEMP_FLAGS, 0o666, dir_fd=parent)
         renamed = False
         try:
@@ -305,41 +306,57 @@ def _unlink_quietly(name: str, parent: int) -> None:
             log.warning("cannot remove the temporary file %s: %s", name, exc.strerror)
 
 
-def _not_a_folder(folders: list[str]) -> str:
-    return (
-        f"{'/'.join(folders)} is a symbolic link or not a folder; not followed, nothing "
-        "written through it"
-    )
-
-
 def write_files(
     writer: TreeWriter,
-    items: Iterable[TreeFile | Callable[[], TreeFile]],
+    items: Iterable[WriteItem],
     on_outcome: Callable[[FileOutcome], None],
     stop: threading.Event | None = None,
 ) -> bool:
-    """Write ``items`` with ``writer.options.workers`` threads, at most a few per thread in
-    flight (so memory does not grow with the tree); ``on_outcome`` is called on this
-    thread, once per file. Returns False when ``stop`` ended it early."""
-    limit = writer.options.workers * 4
-    pending: set[Future[FileOutcome]] = set()
+    """Write ``items``, a few files to a task (they share their folders' descriptors), at
+    most a few tasks per thread in flight (so memory does not grow with the tree);
+    ``on_outcome`` is called on this thread, once per file. Returns False when ``stop``
+    ended it early.
+
+    Files whose content is at hand are written by one thread: more threads only contend
+    for the interpreter and the folders (a restore of 3,000 jobs from the `db` store took
+    0.7 s in one thread, 1.0 s in four). Files read from a store, and every file with
+    ``fsync="each"``, which waits on the disk, go to ``writer.options.workers`` threads.
+    """
+    workers = writer.options.workers
+    limit = workers * 2 + 2
+    pending: set[Future[list[FileOutcome]]] = set()
 
     def drain(until: int) -> None:
         while len(pending) > until:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 pending.discard(future)
-                on_outcome(future.result())
+                for outcome in future.result():
+                    on_outcome(outcome)
 
+    one_thread = writer.options.fsync != "each"
     stopped = False
-    with ThreadPoolExecutor(writer.options.workers, thread_name_prefix="tree-writer") as pool:
+    tasks: tuple[list[WriteItem], list[WriteItem]] = ([], [])  # at hand, read from a store
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="tree-writer-at-hand") as at_hand,
+        ThreadPoolExecutor(workers, thread_name_prefix="tree-writer") as pool,
+    ):
         try:
             for item in items:
                 if stop is not None and stop.is_set():
                     stopped = True
                     break
-                pending.add(pool.submit(writer.write, item))
-                drain(limit)
+                task = tasks[0] if one_thread and getattr(item, "at_hand", False) else tasks[1]
+                task.append(item)
+                if len(task) == _FILES_PER_TASK:
+                    runner = at_hand if task is tasks[0] else pool
+                    pending.add(runner.submit(writer.write_many, list(task)))
+                    task.clear()
+                    drain(limit)
+            if not stopped:
+                for task, runner in zip(tasks, (at_hand, pool), strict=True):
+                    if task:
+                        pending.add(runner.submit(writer.write_many, task))
         finally:
             drain(0)
     writer.finish()

@@ -3,6 +3,7 @@ of them, a batch of jobs at a time in a few set-based queries (never a query per
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -10,7 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import orjson
 import psycopg
+from psycopg.types.json import set_json_loads
 
 from comsa_migrate.core.legacy_json import JobRow
 from comsa_migrate.core.normalise import LogEntry
@@ -170,8 +173,10 @@ def export_batches(
         "limit": batch_size,
         "after": _FIRST,
     }
+    jobs_cursor = conn.cursor()
+    set_json_loads(_loads, jobs_cursor)
     while True:
-        rows = conn.execute(_JOBS, params).fetchall()
+        rows = jobs_cursor.execute(_JOBS, params).fetchall()
         if not rows:
             return
         ids = [row[0] for row in rows]
@@ -208,11 +213,11 @@ BATCH_CONTENT_BUDGET = 32 << 20
 def small_contents(conn: psycopg.Connection[Any], files: Sequence[StoredFile]) -> dict[str, bytes]:
     """The contents of the `db` store's small files among ``files``, by sha256, read in one
     query (a content of one chunk); what is missing there is left to the store's read()."""
-    wanted: list[str] = []
+    wanted: dict[str, None] = {}  # in order, each once (a list's `in` made it quadratic)
     budget = BATCH_CONTENT_BUDGET
     for item in files:
         if item.size <= SMALL_CONTENT and item.size <= budget and item.sha256 not in wanted:
-            wanted.append(item.sha256)
+            wanted[item.sha256] = None
             budget -= item.size
     if not wanted:
         return {}
@@ -220,9 +225,27 @@ def small_contents(conn: psycopg.Connection[Any], files: Sequence[StoredFile]) -
         "SELECT k.sha256, k.data FROM comsa_migrate.file_chunks k"
         " JOIN comsa_migrate.file_contents c USING (sha256)"
         " WHERE k.sha256 = ANY(%s) AND k.seq = 0 AND octet_length(k.data) = c.size",
-        [wanted],
+        [list(wanted)],
+        binary=True,  # bytea as it is: not hex-encoded by the server, decoded here
     ).fetchall()
     return {sha: bytes(data) for sha, data in rows}
+
+
+#: each digit as "0", every other byte as "x": a run of 19 zeros is a number orjson might
+#: round (an integer beyond 64 bits), looked for without a regular expression
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x78 for byte in range(256))
+_LONG_DIGITS = b"0" * 19
+
+
+def _loads(data: str | bytes) -> Any:
+    """A jsonb value (error, result) as json.loads() reads it, read by orjson (several times
+    faster) unless it has a number that orjson would round or refuse."""
+    if isinstance(data, bytes) and _LONG_DIGITS not in data.translate(_DIGITS_AS_ZEROS):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # a number beyond a double (json.loads: inf), or nesting beyond orjson's
+    return json.loads(data)
 
 
 def _job_row(row: tuple[Any, ...], logs: list[tuple[Any, ...]]) -> JobRow:

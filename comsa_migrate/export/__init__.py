@@ -25,7 +25,14 @@ import psycopg
 from comsa_migrate.core.layout import JOBS, UPLOADS, job_id_of_json
 from comsa_migrate.core.legacy_json import JobRow, legacy_job_json
 from comsa_migrate.core.tree_summary import FileOutcome, TreeSummary
-from comsa_migrate.core.tree_writer import TreeFile, TreeWriteOptions, TreeWriter, write_files
+from comsa_migrate.core.tree_writer import (
+    LaterFile,
+    TreeFile,
+    TreeWriteOptions,
+    TreeWriter,
+    WriteItem,
+    write_files,
+)
 from comsa_migrate.db.exported_jobs import (
     DEFAULT_BATCH,
     ExportBatch,
@@ -41,8 +48,6 @@ from comsa_migrate.problems import Problem
 __all__ = ["ExportOptions", "count_jobs", "export"]
 
 log = logging.getLogger(__name__)
-
-WriteItem = TreeFile | Callable[[], TreeFile]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +114,14 @@ def _files_of(
     files = [f for f in stored if not f.path.startswith(f"{JOBS}/")]
     # the JSON is made by the writer thread, which reads the original from its own store
     original = own_json[0] if own_json else None
-    yield functools.partial(_job_json, job, original, options, stores, known)
+    yield LaterFile(
+        functools.partial(_job_json, job, original, options, stores, known),
+        at_hand=original is None or original.sha256 in known,
+    )
     for item in files:
         read = _reader(item.sha256, stores, known)
-        yield TreeFile(item.path, job.id, item.sha256, item.size, item.mtime_ns, read)
+        at_hand = item.sha256 in known
+        yield TreeFile(item.path, job.id, item.sha256, item.size, item.mtime_ns, read, (), at_hand)
     for name, content_b64 in batch.inputs.get(job.id, []):
         content = base64.b64decode(content_b64)
         yield TreeFile(
@@ -122,6 +131,7 @@ def _files_of(
             len(content),
             None,
             functools.partial(iter, (content,)),
+            at_hand=True,
         )
     paths = {item.path for item in files}
     for path in batch.outputs.get(job.id, []):
@@ -188,10 +198,12 @@ def _job_json(
             ),
         )
     content = made.content
+    # the original's bytes as they are: their sha256 was checked above
+    sha256 = original.sha256 if made.verbatim and original else hashlib.sha256(content).hexdigest()
     return TreeFile(
         path,
         job.id,
-        hashlib.sha256(content).hexdigest(),
+        sha256,
         len(content),
         mtime_ns,
         functools.partial(iter, (content,)),

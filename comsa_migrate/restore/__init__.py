@@ -78,7 +78,13 @@ def restore(
                 else:
                     read = functools.partial(stores.read, stored.sha256)
                 yield TreeFile(
-                    stored.path, stored.job_id, stored.sha256, stored.size, stored.mtime_ns, read
+                    stored.path,
+                    stored.job_id,
+                    stored.sha256,
+                    stored.size,
+                    stored.mtime_ns,
+                    read,
+                    at_hand=content is not None,
                 )
 
     def told(outcome: FileOutcome) -> None:
