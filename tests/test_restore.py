@@ -161,6 +161,10 @@ def test_missing_or_corrupt_content_is_not_written_and_the_run_goes_on(
         f"outputs/{JOB}//x.csv",
         "elsewhere/x.csv",
         "outputs/85416700-d8f9-46d4-8f3f-ca9546389325/not-its-job.csv",
+        f"uploads/{JOB}",  # a file where the job's folder belongs
+        f"outputs/{JOB}",
+        f"jobs/{JOB}.csv",
+        f"jobs/{JOB}",
     ],
 )
 def test_a_stored_path_that_leaves_data_dir_is_refused(dsn: str, tmp_path: Path, path: str) -> None:
