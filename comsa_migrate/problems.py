@@ -51,6 +51,11 @@ CODES: dict[str, tuple[Severity, str]] = {
         "a stored path that leaves DATA_DIR, or passes a symbolic link; nothing written",
     ),
     "write_failed": (ERR, "the file could not be written (permissions, disk full, I/O)"),
+    "store_read_failed": (
+        ERR,
+        "the file store failed to read the content; the file is not written",
+    ),
+    "job_json_failed": (ERR, "the job's legacy JSON could not be made from its row; not written"),
     # warnings: written (or left alone) but worth a look
     "missing_id": (WARN, "no `id` field; the file name was used"),
     "created_at_from_mtime": (WARN, "no `created_at`; the file's modification time was used"),

@@ -75,6 +75,8 @@ TREE_WRITING_CODES = {
     "file_differs": ERROR,
     "unsafe_path": ERROR,
     "write_failed": ERROR,
+    "store_read_failed": ERROR,
+    "job_json_failed": ERROR,
     "output_not_stored": WARNING,
     "original_unreadable": WARNING,
 }

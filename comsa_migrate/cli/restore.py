@@ -17,6 +17,7 @@ from comsa_migrate.cli.tree_options import (
 from comsa_migrate.core.tree_writer import TreeWriteOptions
 from comsa_migrate.db.exported_jobs import job_ids, require_file_store
 from comsa_migrate.db.target import connect
+from comsa_migrate.errors import RunStopped
 from comsa_migrate.render.tree_summary import tree_summary
 from comsa_migrate.restore import RestoreOptions, count_files, restore
 
@@ -55,8 +56,9 @@ def restore_command(
 
     \b
     Exit codes: 0 every file in place (written or unchanged); 1 some file not written
-    (its content missing from the store or with a wrong checksum, an unsafe path) or
-    different and left alone; 2 usage, configuration or connection error; 70 a bug;
+    (its content missing from the store or with a wrong checksum, unreadable, an unsafe
+    path) or different and left alone; 2 usage, configuration or connection error; 4
+    stopped part-way (the database went away: what was written stays written); 70 a bug;
     130 interrupted (the files written stay written).
     """
     log_to_stderr()
@@ -66,7 +68,15 @@ def restore_command(
         require_file_store(conn)
         progress = show_progress(quiet)
         total = count_files(conn, options) if progress else None
+        stopped: RunStopped | None = None
         with file_progress(progress, total) as on_file:
-            summary = restore(conn, options, lambda: connect(target), stop=stop, on_file=on_file)
+            try:
+                summary = restore(
+                    conn, options, lambda: connect(target), stop=stop, on_file=on_file
+                )
+            except RunStopped as exc:
+                summary, stopped = exc.summary, exc
+        if stopped is not None:
+            click.echo(f"comsa-migrate: error: {stopped}", err=True)
         click.echo(tree_summary(summary, "Restore", str(target)))
-        return tree_exit_code(summary)
+        return stopped.exit_code if stopped is not None else tree_exit_code(summary)

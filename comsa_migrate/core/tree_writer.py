@@ -24,8 +24,6 @@ folder's descriptor, so a link put in place meanwhile is not followed either.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import itertools
 import logging
 import os
@@ -39,6 +37,14 @@ from pathlib import Path
 
 from comsa_migrate.core.layout import JOBS, OUTPUTS, UPLOADS
 from comsa_migrate.core.tree_folders import FolderRefused, OpenFolders
+from comsa_migrate.core.tree_io import (
+    NotWritten,
+    RunFault,
+    copy_in,
+    sha256_at,
+    sync_file_system,
+    unlink_quietly,
+)
 from comsa_migrate.core.tree_summary import FileOutcome
 from comsa_migrate.problems import Problem
 
@@ -56,9 +62,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_HASH_CHUNK = 1 << 20
 #: files written by one task of a writer thread, through the same folder descriptors
 _FILES_PER_TASK = 32
 
@@ -101,24 +105,6 @@ class TreeWriteOptions:
     dry_run: bool = False  # decide, write nothing
     fsync: str = "end"  # "each" file, once at the "end", or "none" (see above)
     workers: int = 4  # threads writing files at once
-
-
-class NotWritten(Exception):
-    """The file is not written: ``code`` is its problem code. Raised by the writer, and by
-    a TreeFile's ``content`` or a LaterFile's ``make`` for a fault of that file alone."""
-
-    def __init__(
-        self, code: str, message: str, job_id: str | None = None, path: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.job_id = job_id  # of a file that could not be made, where the raiser knows it
-        self.path = path
-
-
-class RunFault(Exception):
-    """Raised by a ``content`` or ``make`` when the run cannot go on (the database went
-    away): write_files() stops, syncs what it wrote, and raises it."""
 
 
 def unsafe_reason(path: str, job_id: str | None = None) -> str | None:
@@ -210,7 +196,7 @@ class TreeWriter:
         if self.options.dry_run or self.options.fsync == "none":
             return
         if self.options.fsync == "end":
-            _sync_file_system(self.data_dir)
+            sync_file_system(self.data_dir)
             return
         for folder in sorted(self._written_dirs):
             try:
@@ -259,11 +245,11 @@ class TreeWriter:
         if not stat.S_ISREG(found.st_mode):
             raise NotWritten("unsafe_path", "something other than a file is where the file belongs")
         if self.options.force:
-            if found.st_size == item.size and _sha256_at(parent, name) == item.sha256:
+            if found.st_size == item.size and sha256_at(parent, name) == item.sha256:
                 return None
             return True
         if found.st_size == item.size or item.replaceable is not None:
-            digest = _sha256_at(parent, name)
+            digest = sha256_at(parent, name)
             if digest == item.sha256 and found.st_size == item.size:
                 return None
             if digest == item.replaceable:
@@ -279,7 +265,7 @@ class TreeWriter:
         temp = f".{name}.{self._temp_prefix}{next(self._temp_count):06x}.tmp"
         fd = os.open(temp, _TEMP_FLAGS, 0o666, dir_fd=parent)
         try:
-            digest, size = _copy_in(fd, item)
+            digest, size = copy_in(fd, item.content)
             if digest != item.sha256 or size != item.size:
                 raise NotWritten(
                     "stored_content_corrupt",
@@ -308,7 +294,7 @@ class TreeWriter:
             if fd >= 0:
                 os.close(fd)
             if temp:
-                _unlink_quietly(temp, parent)
+                unlink_quietly(temp, parent)
 
 
 def _made(make: Callable[[], TreeFile]) -> TreeFile | FileOutcome:
@@ -318,59 +304,6 @@ def _made(make: Callable[[], TreeFile]) -> TreeFile | FileOutcome:
     except NotWritten as exc:
         problem = Problem(exc.code, str(exc), exc.job_id, exc.path)
         return FileOutcome(exc.path or "", exc.job_id, "failed", 0, problem)
-
-
-def _copy_in(fd: int, item: TreeFile) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        for chunk in item.content():
-            digest.update(chunk)
-            size += len(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-    except KeyError:
-        raise NotWritten(
-            "stored_content_missing", "the file store does not hold its content; not written"
-        ) from None
-    return digest.hexdigest(), size
-
-
-def _sha256_at(parent: int, name: str) -> str:
-    digest = hashlib.sha256()
-    fd = os.open(name, _READ_FLAGS, dir_fd=parent)
-    try:
-        while chunk := os.read(fd, _HASH_CHUNK):
-            digest.update(chunk)
-    finally:
-        os.close(fd)
-    return digest.hexdigest()
-
-
-def _sync_file_system(data_dir: Path) -> None:
-    """syncfs(2) of DATA_DIR's file system where there is one (Linux), else sync(2)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            if libc.syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        pass
-    os.sync()
-
-
-def _unlink_quietly(name: str, parent: int) -> None:
-    try:
-        os.unlink(name, dir_fd=parent)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            log.warning("cannot remove the temporary file %s: %s", name, exc.strerror)
 
 
 def write_files(

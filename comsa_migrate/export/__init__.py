@@ -27,6 +27,8 @@ from comsa_migrate.core.legacy_json import JobRow, legacy_job_json
 from comsa_migrate.core.tree_summary import FileOutcome, TreeSummary
 from comsa_migrate.core.tree_writer import (
     LaterFile,
+    NotWritten,
+    RunFault,
     TreeFile,
     TreeWriteOptions,
     TreeWriter,
@@ -40,8 +42,11 @@ from comsa_migrate.db.exported_jobs import (
     StoredFile,
     count_jobs,
     export_batches,
+    guarded_read,
     small_contents,
+    stop_reason,
 )
+from comsa_migrate.errors import RunStopped
 from comsa_migrate.file_store.per_thread import StorePerThread
 from comsa_migrate.problems import Problem
 
@@ -71,7 +76,8 @@ def export(
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> TreeSummary:
     """Write the chosen jobs under DATA_DIR as a legacy tree; ``conn`` reads the jobs, each
-    writer thread opens its own store with ``connect``."""
+    writer thread opens its own store with ``connect``. A database gone away stops the
+    run: RunStopped, with the summary of what was written (and synced) until then."""
     started = time.monotonic()
     stores = StorePerThread(options.store_url, connect)
     summary = TreeSummary(str(options.data_dir), stores.url, options.write.dry_run)
@@ -93,6 +99,9 @@ def export(
 
     try:
         finished = write_files(writer, items(), told, stop)
+    except (RunFault, psycopg.Error) as exc:  # the rows' connection: no going on
+        summary.elapsed = time.monotonic() - started
+        raise RunStopped(stop_reason(exc), summary) from None
     finally:
         stores.close()
     summary.interrupted = not finished
@@ -119,7 +128,7 @@ def _files_of(
         at_hand=original is None or original.sha256 in known,
     )
     for item in files:
-        read = _reader(item.sha256, stores, known)
+        read = _reader(item.sha256, stores, known, job.id, item.path)
         at_hand = item.sha256 in known
         yield TreeFile(item.path, job.id, item.sha256, item.size, item.mtime_ns, read, (), at_hand)
     for name, content_b64 in batch.inputs.get(job.id, []):
@@ -151,12 +160,12 @@ def _files_of(
 
 
 def _reader(
-    sha256: str, stores: StorePerThread, known: dict[str, bytes]
+    sha256: str, stores: StorePerThread, known: dict[str, bytes], job_id: str, path: str
 ) -> Callable[[], Iterable[bytes]]:
     content = known.get(sha256)
     if content is not None:
         return functools.partial(iter, (content,))
-    return functools.partial(stores.read, sha256)
+    return functools.partial(guarded_read, functools.partial(stores.read, sha256), job_id, path)
 
 
 def _job_json(
@@ -171,7 +180,7 @@ def _job_json(
     mtime_ns: int | None = None
     if original is not None:
         try:
-            stored = b"".join(_reader(original.sha256, stores, known)())
+            stored = b"".join(_reader(original.sha256, stores, known, job.id, original.path)())
         except KeyError:
             stored = None  # told below, as the file's own problem would be
         if stored is not None and hashlib.sha256(stored).hexdigest() != original.sha256:
@@ -179,13 +188,18 @@ def _job_json(
         if job_id_of_json(original.path.partition("/")[2]) == job.id:
             path = original.path  # the name it had, in whatever case
         mtime_ns = original.mtime_ns
-    made = legacy_job_json(
-        job,
-        stored,
-        mtime_ns or 0,
-        path_prefix=options.path_prefix,
-        data_dir=options.data_dir,
-    )
+    try:
+        made = legacy_job_json(
+            job,
+            stored,
+            mtime_ns or 0,
+            path_prefix=options.path_prefix,
+            data_dir=options.data_dir,
+        )
+    except Exception as exc:  # a row this code does not foresee: that job alone fails
+        log.debug("building the JSON of the job %s failed", job.id, exc_info=True)
+        message = f"its legacy JSON could not be made ({type(exc).__name__}: {exc}); not written"
+        raise NotWritten("job_json_failed", message, job.id, path) from None
     notes = made.problems
     if original is not None and stored is None:
         notes += (

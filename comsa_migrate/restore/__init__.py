@@ -21,8 +21,21 @@ from typing import Any
 import psycopg
 
 from comsa_migrate.core.tree_summary import FileOutcome, TreeSummary
-from comsa_migrate.core.tree_writer import TreeFile, TreeWriteOptions, TreeWriter, write_files
-from comsa_migrate.db.exported_jobs import count_stored_files, small_contents, stored_files
+from comsa_migrate.core.tree_writer import (
+    RunFault,
+    TreeFile,
+    TreeWriteOptions,
+    TreeWriter,
+    write_files,
+)
+from comsa_migrate.db.exported_jobs import (
+    count_stored_files,
+    guarded_read,
+    small_contents,
+    stop_reason,
+    stored_files,
+)
+from comsa_migrate.errors import RunStopped
 from comsa_migrate.file_store.per_thread import StorePerThread
 
 __all__ = ["RestoreOptions", "count_files", "restore"]
@@ -59,6 +72,8 @@ def restore(
     """Write the stored files of ``options.jobs`` (every job's with none) under DATA_DIR.
 
     ``conn`` reads stored_files; each writer thread opens its own store with ``connect``.
+    A database gone away stops the run: RunStopped, with the summary of what was written
+    (and synced) until then.
     """
     started = time.monotonic()
     stores = StorePerThread(options.store_url, connect)
@@ -76,7 +91,12 @@ def restore(
                 if content is not None:
                     read: Callable[[], Iterable[bytes]] = functools.partial(iter, (content,))
                 else:
-                    read = functools.partial(stores.read, stored.sha256)
+                    read = functools.partial(
+                        guarded_read,
+                        functools.partial(stores.read, stored.sha256),
+                        stored.job_id,
+                        stored.path,
+                    )
                 yield TreeFile(
                     stored.path,
                     stored.job_id,
@@ -92,8 +112,13 @@ def restore(
         if on_file is not None:
             on_file(outcome)
 
+    finished = False
     try:
         finished = write_files(writer, items(), told, stop)
+    except (RunFault, psycopg.Error) as exc:  # the rows' connection: no going on
+        summary.jobs = len(jobs)
+        summary.elapsed = time.monotonic() - started
+        raise RunStopped(stop_reason(exc), summary) from None
     finally:
         stores.close()
     summary.jobs = len(jobs)
