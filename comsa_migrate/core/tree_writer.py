@@ -3,8 +3,10 @@ checked against its sha256, never outside DATA_DIR, never over a different file 
 
 A file is written to a temporary name in its own folder (``.<name>.<random>.tmp``: hidden,
 so that a backfill or the daemon never takes it for a job's file), checked, given its
-stored mtime, then renamed over its name: a reader of the tree (the legacy backend, the
-dashboard) sees the old file or the new one, never half of one.
+stored mtime, then published: linked to its name when nothing was there (link(2) fails if
+a file appeared meanwhile, which is then judged as one found before), renamed over the
+file it replaces otherwise. A reader of the tree (the legacy backend, the dashboard) sees
+the old file or the new one, never half of one.
 
 Durability (``fsync``): "end", the default, syncs the file system once the run is done,
 so a run that ended has all its files on disk, at a fraction of the cost of a sync per

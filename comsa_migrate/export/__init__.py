@@ -212,14 +212,21 @@ def _job_json(
             ),
         )
     content = made.content
-    # the original's bytes as they are: their sha256 was checked above
-    sha256 = original.sha256 if made.verbatim and original else hashlib.sha256(content).hexdigest()
+    verbatim = made.verbatim and original is not None
+    # the original's bytes as they are (their sha256 was checked above) keep its mtime; a
+    # rebuilt JSON gets the time of writing, or a sync --file-store would take it for the
+    # stored one (same size and mtime) and never store it
+    sha256 = original.sha256 if verbatim and original else hashlib.sha256(content).hexdigest()
+    # the stored original at its path is the tool's own copy (the legacy tree as it was
+    # migrated): replaced by the job's new JSON without --force
+    earlier = original.sha256 if original is not None and original.path == path else None
     return TreeFile(
         path,
         job.id,
         sha256,
         len(content),
-        mtime_ns,
+        mtime_ns if verbatim else None,
         functools.partial(iter, (content,)),
         notes,
+        replaceable=earlier,
     )
