@@ -38,10 +38,12 @@ from comsa_migrate.db.exported_jobs import (
 from comsa_migrate.errors import RunStopped
 from comsa_migrate.file_store.per_thread import StorePerThread
 
-__all__ = ["RestoreOptions", "count_files", "restore"]
+__all__ = ["MISSING_CODES", "RestoreOptions", "count_files", "restore"]
 
 log = logging.getLogger(__name__)
 
+#: what --missing-ok tells as a warning
+MISSING_CODES = frozenset({"stored_content_missing", "stored_content_corrupt"})
 #: stored files read, and their small contents fetched, at a time
 _BATCH = 1000
 
@@ -54,6 +56,9 @@ class RestoreOptions:
     store_url: str = "db"
     jobs: tuple[str, ...] = ()  # lower-case UUIDs; none: every job
     write: TreeWriteOptions = field(default_factory=TreeWriteOptions)
+    #: a content missing from the store, or corrupt, is a warning: its file is not written,
+    #: yet the run is ok (a pod's init step, which one lost content must not keep down)
+    missing_ok: bool = False
 
 
 def count_files(conn: psycopg.Connection[Any], options: RestoreOptions) -> int:
@@ -77,7 +82,12 @@ def restore(
     """
     started = time.monotonic()
     stores = StorePerThread(options.store_url, connect)
-    summary = TreeSummary(str(options.data_dir), stores.url, options.write.dry_run)
+    summary = TreeSummary(
+        str(options.data_dir),
+        stores.url,
+        options.write.dry_run,
+        tolerated=MISSING_CODES if options.missing_ok else frozenset(),
+    )
     writer = TreeWriter(options.data_dir, options.write)
     jobs: set[str] = set()
 
