@@ -56,6 +56,7 @@ CODES: dict[str, tuple[Severity, str]] = {
         "the file store failed to read the content; the file is not written",
     ),
     "job_json_failed": (ERR, "the job's legacy JSON could not be made from its row; not written"),
+    "input_not_base64": (ERR, "a job_input_files content is not valid base64; not written"),
     # warnings: written (or left alone) but worth a look
     "missing_id": (WARN, "no `id` field; the file name was used"),
     "created_at_from_mtime": (WARN, "no `created_at`; the file's modification time was used"),

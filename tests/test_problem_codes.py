@@ -77,6 +77,7 @@ TREE_WRITING_CODES = {
     "write_failed": ERROR,
     "store_read_failed": ERROR,
     "job_json_failed": ERROR,
+    "input_not_base64": ERROR,
     "output_not_stored": WARNING,
     "original_unreadable": WARNING,
 }

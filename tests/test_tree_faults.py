@@ -105,3 +105,31 @@ def test_a_job_whose_json_cannot_be_made_is_that_jobs_error_and_the_rest_is_expo
     assert not (tmp_path / "data" / "jobs" / f"{JOB}.json").exists()
     assert (tmp_path / "data" / "outputs" / JOB / "big.bin").read_bytes() == BIG
     assert len(list((tmp_path / "data" / "jobs").iterdir())) > 1
+
+
+def test_an_upload_that_is_not_valid_base64_is_that_files_error_and_never_other_bytes(
+    stored: str, tmp_path: Path
+) -> None:
+    from comsa_migrate.db.migrations import create_input_files_table
+
+    with psycopg.connect(stored, autocommit=True) as conn:
+        create_input_files_table(conn)
+        conn.execute("DELETE FROM job_input_files")
+        conn.cursor().executemany(
+            "INSERT INTO job_input_files (job_id, filename, content_b64) VALUES (%s, %s, %s)",
+            [
+                (JOB, "odd.csv", "SUQscTEKMSx5Cg*="),  # a character that is not base64
+                (JOB, "short.csv", "SUQscTEKMSx5C"),  # bad padding
+                (JOB, "wrapped.csv", "SUQscTEK\nMSx5Cg=="),  # a line break: fine
+            ],
+        )
+
+    result = run("export", tmp_path / "data", "--dsn", stored, "-q")
+
+    assert result.exit_code == 1, result.output
+    assert f"input_not_base64  uploads/{JOB}/odd.csv" in result.output
+    assert f"input_not_base64  uploads/{JOB}/short.csv" in result.output
+    assert "Traceback" not in result.output
+    uploads = tmp_path / "data" / "uploads" / JOB
+    assert not (uploads / "odd.csv").exists() and not (uploads / "short.csv").exists()
+    assert (uploads / "wrapped.csv").read_bytes() == b"ID,q1\n1,y\n"

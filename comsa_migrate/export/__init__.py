@@ -10,6 +10,7 @@ written. Every file goes through core/tree_writer.py, as restore's do.
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 import logging
@@ -132,9 +133,14 @@ def _files_of(
         at_hand = item.sha256 in known
         yield TreeFile(item.path, job.id, item.sha256, item.size, item.mtime_ns, read, (), at_hand)
     for name, content_b64 in batch.inputs.get(job.id, []):
-        content = base64.b64decode(content_b64)
+        path = f"{UPLOADS}/{job.id}/{name}"
+        try:
+            content = _decoded(content_b64)
+        except (binascii.Error, ValueError) as exc:
+            yield LaterFile(functools.partial(_not_base64, job.id, path, exc), at_hand=True)
+            continue
         yield TreeFile(
-            f"{UPLOADS}/{job.id}/{name}",
+            path,
             job.id,
             hashlib.sha256(content).hexdigest(),
             len(content),
@@ -157,6 +163,20 @@ def _files_of(
                     relative,
                 )
             )
+
+
+def _decoded(content_b64: str) -> bytes:
+    """An upload's bytes; binascii.Error for a character that is not base64 (decoding
+    without validate would drop it and write other bytes) or bad padding. Line breaks
+    (MIME's, PostgreSQL encode()'s) are not errors."""
+    if "\n" in content_b64 or "\r" in content_b64:
+        content_b64 = content_b64.replace("\r", "").replace("\n", "")
+    return base64.b64decode(content_b64, validate=True)
+
+
+def _not_base64(job_id: str, path: str, exc: Exception) -> TreeFile:
+    message = f"job_input_files holds no valid base64 for it ({exc}); not written"
+    raise NotWritten("input_not_base64", message, job_id, path)
 
 
 def _reader(
