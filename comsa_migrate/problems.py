@@ -84,6 +84,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "size_mismatch": (WARN, "a `job_files` size differs from the file on disk"),
     # warnings of export
     "output_not_stored": (WARN, "an output `job_files` names was never stored; not exported"),
+    "original_not_stored": (
+        WARN,
+        "a migrated job's original JSON was never stored; rebuilt from its row, fields "
+        "without a column lost",
+    ),
     "original_unreadable": (
         WARN,
         "the stored job JSON cannot be read as a job; rebuilt from its row",

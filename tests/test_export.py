@@ -232,3 +232,17 @@ def test_a_rebuilt_json_gets_the_time_of_writing_not_the_originals(
     assert (
         unchanged.stat().st_mtime_ns == (sample_tree / "jobs" / f"{FAILED}.json").stat().st_mtime_ns
     )
+
+
+def test_a_migrated_job_whose_original_was_never_stored_is_rebuilt_with_a_warning(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    backfilled(sample_tree, dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM comsa_migrate.stored_files WHERE path = %s", [f"jobs/{JOB}.json"])
+
+    result = exported(dsn, tmp_path / "data")
+
+    assert "original_not_stored 1" in " ".join(result.output.split())
+    assert f"{JOB}  jobs/{JOB}.json" in result.output
+    assert orjson_loads(tmp_path / "data" / "jobs" / f"{JOB}.json")["id"] == JOB

@@ -80,6 +80,7 @@ TREE_WRITING_CODES = {
     "input_not_base64": ERROR,
     "output_not_stored": WARNING,
     "original_unreadable": WARNING,
+    "original_not_stored": WARNING,
 }
 #: codes a backfill cannot be made to produce from a tree alone (the upload codes need
 #: the dashboard's job_input_files in the database)

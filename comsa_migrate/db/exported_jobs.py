@@ -71,6 +71,7 @@ class ExportBatch:
     stored: dict[str, list[StoredFile]]  # by job id
     inputs: dict[str, list[tuple[str, str]]]  # job_input_files not stored: (filename, b64)
     outputs: dict[str, list[str]]  # job_files output paths, as the rows hold them
+    migrated: frozenset[str] = frozenset()  # ids of the jobs a backfill wrote from a JSON
 
 
 def job_ids(values: Sequence[str]) -> tuple[str, ...]:
@@ -160,6 +161,8 @@ _OUTPUTS = (
     "SELECT job_id::text, file_path FROM public.job_files"
     " WHERE job_id = ANY(%s::uuid[]) AND file_type = 'output' ORDER BY job_id, id"
 )
+#: the jobs written from a legacy JSON (by a backfill or the daemon), not by the dashboard
+_MIGRATED = "SELECT job_id::text FROM comsa_migrate.job_state WHERE job_id = ANY(%s::uuid[])"
 #: the dashboard's copies of uploads, for the ones the file store does not hold
 _INPUTS = """
 SELECT i.job_id::text, i.filename, i.content_b64 FROM public.job_input_files i
@@ -174,7 +177,7 @@ ORDER BY i.job_id, i.filename
 def export_batches(
     conn: psycopg.Connection[Any], selection: JobSelection, batch_size: int = DEFAULT_BATCH
 ) -> Iterator[ExportBatch]:
-    """The chosen jobs, ``batch_size`` at a time, each batch in five queries."""
+    """The chosen jobs, ``batch_size`` at a time, each batch in six queries."""
     has_inputs = _exists(conn, "public.job_input_files")
     params: dict[str, Any] = {
         "ids": list(selection.ids) or None,
@@ -200,7 +203,8 @@ def export_batches(
         }
         inputs = _grouped(conn, _INPUTS, ids) if has_inputs else {}
         jobs = [_job_row(row, logs.get(row[0], [])) for row in rows]
-        yield ExportBatch(jobs, stored, inputs, outputs)
+        migrated = frozenset(job_id for (job_id,) in conn.execute(_MIGRATED, [ids]))
+        yield ExportBatch(jobs, stored, inputs, outputs, migrated)
         if len(rows) < batch_size:
             return
         params["after"] = ids[-1]

@@ -125,7 +125,9 @@ def _files_of(
     # the JSON is made by the writer thread, which reads the original from its own store
     original = own_json[0] if own_json else None
     yield LaterFile(
-        functools.partial(_job_json, job, original, options, stores, known),
+        functools.partial(
+            _job_json, job, original, options, stores, known, job.id in batch.migrated
+        ),
         at_hand=original is None or original.sha256 in known,
     )
     for item in files:
@@ -194,6 +196,7 @@ def _job_json(
     options: ExportOptions,
     stores: StorePerThread,
     known: dict[str, bytes],
+    migrated: bool,
 ) -> TreeFile:
     stored: bytes | None = None
     path = f"{JOBS}/{job.id}.json"
@@ -229,6 +232,17 @@ def _job_json(
                 "rebuilt from the row",
                 job.id,
                 original.path,
+            ),
+        )
+    if original is None and migrated:
+        notes += (
+            Problem(
+                "original_not_stored",
+                "a migrated job whose original JSON the file store does not keep: rebuilt "
+                "from its row, without the fields that have no column (use_sample_data, "
+                "demo_id, rerun_of, …)",
+                job.id,
+                path,
             ),
         )
     content = made.content
