@@ -51,6 +51,12 @@ CODES: dict[str, tuple[Severity, str]] = {
         "a stored path that leaves DATA_DIR, or passes a symbolic link; nothing written",
     ),
     "write_failed": (ERR, "the file could not be written (permissions, disk full, I/O)"),
+    "store_read_failed": (
+        ERR,
+        "the file store failed to read the content; the file is not written",
+    ),
+    "job_json_failed": (ERR, "the job's legacy JSON could not be made from its row; not written"),
+    "input_not_base64": (ERR, "a job_input_files content is not valid base64; not written"),
     # warnings: written (or left alone) but worth a look
     "missing_id": (WARN, "no `id` field; the file name was used"),
     "created_at_from_mtime": (WARN, "no `created_at`; the file's modification time was used"),
@@ -78,6 +84,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "size_mismatch": (WARN, "a `job_files` size differs from the file on disk"),
     # warnings of export
     "output_not_stored": (WARN, "an output `job_files` names was never stored; not exported"),
+    "original_not_stored": (
+        WARN,
+        "a migrated job's original JSON was never stored; rebuilt from its row, fields "
+        "without a column lost",
+    ),
     "original_unreadable": (
         WARN,
         "the stored job JSON cannot be read as a job; rebuilt from its row",

@@ -185,3 +185,64 @@ def test_export_help_teaches_with_an_example_and_a_bad_job_id_is_refused() -> No
     assert "comsa-migrate export /srv/comsa/backend/data" in run("export", "--help").output
     refused = CliRunner().invoke(main, ["export", "/tmp/x", "--job", "nope", "--dsn", "x=y"])
     assert refused.exit_code == 2
+
+
+def test_the_rollback_into_the_legacy_tree_replaces_the_json_of_a_job_the_dashboard_changed(
+    sample_tree: Path, dsn: str
+) -> None:
+    backfilled(sample_tree, dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(  # the dashboard's add_log() since the cut-over
+            "INSERT INTO job_logs (job_id, message, timestamp) VALUES (%s, %s, NOW())",
+            [JOB, "Rerun requested"],
+        )
+    edited = sample_tree / "jobs" / f"{FAILED}.json"
+    edited.write_bytes(b'{"edited": true}\n')  # differs from the stored original and the row's
+
+    result = run("export", sample_tree, "--dsn", dsn, "-q")
+
+    assert result.exit_code == 1, result.output
+    words = " ".join(result.output.split())
+    assert "1 replaced, 25 unchanged, 1 left alone (different)" in words
+    assert f"file_differs  jobs/{FAILED}.json" in result.output
+    assert orjson_loads(sample_tree / "jobs" / f"{JOB}.json")["log"][-1].endswith("Rerun requested")
+    assert edited.read_bytes() == b'{"edited": true}\n'
+
+
+def test_a_rebuilt_json_gets_the_time_of_writing_not_the_originals(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    backfilled(sample_tree, dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # a change of the same length: the rebuilt JSON has the original's size
+        conn.execute("UPDATE jobs SET country = 'Mozambiqux' WHERE id = %s", [JOB])
+        size, mtime_ns = conn.execute(
+            "SELECT size, mtime_ns FROM comsa_migrate.stored_files WHERE path = %s",
+            [f"jobs/{JOB}.json"],
+        ).fetchone()  # type: ignore[misc]
+
+    exported(dsn, tmp_path / "data")
+
+    rebuilt = (tmp_path / "data" / "jobs" / f"{JOB}.json").stat()
+    assert orjson_loads(tmp_path / "data" / "jobs" / f"{JOB}.json")["country"] == "Mozambiqux"
+    assert rebuilt.st_size == size
+    # so a sync --file-store, which skips a file of the stored size and mtime, stores it
+    assert rebuilt.st_mtime_ns != mtime_ns
+    unchanged = tmp_path / "data" / "jobs" / f"{FAILED}.json"
+    assert (
+        unchanged.stat().st_mtime_ns == (sample_tree / "jobs" / f"{FAILED}.json").stat().st_mtime_ns
+    )
+
+
+def test_a_migrated_job_whose_original_was_never_stored_is_rebuilt_with_a_warning(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    backfilled(sample_tree, dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM comsa_migrate.stored_files WHERE path = %s", [f"jobs/{JOB}.json"])
+
+    result = exported(dsn, tmp_path / "data")
+
+    assert "original_not_stored 1" in " ".join(result.output.split())
+    assert f"{JOB}  jobs/{JOB}.json" in result.output
+    assert orjson_loads(tmp_path / "data" / "jobs" / f"{JOB}.json")["id"] == JOB

@@ -75,8 +75,12 @@ TREE_WRITING_CODES = {
     "file_differs": ERROR,
     "unsafe_path": ERROR,
     "write_failed": ERROR,
+    "store_read_failed": ERROR,
+    "job_json_failed": ERROR,
+    "input_not_base64": ERROR,
     "output_not_stored": WARNING,
     "original_unreadable": WARNING,
+    "original_not_stored": WARNING,
 }
 #: codes a backfill cannot be made to produce from a tree alone (the upload codes need
 #: the dashboard's job_input_files in the database)

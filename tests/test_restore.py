@@ -161,6 +161,10 @@ def test_missing_or_corrupt_content_is_not_written_and_the_run_goes_on(
         f"outputs/{JOB}//x.csv",
         "elsewhere/x.csv",
         "outputs/85416700-d8f9-46d4-8f3f-ca9546389325/not-its-job.csv",
+        f"uploads/{JOB}",  # a file where the job's folder belongs
+        f"outputs/{JOB}",
+        f"jobs/{JOB}.csv",
+        f"jobs/{JOB}",
     ],
 )
 def test_a_stored_path_that_leaves_data_dir_is_refused(dsn: str, tmp_path: Path, path: str) -> None:
@@ -259,3 +263,41 @@ def test_restore_through_s3_gives_back_every_file_byte_for_byte(
     exported = run("export", tmp_path / "export" / "data", "--dsn", dsn, "-q", "--file-store", url)
     assert exported.exit_code == 0, exported.output
     assert tree_files(tmp_path / "export" / "data") == tree_files(target)
+
+
+def test_with_missing_ok_a_lost_content_is_a_warning_and_the_pod_starts(
+    stored_sample: dict[str, bytes], dsn: str, tmp_path: Path
+) -> None:
+    missing = hashlib.sha256(stored_sample[f"outputs/{JOB}/causes.csv"]).hexdigest()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM comsa_migrate.file_contents WHERE sha256 = %s", [missing])
+    target = tmp_path / "data"
+
+    result = run("restore", target, "--dsn", dsn, "-q", "--missing-ok")
+
+    assert result.exit_code == 0, result.output
+    shared = sum(
+        content == stored_sample[f"outputs/{JOB}/causes.csv"] for content in stored_sample.values()
+    )
+    words = " ".join(result.output.split())
+    assert f"warnings stored_content_missing {shared}" in words  # each file of that content
+    assert f"{JOB}  outputs/{JOB}/causes.csv" in result.output
+    assert "Errors" not in result.output
+    assert not (target / "outputs" / JOB / "causes.csv").exists()
+    assert (target / "outputs" / JOB / "calibration_summary.csv").exists()
+
+
+def test_with_missing_ok_another_failure_still_exits_1(
+    stored_sample: dict[str, bytes], dsn: str, tmp_path: Path
+) -> None:
+    missing = hashlib.sha256(stored_sample[f"outputs/{JOB}/causes.csv"]).hexdigest()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM comsa_migrate.file_contents WHERE sha256 = %s", [missing])
+    changed = tmp_path / "data" / "jobs" / f"{JOB}.json"
+    changed.parent.mkdir(parents=True)
+    changed.write_bytes(b"{}\n")
+
+    result = run("restore", tmp_path / "data", "--dsn", dsn, "-q", "--missing-ok")
+
+    assert result.exit_code == 1
+    assert "1 left alone (different)" in " ".join(result.output.split())

@@ -21,6 +21,7 @@ from comsa_migrate.core.tree_summary import FileOutcome
 from comsa_migrate.core.tree_writer import TreeWriteOptions
 from comsa_migrate.db.exported_jobs import JobSelection, job_ids, require_file_store
 from comsa_migrate.db.target import connect
+from comsa_migrate.errors import RunStopped
 from comsa_migrate.export import ExportOptions, export
 from comsa_migrate.pipeline.options import DEFAULT_PATH_PREFIX
 from comsa_migrate.render.tree_summary import dry_run_line, tree_summary
@@ -90,8 +91,9 @@ def export_command(
 
     \b
     Exit codes: 0 every file in place (written or unchanged); 1 some file not written
-    or different and left alone; 2 usage, configuration or connection error; 70 a bug;
-    130 interrupted (the files written stay written).
+    or different and left alone; 2 usage, configuration or connection error; 4 stopped
+    part-way (the database went away: what was written stays written); 70 a bug; 130
+    interrupted (the files written stay written).
     """
     log_to_stderr()
     write = TreeWriteOptions(force=force, dry_run=dry_run, fsync=fsync, workers=threads)
@@ -101,10 +103,16 @@ def export_command(
     with connection(dsn, quiet=quiet) as (conn, target), stop_on_signals() as stop:
         require_file_store(conn)
         progress = show_progress(quiet) and not dry_run
+        stopped: RunStopped | None = None
         with file_progress(progress, None, _listed if dry_run else None) as on_file:
-            summary = export(conn, options, lambda: connect(target), stop=stop, on_file=on_file)
+            try:
+                summary = export(conn, options, lambda: connect(target), stop=stop, on_file=on_file)
+            except RunStopped as exc:
+                summary, stopped = exc.summary, exc
+        if stopped is not None:
+            click.echo(f"comsa-migrate: error: {stopped}", err=True)
         click.echo(tree_summary(summary, "Export", str(target)))
-        return tree_exit_code(summary)
+        return stopped.exit_code if stopped is not None else tree_exit_code(summary)
 
 
 def _listed(outcome: FileOutcome) -> None:

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from comsa_migrate.problems import Problem, Severity
+from comsa_migrate.problems import CODES, Problem, Severity
 
 __all__ = ["FILE_ACTIONS", "FileOutcome", "TreeSummary"]
 
@@ -43,6 +43,10 @@ class TreeSummary:
     examples: dict[str, list[Problem]] = field(default_factory=dict)
     elapsed: float = 0.0
     interrupted: bool = False
+    #: error codes told as warnings in this run (restore --missing-ok): their files are not
+    #: written, yet the run is ok
+    tolerated: frozenset[str] = frozenset()
+    tolerated_files: int = 0  # files not written for a tolerated problem
 
     @property
     def files(self) -> int:
@@ -51,20 +55,27 @@ class TreeSummary:
     @property
     def ok(self) -> bool:
         """Every file is in place: written, replaced or unchanged, and no error."""
-        return not self.errors and not self.actions["kept"] and not self.actions["failed"]
+        failed = self.actions["failed"] - self.tolerated_files
+        return not self.errors and not self.actions["kept"] and not failed
+
+    def severity_of(self, code: str) -> Severity:
+        """The code's severity in this run: a tolerated error is a warning."""
+        return Severity.WARNING if code in self.tolerated else CODES[code][0]
 
     def on_file(self, outcome: FileOutcome) -> None:
         self.actions[outcome.action] += 1
         if outcome.action in ("written", "replaced") and not self.dry_run:
             self.bytes_written += outcome.size
         if outcome.problem is not None:
+            if outcome.action == "failed" and outcome.problem.code in self.tolerated:
+                self.tolerated_files += 1
             self.on_problem(outcome.problem)
         for note in outcome.notes:
             self.on_problem(note)
 
     def on_problem(self, problem: Problem) -> None:
         self.problem_counts[problem.code] += 1
-        if problem.severity is Severity.ERROR:
+        if self.severity_of(problem.code) is Severity.ERROR:
             self.errors.append(problem)
         else:
             examples = self.examples.setdefault(problem.code, [])

@@ -3,8 +3,10 @@ checked against its sha256, never outside DATA_DIR, never over a different file 
 
 A file is written to a temporary name in its own folder (``.<name>.<random>.tmp``: hidden,
 so that a backfill or the daemon never takes it for a job's file), checked, given its
-stored mtime, then renamed over its name: a reader of the tree (the legacy backend, the
-dashboard) sees the old file or the new one, never half of one.
+stored mtime, then published: linked to its name when nothing was there (link(2) fails if
+a file appeared meanwhile, which is then judged as one found before), renamed over the
+file it replaces otherwise. A reader of the tree (the legacy backend, the dashboard) sees
+the old file or the new one, never half of one.
 
 Durability (``fsync``): "end", the default, syncs the file system once the run is done,
 so a run that ended has all its files on disk, at a fraction of the cost of a sync per
@@ -24,8 +26,6 @@ folder's descriptor, so a link put in place meanwhile is not followed either.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import itertools
 import logging
 import os
@@ -39,11 +39,21 @@ from pathlib import Path
 
 from comsa_migrate.core.layout import JOBS, OUTPUTS, UPLOADS
 from comsa_migrate.core.tree_folders import FolderRefused, OpenFolders
+from comsa_migrate.core.tree_io import (
+    NotWritten,
+    RunFault,
+    copy_in,
+    sha256_at,
+    sync_file_system,
+    unlink_quietly,
+)
 from comsa_migrate.core.tree_summary import FileOutcome
 from comsa_migrate.problems import Problem
 
 __all__ = [
     "LaterFile",
+    "NotWritten",
+    "RunFault",
     "TreeFile",
     "TreeWriteOptions",
     "TreeWriter",
@@ -54,9 +64,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_HASH_CHUNK = 1 << 20
 #: files written by one task of a writer thread, through the same folder descriptors
 _FILES_PER_TASK = 32
 
@@ -73,6 +81,9 @@ class TreeFile:
     content: Callable[[], Iterable[bytes]]  # its bytes, in chunks; KeyError: not stored
     notes: tuple[Problem, ...] = ()  # found while making it, told with its outcome
     at_hand: bool = False  # its content is in memory: no store is read to write it
+    #: the sha256 of a content this tool wrote at the path before (the stored one): a file
+    #: with it is replaced without --force, being no one's edit
+    replaceable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,29 +109,28 @@ class TreeWriteOptions:
     workers: int = 4  # threads writing files at once
 
 
-class _Refused(Exception):
-    """The file is not written: ``code`` is its problem code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def unsafe_reason(path: str, job_id: str | None = None) -> str | None:
     """Why ``path`` (from the database) may not be written under DATA_DIR for the job
-    ``job_id``, or None: it must be jobs/<id>.json, uploads/<id>/... or outputs/<id>/...
-    (the id in any case)."""
+    ``job_id``, or None: it must be jobs/<id>.json, or a file in uploads/<id>/ or
+    outputs/<id>/ (the id in any case, and the .json too, as the scan takes it)."""
     if not path or path.startswith("/") or "\\" in path or "\x00" in path:
         return "is not a relative path"
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "has an empty, . or .. component"
-    if parts[0] not in (JOBS, UPLOADS, OUTPUTS) or len(parts) < 2:
+    if parts[0] not in (JOBS, UPLOADS, OUTPUTS):
         return "is not under jobs/, uploads/ or outputs/"
-    if job_id is not None:
-        own = parts[1].rpartition(".")[0] if parts[0] == JOBS else parts[1]
-        if own.lower() != job_id.lower() or (parts[0] == JOBS) != (len(parts) == 2):
-            return f"is not a file of the job {job_id}"
+    if parts[0] == JOBS:
+        stem, dot, suffix = parts[-1].rpartition(".")
+        if len(parts) != 2 or not dot or suffix.lower() != "json":
+            return "is not jobs/<id>.json"
+        own = stem
+    elif len(parts) < 3:  # uploads/<id> itself: a file there would block the job's folder
+        return "is not a file in uploads/<id>/ or outputs/<id>/"
+    else:
+        own = parts[1]
+    if job_id is not None and own.lower() != job_id.lower():
+        return f"is not a file of the job {job_id}"
     return None
 
 
@@ -138,6 +148,7 @@ class TreeWriter:
         # still refuses a name that is there
         self._temp_prefix = secrets.token_hex(3)
         self._temp_count = itertools.count()
+        self.fault: RunFault | None = None  # what stopped the run, if anything did
 
     def write(self, item: WriteItem) -> FileOutcome:
         """Put ``item`` in place (made first, when it is a function that makes it), or say
@@ -145,21 +156,35 @@ class TreeWriter:
         return self.write_many((item,))[0]
 
     def write_many(self, items: Iterable[WriteItem]) -> list[FileOutcome]:
-        """write() each of ``items``, in order, through folders opened once for all of them."""
+        """write() each of ``items``, in order, through folders opened once for all of them;
+        a RunFault ends the task: it is kept (``fault``), and the files before it told."""
         folders = OpenFolders(self.data_dir, create=not self.options.dry_run)
+        outcomes: list[FileOutcome] = []
         try:
-            return [self._outcome(item, folders) for item in items]
+            for item in items:
+                if self.fault is not None:
+                    break
+                outcomes.append(self._outcome(item, folders))
+        except RunFault as exc:
+            with self._lock:
+                self.fault = self.fault or exc
         finally:
             folders.close()
+        return outcomes
 
     def _outcome(self, item: WriteItem, folders: OpenFolders) -> FileOutcome:
         if isinstance(item, LaterFile):
-            item = item.make()
+            made = _made(item.make)
         elif not isinstance(item, TreeFile):
-            item = item()
+            made = _made(item)
+        else:
+            made = item
+        if isinstance(made, FileOutcome):
+            return made
+        item = made
         try:
             action, problem = self._write(item, folders), None
-        except _Refused as exc:
+        except NotWritten as exc:
             problem = Problem(exc.code, str(exc), item.job_id, item.path)
             action = "kept" if exc.code == "file_differs" else "failed"
         except OSError as exc:
@@ -173,7 +198,7 @@ class TreeWriter:
         if self.options.dry_run or self.options.fsync == "none":
             return
         if self.options.fsync == "end":
-            _sync_file_system(self.data_dir)
+            sync_file_system(self.data_dir)
             return
         for folder in sorted(self._written_dirs):
             try:
@@ -188,52 +213,63 @@ class TreeWriter:
     def _write(self, item: TreeFile, folders: OpenFolders) -> str:
         reason = unsafe_reason(item.path, item.job_id)
         if reason is not None:
-            raise _Refused("unsafe_path", f"the stored path {reason}; not written")
+            raise NotWritten("unsafe_path", f"the stored path {reason}; not written")
         *names, name = item.path.split("/")
         try:
             parent = folders.open(tuple(names))
         except FolderRefused as exc:
-            raise _Refused("unsafe_path", str(exc)) from None
+            raise NotWritten("unsafe_path", str(exc)) from None
         if parent is None:  # a dry run, and the folder is not there yet
             return "written"
         replacing = self._existing(parent, name, item)
         if replacing is None:
             return "unchanged"
-        if not self.options.dry_run:
-            self._put(parent, name, item)
-            if self.options.fsync == "each":
-                with self._lock:
-                    self._written_dirs.add("/".join(names))
-        return "replaced" if replacing else "written"
+        if self.options.dry_run:
+            return "replaced" if replacing else "written"
+        action = self._put(parent, name, item, replacing)
+        if self.options.fsync == "each" and action != "unchanged":
+            with self._lock:
+                self._written_dirs.add("/".join(names))
+        return action
 
     def _existing(self, parent: int, name: str, item: TreeFile) -> bool | None:
-        """False: nothing there; True: a different file, to replace (forced); None: the same
-        bytes are there. Raises _Refused for a different file not forced, or a link or
-        anything but a file at the name."""
+        """False: nothing there; True: a file to replace (forced, or the tool's own earlier
+        copy: ``replaceable``); None: the same bytes are there. Raises NotWritten for a
+        different file not forced, or a link or anything but a file at the name."""
         try:
             found = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
             return False
         if stat.S_ISLNK(found.st_mode):
-            raise _Refused("unsafe_path", "a symbolic link is where the file belongs; not followed")
-        if not stat.S_ISREG(found.st_mode):
-            raise _Refused("unsafe_path", "something other than a file is where the file belongs")
-        if found.st_size == item.size and _sha256_at(parent, name) == item.sha256:
-            return None
-        if not self.options.force:
-            raise _Refused(
-                "file_differs", "a different file is there; left alone (--force replaces it)"
+            raise NotWritten(
+                "unsafe_path", "a symbolic link is where the file belongs; not followed"
             )
-        return True
+        if not stat.S_ISREG(found.st_mode):
+            raise NotWritten("unsafe_path", "something other than a file is where the file belongs")
+        if self.options.force:
+            if found.st_size == item.size and sha256_at(parent, name) == item.sha256:
+                return None
+            return True
+        if found.st_size == item.size or item.replaceable is not None:
+            digest = sha256_at(parent, name)
+            if digest == item.sha256 and found.st_size == item.size:
+                return None
+            if digest == item.replaceable:
+                return True
+        raise NotWritten(
+            "file_differs", "a different file is there; left alone (--force replaces it)"
+        )
 
-    def _put(self, parent: int, name: str, item: TreeFile) -> None:
+    def _put(self, parent: int, name: str, item: TreeFile, replacing: bool) -> str:
+        """Write the temporary file, check it, and publish it: renamed over the file to
+        replace, else linked to its name, which fails if a file appeared there meanwhile
+        (then judged as one found before): never over a file not meant to be replaced."""
         temp = f".{name}.{self._temp_prefix}{next(self._temp_count):06x}.tmp"
         fd = os.open(temp, _TEMP_FLAGS, 0o666, dir_fd=parent)
-        renamed = False
         try:
-            digest, size = _copy_in(fd, item)
+            digest, size = copy_in(fd, item.content)
             if digest != item.sha256 or size != item.size:
-                raise _Refused(
+                raise NotWritten(
                     "stored_content_corrupt",
                     f"the stored content has {size:,} bytes with sha256 {digest[:12]}…, "
                     f"not {item.size:,} bytes with {item.sha256[:12]}…; not written",
@@ -244,66 +280,32 @@ class TreeWriter:
                 os.fsync(fd)
             os.close(fd)
             fd = -1
+            if not replacing and not self.options.force:
+                try:
+                    os.link(temp, name, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
+                    return "written"
+                except FileExistsError:  # made since it was looked at (a legacy processor)
+                    if self._existing(parent, name, item) is None:
+                        return "unchanged"
+                    # the tool's own earlier copy, put back meanwhile: replaced as it would be
+                    replacing = True
             os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
-            renamed = True
+            temp = ""
+            return "replaced" if replacing else "written"
         finally:
             if fd >= 0:
                 os.close(fd)
-            if not renamed:
-                _unlink_quietly(temp, parent)
+            if temp:
+                unlink_quietly(temp, parent)
 
 
-def _copy_in(fd: int, item: TreeFile) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
+def _made(make: Callable[[], TreeFile]) -> TreeFile | FileOutcome:
+    """The TreeFile ``make`` makes, or the outcome of a file it could not make."""
     try:
-        for chunk in item.content():
-            digest.update(chunk)
-            size += len(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-    except KeyError:
-        raise _Refused(
-            "stored_content_missing", "the file store does not hold its content; not written"
-        ) from None
-    return digest.hexdigest(), size
-
-
-def _sha256_at(parent: int, name: str) -> str:
-    digest = hashlib.sha256()
-    fd = os.open(name, _READ_FLAGS, dir_fd=parent)
-    try:
-        while chunk := os.read(fd, _HASH_CHUNK):
-            digest.update(chunk)
-    finally:
-        os.close(fd)
-    return digest.hexdigest()
-
-
-def _sync_file_system(data_dir: Path) -> None:
-    """syncfs(2) of DATA_DIR's file system where there is one (Linux), else sync(2)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            if libc.syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        pass
-    os.sync()
-
-
-def _unlink_quietly(name: str, parent: int) -> None:
-    try:
-        os.unlink(name, dir_fd=parent)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            log.warning("cannot remove the temporary file %s: %s", name, exc.strerror)
+        return make()
+    except NotWritten as exc:
+        problem = Problem(exc.code, str(exc), exc.job_id, exc.path)
+        return FileOutcome(exc.path or "", exc.job_id, "failed", 0, problem)
 
 
 def write_files(
@@ -321,6 +323,9 @@ def write_files(
     for the interpreter and the folders (a restore of 3,000 jobs from the `db` store took
     0.7 s in one thread, 1.0 s in four). Files read from a store, and every file with
     ``fsync="each"``, which waits on the disk, go to ``writer.options.workers`` threads.
+
+    Raises the RunFault a file's content raised (after the files in flight are told), and
+    whatever reading ``items`` raises; either way the files written are synced.
     """
     workers = writer.options.workers
     limit = workers * 2 + 2
@@ -337,27 +342,34 @@ def write_files(
     one_thread = writer.options.fsync != "each"
     stopped = False
     tasks: tuple[list[WriteItem], list[WriteItem]] = ([], [])  # at hand, read from a store
-    with (
-        ThreadPoolExecutor(1, thread_name_prefix="tree-writer-at-hand") as at_hand,
-        ThreadPoolExecutor(workers, thread_name_prefix="tree-writer") as pool,
-    ):
-        try:
-            for item in items:
-                if stop is not None and stop.is_set():
-                    stopped = True
-                    break
-                task = tasks[0] if one_thread and getattr(item, "at_hand", False) else tasks[1]
-                task.append(item)
-                if len(task) == _FILES_PER_TASK:
-                    runner = at_hand if task is tasks[0] else pool
-                    pending.add(runner.submit(writer.write_many, list(task)))
-                    task.clear()
-                    drain(limit)
-            if not stopped:
-                for task, runner in zip(tasks, (at_hand, pool), strict=True):
-                    if task:
-                        pending.add(runner.submit(writer.write_many, task))
-        finally:
-            drain(0)
-    writer.finish()
+    try:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="tree-writer-at-hand") as at_hand,
+            ThreadPoolExecutor(workers, thread_name_prefix="tree-writer") as pool,
+        ):
+            try:
+                for item in items:
+                    if stop is not None and stop.is_set():
+                        stopped = True
+                        break
+                    if writer.fault is not None:
+                        break
+                    task = tasks[0] if one_thread and getattr(item, "at_hand", False) else tasks[1]
+                    task.append(item)
+                    if len(task) == _FILES_PER_TASK:
+                        runner = at_hand if task is tasks[0] else pool
+                        pending.add(runner.submit(writer.write_many, list(task)))
+                        task.clear()
+                        drain(limit)
+                if not stopped and writer.fault is None:
+                    for task, runner in zip(tasks, (at_hand, pool), strict=True):
+                        if task:
+                            pending.add(runner.submit(writer.write_many, task))
+            finally:
+                drain(0)
+    finally:
+        # what was written before a fault (or an error reading the rows) is made durable too
+        writer.finish()
+    if writer.fault is not None:
+        raise writer.fault
     return not stopped

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -17,7 +17,14 @@ from psycopg.types.json import set_json_loads
 
 from comsa_migrate.core.legacy_json import JobRow
 from comsa_migrate.core.normalise import LogEntry
-from comsa_migrate.errors import ConfigurationError, SchemaError
+from comsa_migrate.core.tree_writer import NotWritten, RunFault
+from comsa_migrate.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    FileStoreError,
+    SchemaError,
+    first_line,
+)
 
 __all__ = [
     "ExportBatch",
@@ -26,6 +33,8 @@ __all__ = [
     "count_jobs",
     "count_stored_files",
     "export_batches",
+    "guarded_read",
+    "stop_reason",
     "job_ids",
     "require_file_store",
     "small_contents",
@@ -62,6 +71,7 @@ class ExportBatch:
     stored: dict[str, list[StoredFile]]  # by job id
     inputs: dict[str, list[tuple[str, str]]]  # job_input_files not stored: (filename, b64)
     outputs: dict[str, list[str]]  # job_files output paths, as the rows hold them
+    migrated: frozenset[str] = frozenset()  # ids of the jobs a backfill wrote from a JSON
 
 
 def job_ids(values: Sequence[str]) -> tuple[str, ...]:
@@ -151,6 +161,8 @@ _OUTPUTS = (
     "SELECT job_id::text, file_path FROM public.job_files"
     " WHERE job_id = ANY(%s::uuid[]) AND file_type = 'output' ORDER BY job_id, id"
 )
+#: the jobs written from a legacy JSON (by a backfill or the daemon), not by the dashboard
+_MIGRATED = "SELECT job_id::text FROM comsa_migrate.job_state WHERE job_id = ANY(%s::uuid[])"
 #: the dashboard's copies of uploads, for the ones the file store does not hold
 _INPUTS = """
 SELECT i.job_id::text, i.filename, i.content_b64 FROM public.job_input_files i
@@ -165,7 +177,7 @@ ORDER BY i.job_id, i.filename
 def export_batches(
     conn: psycopg.Connection[Any], selection: JobSelection, batch_size: int = DEFAULT_BATCH
 ) -> Iterator[ExportBatch]:
-    """The chosen jobs, ``batch_size`` at a time, each batch in five queries."""
+    """The chosen jobs, ``batch_size`` at a time, each batch in six queries."""
     has_inputs = _exists(conn, "public.job_input_files")
     params: dict[str, Any] = {
         "ids": list(selection.ids) or None,
@@ -191,7 +203,8 @@ def export_batches(
         }
         inputs = _grouped(conn, _INPUTS, ids) if has_inputs else {}
         jobs = [_job_row(row, logs.get(row[0], [])) for row in rows]
-        yield ExportBatch(jobs, stored, inputs, outputs)
+        migrated = frozenset(job_id for (job_id,) in conn.execute(_MIGRATED, [ids]))
+        yield ExportBatch(jobs, stored, inputs, outputs, migrated)
         if len(rows) < batch_size:
             return
         params["after"] = ids[-1]
@@ -283,3 +296,37 @@ def _grouped(
 def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [name]).fetchone()
     return bool(row and row[0])
+
+
+def guarded_read(
+    read: Callable[[], Iterable[bytes]], job_id: str | None = None, path: str | None = None
+) -> Iterator[bytes]:
+    """The chunks ``read()`` gives, its failures sorted out: the store refusing this one read
+    is the file's fault (NotWritten, ``store_read_failed``); a database gone away (a lost
+    connection) is the run's (RunFault). KeyError (not held) passes as it is."""
+    try:
+        yield from read()
+    except (DatabaseUnavailable, psycopg.Error) as exc:
+        if not _lost(exc):
+            message = f"the file store could not read its content: {first_line(exc)}; not written"
+            raise NotWritten("store_read_failed", message, job_id, path) from None
+        raise RunFault(f"the database went away: {first_line(exc)}") from None
+    except FileStoreError as exc:
+        message = f"the file store could not read its content: {first_line(exc)}; not written"
+        raise NotWritten("store_read_failed", message, job_id, path) from None
+
+
+def stop_reason(exc: BaseException) -> str:
+    """The line a run stopped by ``exc`` (a RunFault, or the rows' connection lost) ends with."""
+    return str(exc) if isinstance(exc, RunFault) else f"the database went away: {first_line(exc)}"
+
+
+def _lost(exc: BaseException) -> bool:
+    """A connection that cannot be had, or was lost (no SQLSTATE: the client saw it go;
+    class 08; the server shutting down), as opposed to a statement refused or cancelled."""
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(exc, psycopg.OperationalError) and (
+        state is None or state.startswith(("08", "57P"))
+    )

@@ -10,6 +10,7 @@ written. Every file goes through core/tree_writer.py, as restore's do.
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 import logging
@@ -27,6 +28,8 @@ from comsa_migrate.core.legacy_json import JobRow, legacy_job_json
 from comsa_migrate.core.tree_summary import FileOutcome, TreeSummary
 from comsa_migrate.core.tree_writer import (
     LaterFile,
+    NotWritten,
+    RunFault,
     TreeFile,
     TreeWriteOptions,
     TreeWriter,
@@ -40,8 +43,11 @@ from comsa_migrate.db.exported_jobs import (
     StoredFile,
     count_jobs,
     export_batches,
+    guarded_read,
     small_contents,
+    stop_reason,
 )
+from comsa_migrate.errors import RunStopped
 from comsa_migrate.file_store.per_thread import StorePerThread
 from comsa_migrate.problems import Problem
 
@@ -71,7 +77,8 @@ def export(
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> TreeSummary:
     """Write the chosen jobs under DATA_DIR as a legacy tree; ``conn`` reads the jobs, each
-    writer thread opens its own store with ``connect``."""
+    writer thread opens its own store with ``connect``. A database gone away stops the
+    run: RunStopped, with the summary of what was written (and synced) until then."""
     started = time.monotonic()
     stores = StorePerThread(options.store_url, connect)
     summary = TreeSummary(str(options.data_dir), stores.url, options.write.dry_run)
@@ -93,6 +100,9 @@ def export(
 
     try:
         finished = write_files(writer, items(), told, stop)
+    except (RunFault, psycopg.Error) as exc:  # the rows' connection: no going on
+        summary.elapsed = time.monotonic() - started
+        raise RunStopped(stop_reason(exc), summary) from None
     finally:
         stores.close()
     summary.interrupted = not finished
@@ -115,17 +125,24 @@ def _files_of(
     # the JSON is made by the writer thread, which reads the original from its own store
     original = own_json[0] if own_json else None
     yield LaterFile(
-        functools.partial(_job_json, job, original, options, stores, known),
+        functools.partial(
+            _job_json, job, original, options, stores, known, job.id in batch.migrated
+        ),
         at_hand=original is None or original.sha256 in known,
     )
     for item in files:
-        read = _reader(item.sha256, stores, known)
+        read = _reader(item.sha256, stores, known, job.id, item.path)
         at_hand = item.sha256 in known
         yield TreeFile(item.path, job.id, item.sha256, item.size, item.mtime_ns, read, (), at_hand)
     for name, content_b64 in batch.inputs.get(job.id, []):
-        content = base64.b64decode(content_b64)
+        path = f"{UPLOADS}/{job.id}/{name}"
+        try:
+            content = _decoded(content_b64)
+        except (binascii.Error, ValueError) as exc:
+            yield LaterFile(functools.partial(_not_base64, job.id, path, exc), at_hand=True)
+            continue
         yield TreeFile(
-            f"{UPLOADS}/{job.id}/{name}",
+            path,
             job.id,
             hashlib.sha256(content).hexdigest(),
             len(content),
@@ -150,13 +167,27 @@ def _files_of(
             )
 
 
+def _decoded(content_b64: str) -> bytes:
+    """An upload's bytes; binascii.Error for a character that is not base64 (decoding
+    without validate would drop it and write other bytes) or bad padding. Line breaks
+    (MIME's, PostgreSQL encode()'s) are not errors."""
+    if "\n" in content_b64 or "\r" in content_b64:
+        content_b64 = content_b64.replace("\r", "").replace("\n", "")
+    return base64.b64decode(content_b64, validate=True)
+
+
+def _not_base64(job_id: str, path: str, exc: Exception) -> TreeFile:
+    message = f"job_input_files holds no valid base64 for it ({exc}); not written"
+    raise NotWritten("input_not_base64", message, job_id, path)
+
+
 def _reader(
-    sha256: str, stores: StorePerThread, known: dict[str, bytes]
+    sha256: str, stores: StorePerThread, known: dict[str, bytes], job_id: str, path: str
 ) -> Callable[[], Iterable[bytes]]:
     content = known.get(sha256)
     if content is not None:
         return functools.partial(iter, (content,))
-    return functools.partial(stores.read, sha256)
+    return functools.partial(guarded_read, functools.partial(stores.read, sha256), job_id, path)
 
 
 def _job_json(
@@ -165,13 +196,14 @@ def _job_json(
     options: ExportOptions,
     stores: StorePerThread,
     known: dict[str, bytes],
+    migrated: bool,
 ) -> TreeFile:
     stored: bytes | None = None
     path = f"{JOBS}/{job.id}.json"
     mtime_ns: int | None = None
     if original is not None:
         try:
-            stored = b"".join(_reader(original.sha256, stores, known)())
+            stored = b"".join(_reader(original.sha256, stores, known, job.id, original.path)())
         except KeyError:
             stored = None  # told below, as the file's own problem would be
         if stored is not None and hashlib.sha256(stored).hexdigest() != original.sha256:
@@ -179,13 +211,18 @@ def _job_json(
         if job_id_of_json(original.path.partition("/")[2]) == job.id:
             path = original.path  # the name it had, in whatever case
         mtime_ns = original.mtime_ns
-    made = legacy_job_json(
-        job,
-        stored,
-        mtime_ns or 0,
-        path_prefix=options.path_prefix,
-        data_dir=options.data_dir,
-    )
+    try:
+        made = legacy_job_json(
+            job,
+            stored,
+            mtime_ns or 0,
+            path_prefix=options.path_prefix,
+            data_dir=options.data_dir,
+        )
+    except Exception as exc:  # a row this code does not foresee: that job alone fails
+        log.debug("building the JSON of the job %s failed", job.id, exc_info=True)
+        message = f"its legacy JSON could not be made ({type(exc).__name__}: {exc}); not written"
+        raise NotWritten("job_json_failed", message, job.id, path) from None
     notes = made.problems
     if original is not None and stored is None:
         notes += (
@@ -197,15 +234,33 @@ def _job_json(
                 original.path,
             ),
         )
+    if original is None and migrated:
+        notes += (
+            Problem(
+                "original_not_stored",
+                "a migrated job whose original JSON the file store does not keep: rebuilt "
+                "from its row, without the fields that have no column (use_sample_data, "
+                "demo_id, rerun_of, …)",
+                job.id,
+                path,
+            ),
+        )
     content = made.content
-    # the original's bytes as they are: their sha256 was checked above
-    sha256 = original.sha256 if made.verbatim and original else hashlib.sha256(content).hexdigest()
+    verbatim = made.verbatim and original is not None
+    # the original's bytes as they are (their sha256 was checked above) keep its mtime; a
+    # rebuilt JSON gets the time of writing, or a sync --file-store would take it for the
+    # stored one (same size and mtime) and never store it
+    sha256 = original.sha256 if verbatim and original else hashlib.sha256(content).hexdigest()
+    # the stored original at its path is the tool's own copy (the legacy tree as it was
+    # migrated): replaced by the job's new JSON without --force
+    earlier = original.sha256 if original is not None and original.path == path else None
     return TreeFile(
         path,
         job.id,
         sha256,
         len(content),
-        mtime_ns,
+        mtime_ns if verbatim else None,
         functools.partial(iter, (content,)),
         notes,
+        replaceable=earlier,
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from comsa_migrate.core.tree_summary import FILE_ACTIONS, FileOutcome, TreeSummary
 from comsa_migrate.problems import CODES, Severity, printable
 from comsa_migrate.render.formatting import counted, field, human_bytes, number, wrap
@@ -35,7 +33,7 @@ def tree_summary(summary: TreeSummary, command: str, source: str) -> str:
     lines.append(
         field(
             "warnings",
-            ", ".join(f"{c} {number(n)}" for c, n in _warnings(summary.problem_counts)) or "none",
+            ", ".join(f"{c} {number(n)}" for c, n in _warnings(summary)) or "none",
         )
     )
     rate = summary.files / summary.elapsed if summary.elapsed > 0 else 0.0
@@ -48,7 +46,7 @@ def tree_summary(summary: TreeSummary, command: str, source: str) -> str:
             f"{kept} differ from the stored content and were left alone; --force replaces them."
         )
     for code, examples in sorted(summary.examples.items()):
-        if CODES[code][0] is Severity.WARNING:
+        if summary.severity_of(code) is Severity.WARNING:
             lines.append("")
             lines.append(f"{code} ({number(summary.problem_counts[code])}): {CODES[code][1]}")
             lines += [f"  {p.job_id or '-'}  {p.path or '-'}" for p in examples]
@@ -71,6 +69,7 @@ def dry_run_line(outcome: FileOutcome) -> str | None:
     return None
 
 
-def _warnings(counts: Counter[str]) -> list[tuple[str, int]]:
-    chosen = [(c, n) for c, n in counts.items() if CODES[c][0] is not Severity.ERROR]
+def _warnings(summary: TreeSummary) -> list[tuple[str, int]]:
+    counts = summary.problem_counts
+    chosen = [(c, n) for c, n in counts.items() if summary.severity_of(c) is not Severity.ERROR]
     return sorted(chosen, key=lambda item: (-item[1], item[0]))

@@ -21,14 +21,29 @@ from typing import Any
 import psycopg
 
 from comsa_migrate.core.tree_summary import FileOutcome, TreeSummary
-from comsa_migrate.core.tree_writer import TreeFile, TreeWriteOptions, TreeWriter, write_files
-from comsa_migrate.db.exported_jobs import count_stored_files, small_contents, stored_files
+from comsa_migrate.core.tree_writer import (
+    RunFault,
+    TreeFile,
+    TreeWriteOptions,
+    TreeWriter,
+    write_files,
+)
+from comsa_migrate.db.exported_jobs import (
+    count_stored_files,
+    guarded_read,
+    small_contents,
+    stop_reason,
+    stored_files,
+)
+from comsa_migrate.errors import RunStopped
 from comsa_migrate.file_store.per_thread import StorePerThread
 
-__all__ = ["RestoreOptions", "count_files", "restore"]
+__all__ = ["MISSING_CODES", "RestoreOptions", "count_files", "restore"]
 
 log = logging.getLogger(__name__)
 
+#: what --missing-ok tells as a warning
+MISSING_CODES = frozenset({"stored_content_missing", "stored_content_corrupt"})
 #: stored files read, and their small contents fetched, at a time
 _BATCH = 1000
 
@@ -41,6 +56,9 @@ class RestoreOptions:
     store_url: str = "db"
     jobs: tuple[str, ...] = ()  # lower-case UUIDs; none: every job
     write: TreeWriteOptions = field(default_factory=TreeWriteOptions)
+    #: a content missing from the store, or corrupt, is a warning: its file is not written,
+    #: yet the run is ok (a pod's init step, which one lost content must not keep down)
+    missing_ok: bool = False
 
 
 def count_files(conn: psycopg.Connection[Any], options: RestoreOptions) -> int:
@@ -59,10 +77,17 @@ def restore(
     """Write the stored files of ``options.jobs`` (every job's with none) under DATA_DIR.
 
     ``conn`` reads stored_files; each writer thread opens its own store with ``connect``.
+    A database gone away stops the run: RunStopped, with the summary of what was written
+    (and synced) until then.
     """
     started = time.monotonic()
     stores = StorePerThread(options.store_url, connect)
-    summary = TreeSummary(str(options.data_dir), stores.url, options.write.dry_run)
+    summary = TreeSummary(
+        str(options.data_dir),
+        stores.url,
+        options.write.dry_run,
+        tolerated=MISSING_CODES if options.missing_ok else frozenset(),
+    )
     writer = TreeWriter(options.data_dir, options.write)
     jobs: set[str] = set()
 
@@ -76,7 +101,12 @@ def restore(
                 if content is not None:
                     read: Callable[[], Iterable[bytes]] = functools.partial(iter, (content,))
                 else:
-                    read = functools.partial(stores.read, stored.sha256)
+                    read = functools.partial(
+                        guarded_read,
+                        functools.partial(stores.read, stored.sha256),
+                        stored.job_id,
+                        stored.path,
+                    )
                 yield TreeFile(
                     stored.path,
                     stored.job_id,
@@ -92,8 +122,13 @@ def restore(
         if on_file is not None:
             on_file(outcome)
 
+    finished = False
     try:
         finished = write_files(writer, items(), told, stop)
+    except (RunFault, psycopg.Error) as exc:  # the rows' connection: no going on
+        summary.jobs = len(jobs)
+        summary.elapsed = time.monotonic() - started
+        raise RunStopped(stop_reason(exc), summary) from None
     finally:
         stores.close()
     summary.jobs = len(jobs)
