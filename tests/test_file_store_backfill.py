@@ -216,3 +216,27 @@ def test_a_file_that_changes_while_it_is_read_is_left_for_the_next_run(
     cli("backfill", data, "--dsn", dsn, "--file-store", "db")
     sha, size, _ = stored_rows(dsn)[f"outputs/{job_id}/log.txt"]
     assert content_of(dsn, sha) == b"first line\nsecond line\n" and size == 23
+
+
+def test_the_files_of_a_job_skipped_for_its_json_are_kept_and_no_row_is_written(
+    cli: Any, dsn: str, data: Path
+) -> None:
+    """A job whose JSON cannot be read as a job loses no file with the legacy server: its
+    JSON and outputs are kept (restore brings them back as they were), it is still a
+    `skip`, and no row names it."""
+    job_id = new_job_id()
+    (data / "jobs" / f"{job_id}.json").write_bytes(b'{"id": "' + job_id.encode() + b'", "st')
+    (data / "outputs" / job_id).mkdir()
+    (data / "outputs" / job_id / "causes.csv").write_text("cause,n\nsepsis,3\n")
+    for path in (data / "jobs" / f"{job_id}.json", data / "outputs" / job_id / "causes.csv"):
+        age(path)
+
+    result = cli("backfill", data, "--dsn", dsn, "--file-store", "db")
+
+    assert job_counts(result.stdout) == (0, 0, 0, 1, 0), result.output  # 1 skipped
+    rows = stored_rows(dsn)
+    on_disk = files_on_disk(data)
+    for path in (f"jobs/{job_id}.json", f"outputs/{job_id}/causes.csv"):
+        assert content_of(dsn, rows[path][0]) == on_disk[path]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (0,)

@@ -86,3 +86,20 @@ def test_without_a_store_the_daemon_keeps_nothing_and_writes_no_sidecar(
         wait_until(lambda: job_row(dsn, other), what="the legacy job's row")
 
     assert stored_rows(dsn) == {}
+
+
+def test_the_daemon_keeps_the_files_of_a_job_it_skips_for_its_json(dsn: str, data: Path) -> None:
+    job_id = new_job_id()
+    with running_daemon(dsn, data, file_store="db"):
+        (data / "outputs" / job_id).mkdir()
+        (data / "outputs" / job_id / "causes.csv").write_text("cause,n\nsepsis,3\n")
+        (data / "jobs" / f"{job_id}.json").write_text('["not", "a", "job"]')
+
+        causes = wait_until(
+            lambda: _row_of(dsn, f"outputs/{job_id}/causes.csv"), what="the output kept"
+        )
+        kept_json = wait_until(lambda: _row_of(dsn, f"jobs/{job_id}.json"), what="its JSON")
+
+    assert content_of(dsn, causes[0]) == b"cause,n\nsepsis,3\n"
+    assert content_of(dsn, kept_json[0]) == b'["not", "a", "job"]'
+    assert job_row(dsn, job_id) is None

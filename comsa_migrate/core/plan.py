@@ -75,7 +75,9 @@ class Batch:
     """Jobs read and normalised, waiting for the database's decision."""
 
     sources: list[JobSource]
-    payloads: list[bytes | None]  # None: only its files are kept (a file store's sidecar)
+    #: None: only its files are kept (a file store's sidecar); SKIPPED: the same, for a job
+    #: skipped
+    payloads: list[bytes | None]
     uploads: list[tuple[StreamedUpload, ...]]  # each job's uploads sent apart from its payload
 
 
@@ -179,7 +181,12 @@ def tell_outcome(observer: Observer, source: JobSource, outcome: Outcome) -> Non
     observer.on_job(JobResult(source.job_id, action, outcome.rows))
 
 
-#: a job's payload (None: a sidecar whose files a file store keeps), and its uploads sent apart
+#: the payload of a job skipped (its JSON unreadable or invalid, an upload in error) whose
+#: files a file store keeps all the same: no row is written for it, and its outcome is
+#: "skip" (db/job_writes.py), so that nothing of the legacy tree is lost with its server
+SKIPPED = b""
+#: a job's payload (None: a sidecar whose files a file store keeps; SKIPPED), and its
+#: uploads sent apart
 _Written = tuple[bytes | None, tuple[StreamedUpload, ...]]
 
 
@@ -193,6 +200,8 @@ def _read_and_normalise(
         problems, written, action = [_internal_error(source, exc)], None, "skip"
     for problem in problems:
         observer.on_problem(problem)
+    if written is None and action == "skip" and reading.settings.file_store:
+        return SKIPPED, ()  # told once its files are recorded
     if written is None:
         observer.on_job(JobResult(source.job_id, action, {}))
     return written

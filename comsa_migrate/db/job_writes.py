@@ -119,9 +119,10 @@ def write_batch(
     any), and return apply_job_outcome()'s answer for each, in order.
 
     ``stored`` (aligned with ``payloads``, or empty without a file store) is each job's
-    record of its stored files, for record_stored_files() in the same transaction; a job
-    with a record and no payload (a metadata sidecar, a job whose rows are the
-    dashboard's) has only that written, and its answer is "metadata_only".
+    record of its stored files, for record_stored_files() in the same transaction. A job
+    with a record and no payload has only that written: a metadata sidecar, whose rows are
+    the dashboard's (payload None, answer "metadata_only"), or a job skipped for its JSON
+    or its uploads (payload b"", answer "skip").
 
     Raises BatchFault when not every job's answer and COMMIT came back.
     """
@@ -139,13 +140,15 @@ def write_batch(
             for job, payload in enumerate(payloads):
                 staged = uploads[job] if uploads else ()
                 read.send(pgconn, job, _BEGIN, None)
-                # without an apply (a file store's sidecar) nothing else sets them
-                limits_sent = timeout_differs or bool(staged) or payload is None
+                # without an apply (only a job's files recorded) nothing else sets them
+                limits_sent = timeout_differs or bool(staged) or not payload
                 if limits_sent:
                     read.send(pgconn, job, _LIMITS, limits_args)
                 for upload in staged:
                     _stage(pgconn, read, job, upload)
-                if payload is not None:
+                if not payload:  # a sidecar (None) or a skipped job (b""): files only
+                    read.unapplied[job] = "metadata_only" if payload is None else "skip"
+                else:
                     lock_timeout = None if limits_sent else limits_args[1]
                     read.send(pgconn, job, _APPLY, [payload, *tail, lock_timeout], _APPLIED)
                 if stored and stored[job] is not None:
@@ -207,6 +210,8 @@ class _Answers:
 
     def __init__(self, jobs: int) -> None:
         self.outcomes: list[dict[str, Any] | None] = [None] * jobs
+        #: the answer of a job with no apply, whose files alone are recorded
+        self.unapplied: dict[int, str] = {}
         self.sent: list[tuple[int, int]] = []  # (job, what the statement is to it)
         self.statements = 0  # answers read so far
         self.failure: tuple[str | None, str] | None = None
@@ -254,7 +259,8 @@ class _Answers:
             self._answer = None if value is None else orjson.loads(value)
         elif role == _RECORDED and result.status == pq.ExecStatus.TUPLES_OK:
             recorded = orjson.loads(result.get_value(0, 0) or b"{}")
-            self._answer = {**(self._answer or {"action": "metadata_only"}), **recorded}
+            unapplied = {"action": self.unapplied.get(job, "metadata_only")}
+            self._answer = {**(self._answer or unapplied), **recorded}
         elif role == _COMMITTED:
             if result.status == pq.ExecStatus.COMMAND_OK:
                 self.outcomes[job] = self._answer
