@@ -214,18 +214,20 @@ def _work(
         # its next write
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
-        with os.fdopen(write_fd, "wb") as out:
-            for first in range(number * CHUNK, len(tasks), workers * CHUNK):
-                payload = marshal.dumps(
-                    [
-                        _encode(scan_one(task))
-                        for task in tasks[first : first + CHUNK]
-                        if not isinstance(task, Problem)
-                    ]
-                )
-                out.write(len(payload).to_bytes(_LENGTH_BYTES, "little"))
-                out.write(payload)
-                out.flush()
+        # the pipe is closed by the process's exit, once its status is set: a parent that
+        # meets the pipe's end early (this worker failed) reaps that status, not a SIGKILL
+        out = os.fdopen(write_fd, "wb", closefd=False)
+        for first in range(number * CHUNK, len(tasks), workers * CHUNK):
+            payload = marshal.dumps(
+                [
+                    _encode(scan_one(task))
+                    for task in tasks[first : first + CHUNK]
+                    if not isinstance(task, Problem)
+                ]
+            )
+            out.write(len(payload).to_bytes(_LENGTH_BYTES, "little"))
+            out.write(payload)
+            out.flush()
         status = 0
     finally:
         os._exit(status)  # no atexit, no buffers of the parent's flushed twice
