@@ -246,3 +246,27 @@ def test_a_migrated_job_whose_original_was_never_stored_is_rebuilt_with_a_warnin
     assert "original_not_stored 1" in " ".join(result.output.split())
     assert f"{JOB}  jobs/{JOB}.json" in result.output
     assert orjson_loads(tmp_path / "data" / "jobs" / f"{JOB}.json")["id"] == JOB
+
+
+def test_since_with_an_offset_is_taken_in_the_servers_time_zone_as_the_dashboards_now(
+    dsn: str, tmp_path: Path
+) -> None:
+    """On a server whose TimeZone is Europe/Paris, the dashboard's NOW() records a job made at
+    09:00 UTC as 10:00: --since 09:30 UTC (10:30 there) leaves it out, 08:30 UTC takes it."""
+    job = "0b0c0d0e-0000-4000-8000-0000000000aa"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, type, status, algorithm, created_at)"
+            " VALUES (%s, 'pipeline', 'pending', 'InSilicoVA', '2026-02-01 10:00:00')",
+            [job],
+        )
+    paris = f"{dsn} options='-c TimeZone=Europe/Paris'"
+
+    def exported_since(since: str) -> list[str]:
+        folder = tmp_path / since.replace(":", "") / "data"
+        result = run("export", folder, "--dsn", paris, "-q", "--since", since)
+        assert result.exit_code in (0, 1), result.output
+        return sorted(p for p in tree_files(folder) if p.startswith("jobs/"))
+
+    assert exported_since("2026-02-01T08:30:00+00:00") == [f"jobs/{job}.json"]
+    assert exported_since("2026-02-01T09:30:00+00:00") == []

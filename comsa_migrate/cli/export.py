@@ -16,7 +16,6 @@ from comsa_migrate.cli.tree_options import (
     tree_exit_code,
     tree_options,
 )
-from comsa_migrate.core.normalise import parse_timestamp
 from comsa_migrate.core.tree_summary import FileOutcome
 from comsa_migrate.core.tree_writer import TreeWriteOptions
 from comsa_migrate.db.exported_jobs import JobSelection, job_ids, require_file_store
@@ -30,10 +29,13 @@ __all__ = ["export_command"]
 
 
 def _timestamp(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """The --since time as given: one with an offset is turned by the server into its own
+    time zone, in which the dashboard's NOW() records its jobs' times; one without is
+    compared as the rows hold their times."""
     if value is None:
         return None
     try:
-        return parse_timestamp(value)
+        return datetime.fromisoformat(value.strip())
     except ValueError:
         raise click.BadParameter(
             f"{value!r} is not a time such as 2026-02-01 or 2026-02-01T09:30:00+01:00"
@@ -48,8 +50,10 @@ def _timestamp(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "--since",
     metavar="TIMESTAMP",
     callback=_timestamp,
-    help="Only jobs created, started, completed or logged at or after this time (UTC "
-    "unless it has an offset), such as the cut-over's.",
+    help="Only jobs created, started, completed or logged at or after this time, such as "
+    "the cut-over's. With an offset (2026-02-01T09:30:00+01:00) it is taken in the database "
+    "server's time zone, as the dashboard's NOW() records times; without one, as the rows "
+    "hold them.",
 )
 @click.option("--dry-run", is_flag=True, help="Write nothing: list what would be written.")
 @click.option(
