@@ -18,6 +18,7 @@ from psycopg.types.json import set_json_loads
 from comsa_migrate.core.legacy_json import JobRow
 from comsa_migrate.core.normalise import LogEntry
 from comsa_migrate.core.tree_writer import NotWritten, RunFault
+from comsa_migrate.db.writes import table_exists
 from comsa_migrate.errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -27,6 +28,7 @@ from comsa_migrate.errors import (
 )
 
 __all__ = [
+    "STORED_FILES_OF",
     "ExportBatch",
     "JobSelection",
     "StoredFile",
@@ -87,7 +89,7 @@ def job_ids(values: Sequence[str]) -> tuple[str, ...]:
 
 def require_file_store(conn: psycopg.Connection[Any]) -> None:
     """SchemaError unless the database has the file store's table (migration 008)."""
-    if not _exists(conn, "comsa_migrate.stored_files"):
+    if not table_exists(conn, "comsa_migrate.stored_files"):
         raise SchemaError(
             "this database has no file store (comsa_migrate.stored_files): a backfill or "
             "sync with --file-store makes it and stores the files"
@@ -153,7 +155,8 @@ _LOGS = (
     "SELECT job_id::text, timestamp, message FROM public.job_logs"
     " WHERE job_id = ANY(%s::uuid[]) ORDER BY job_id, timestamp, id"
 )
-_STORED_OF = (
+#: the stored files of these jobs, by job and path (the file store's keeping reads them too)
+STORED_FILES_OF = (
     "SELECT job_id::text, path, sha256, size, mtime_ns FROM comsa_migrate.stored_files"
     " WHERE job_id = ANY(%s::uuid[]) ORDER BY job_id, path"
 )
@@ -178,7 +181,7 @@ def export_batches(
     conn: psycopg.Connection[Any], selection: JobSelection, batch_size: int = DEFAULT_BATCH
 ) -> Iterator[ExportBatch]:
     """The chosen jobs, ``batch_size`` at a time, each batch in six queries."""
-    has_inputs = _exists(conn, "public.job_input_files")
+    has_inputs = table_exists(conn, "public.job_input_files")
     params: dict[str, Any] = {
         "ids": list(selection.ids) or None,
         "since": selection.since,
@@ -195,7 +198,7 @@ def export_batches(
         logs = _grouped(conn, _LOGS, ids)
         stored = {
             job_id: [StoredFile(job_id, *rest) for rest in found]
-            for job_id, found in _grouped(conn, _STORED_OF, ids).items()
+            for job_id, found in _grouped(conn, STORED_FILES_OF, ids).items()
         }
         outputs = {
             job_id: [path for (path,) in found]
@@ -291,11 +294,6 @@ def _grouped(
     for job_id, *rest in conn.execute(query, [ids]).fetchall():
         found[job_id].append(tuple(rest))
     return found
-
-
-def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [name]).fetchone()
-    return bool(row and row[0])
 
 
 def guarded_read(

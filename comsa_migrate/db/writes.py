@@ -28,6 +28,7 @@ __all__ = [
     "apply_batch",
     "give_owner",
     "owner_of",
+    "table_exists",
     "write_settings",
 ]
 
@@ -48,7 +49,7 @@ def write_settings(
 
     Raises ConfigurationError when --owner names no user of the dashboard's `users`.
     """
-    has_inputs = conn is not None and _exists(conn, "public.job_input_files")
+    has_inputs = conn is not None and table_exists(conn, "public.job_input_files")
     owner_id = None if owner is None or conn is None else owner_of(conn, owner)
     store_inputs = input_content and has_inputs
     return WriteSettings(
@@ -62,7 +63,7 @@ def owner_of(conn: psycopg.Connection[Any], email: str) -> str:
         "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('public.jobs')"
         " AND attname = 'user_id' AND NOT attisdropped"
     ).fetchone()
-    if not _exists(conn, "public.users") or not has_owner_column:
+    if not table_exists(conn, "public.users") or not has_owner_column:
         raise ConfigurationError(
             "--owner needs the dashboard's users table and jobs.user_id (its migration "
             "002_users), which this database does not have"
@@ -92,7 +93,8 @@ def give_owner(conn: psycopg.Connection[Any], owner_id: str, limits: Limits) -> 
     return cur.rowcount
 
 
-def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
+def table_exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Whether the table ``name`` (schema-qualified) is there."""
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [name]).fetchone()
     return bool(row and row[0])
 

@@ -26,6 +26,7 @@ import orjson
 import psycopg
 
 from comsa_migrate.core.layout import FILE_FLAGS, JobSource
+from comsa_migrate.db.exported_jobs import STORED_FILES_OF
 from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_fault, set_limits
 from comsa_migrate.db.writes import BatchStopped
 from comsa_migrate.errors import FileStoreError
@@ -36,11 +37,6 @@ from comsa_migrate.file_store.registered import RegisteredObjects
 __all__ = ["ContentsNotStored", "check_file_store", "keep_contents", "store_on"]
 
 log = logging.getLogger(__name__)
-
-_STORED = (
-    "SELECT job_id::text, path, sha256, size, mtime_ns FROM comsa_migrate.stored_files"
-    " WHERE job_id = ANY(%s::uuid[])"
-)
 
 
 class ContentsNotStored(BatchStopped):
@@ -147,7 +143,7 @@ def _stored_rows(
 ) -> dict[tuple[str, str], _Row]:
     with conn.transaction():
         set_limits(conn, limits)
-        rows = conn.execute(_STORED, [job_ids]).fetchall()
+        rows = conn.execute(STORED_FILES_OF, [job_ids]).fetchall()
     return {(job_id, path): _Row(sha, size, mtime) for job_id, path, sha, size, mtime in rows}
 
 
