@@ -180,3 +180,25 @@ def test_the_payload_carries_the_columns_of_jobs_first_in_their_order() -> None:
 def _statements(path: Path) -> list[str]:
     code = "\n".join(line.split("--")[0] for line in path.read_text().splitlines())
     return [" ".join(s.split()) for s in code.split(";") if s.strip()]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        "jsonb_populate_record(NULL::public.jobs, '{}'::jsonb) AS r",  # incoming_content()
+        "public.jobs AS r",  # stored_content()
+    ],
+)
+def test_written_job_is_inlined_where_the_per_job_functions_call_it(
+    conn: psycopg.Connection[Any], rows: str
+) -> None:
+    """A call of written_job() that the planner does not inline is parsed and planned
+    again for each job: it took more time than the rest of a job's plan."""
+    plan = conn.execute(
+        f"EXPLAIN (VERBOSE, FORMAT JSON) SELECT comsa_migrate.written_job(r) FROM {rows}"
+    ).fetchone()
+    assert plan is not None
+    output = " ".join(plan[0][0]["Plan"]["Output"])
+
+    assert "jsonb_build_object" in output
+    assert "written_job" not in output
