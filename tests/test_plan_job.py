@@ -10,7 +10,7 @@ import orjson
 import psycopg
 import pytest
 
-from comsa_migrate.db.plans import plan_batch
+from comsa_migrate.db.plans import insert_plan, plan_batch
 from comsa_migrate.db.writes import apply_batch
 
 JOB = "00000000-0000-4000-8000-0000000000aa"
@@ -103,10 +103,8 @@ def test_the_reports_plan_of_a_job_with_no_row_is_the_servers(
 ) -> None:
     """The report plans a job with no `jobs` row without asking the server: every row of
     it inserted. The server's plan of the same job says the same."""
-    from comsa_migrate.report.plan import _insert_plan
-
     job = payload(logs=[LOG, LOG], files=[FILE])
 
     [planned] = plan_batch(conn, [job], force=False)
 
-    assert planned == _insert_plan(job)
+    assert planned == insert_plan(job)

@@ -473,3 +473,28 @@ def test_a_role_that_cannot_read_the_bookkeeping_is_one_line_and_exit_2(
     assert "permission denied for schema comsa_migrate" in result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert result.stdout == ""
+
+
+def test_a_database_whose_functions_are_older_counts_all_rows_of_an_update_and_says_so(
+    conn: psycopg.Connection[Any], sample_tree: Path
+) -> None:
+    """rewrites() is new in this version: until the next backfill applies it, the report
+    cannot tell which part of a job an update rewrites, and counts them all."""
+    _backfill(conn, sample_tree)
+    _edit_json_an_hour_ago(sample_tree, FAILED_JOB, status="completed")  # the row alone
+
+    exact = _report(conn, sample_tree)
+    conn.execute("DROP FUNCTION comsa_migrate.rewrites(jsonb, jsonb, text)")
+    conn.execute(
+        "UPDATE comsa_migrate.schema_repeatables SET checksum = 'older'"
+        " WHERE name = 'functions/30_plan_job.sql'"
+    )
+    older = _report(conn, sample_tree)
+
+    assert _actions(exact)[FAILED_JOB] == _actions(older)[FAILED_JOB] == "update"
+    assert exact.rows["jobs"]["update"] == older.rows["jobs"]["update"] == 1
+    assert exact.rows["job_logs"] == {"insert": 0, "update": 0, "delete": 0}
+    assert older.rows["job_logs"] == {"insert": 2, "update": 0, "delete": 2}
+    assert not any("functions are older" in note for note in exact.database.notes)
+    assert any("functions are older" in note for note in older.database.notes)
+    assert older.database.pending_migrations == ("functions/30_plan_job.sql",)

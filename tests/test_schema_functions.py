@@ -202,3 +202,14 @@ def test_written_job_is_inlined_where_the_per_job_functions_call_it(
 
     assert "jsonb_build_object" in output
     assert "written_job" not in output
+
+
+def test_which_part_of_a_job_a_write_rewrites_is_decided_in_rewrites_alone() -> None:
+    """apply_job() writes by rewrites(), and the report counts rows by it (db/plans.py)."""
+    comparison = re.compile(r"stored->'(job|logs|files|inputs)'\s*(<>|=|IS DISTINCT)")
+    sources = [*SCHEMA.glob("functions/*.sql"), *(SCHEMA.parent / "comsa_migrate").rglob("*.py")]
+
+    assert [path.name for path in sources if comparison.search(path.read_text())] == []
+    assert "comsa_migrate.rewrites(" in (SCHEMA / "functions" / "40_apply_job.sql").read_text()
+    plans = (SCHEMA.parent / "comsa_migrate" / "db" / "plans.py").read_text()
+    assert "comsa_migrate.rewrites(" in plans

@@ -23,6 +23,7 @@ __all__ = [
     "Repeatable",
     "migrate",
     "migrations",
+    "pending_functions",
     "pending_migrations",
     "repeatables",
 ]
@@ -159,7 +160,9 @@ def pending_migrations(conn: psycopg.Connection[Any]) -> list[Migration]:
     return [m for m in migrations() if m.version not in recorded]
 
 
-def _pending_repeatables(conn: psycopg.Connection[Any]) -> list[Repeatable]:
+def pending_functions(conn: psycopg.Connection[Any]) -> list[Repeatable]:
+    """Function files new or changed since the database's were applied, without changing
+    anything (safe in a read-only transaction)."""
     recorded: dict[str, str] = {}
     if conn.execute(_REPEATABLES_EXIST).fetchone() == (True,):
         rows = conn.execute("SELECT name, checksum FROM comsa_migrate.schema_repeatables")
@@ -180,7 +183,7 @@ def migrate(conn: psycopg.Connection[Any]) -> MigrationResult:
     with conn.transaction():
         set_limits(conn, DEFAULT_LIMITS)  # a role's limits never cut a migration short
         pending = [m.file_name for m in _pending(_recorded(conn))]
-        pending += [r.name for r in _pending_repeatables(conn)]
+        pending += [r.name for r in pending_functions(conn)]
     if not pending:
         return MigrationResult((), ())
     try:
@@ -212,7 +215,7 @@ def _apply_repeatables(conn: psycopg.Connection[Any], *, everything: bool) -> li
     after a numbered migration, so that the functions meet the tables as they are now)."""
     if conn.execute(_REPEATABLES_EXIST).fetchone() != (True,):
         conn.execute(_BOOTSTRAP_REPEATABLES)
-    due = repeatables() if everything else _pending_repeatables(conn)
+    due = repeatables() if everything else pending_functions(conn)
     for repeatable in due:
         _run(conn, repeatable.name, repeatable.sql)
         conn.execute(

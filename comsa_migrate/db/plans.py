@@ -6,27 +6,25 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import psycopg
 
 from comsa_migrate.core.plan import Plan
 from comsa_migrate.errors import first_line
 
-__all__ = ["plan_batch"]
+__all__ = ["insert_plan", "plan_batch"]
 
 log = logging.getLogger(__name__)
 
 
-# apply_job() rewrites a part (the job row, its logs, its files) only when it differs;
-# logs and files are replaced whole: every stored row deleted, every incoming row inserted.
+# Whether a part of the job is rewritten is the rule of rewrites(), by which apply_job()
+# writes; a database whose functions are older has no rewrites(), and every part counts.
 _PLAN_BATCH = """
 SELECT p.action,
        p.stored IS NULL,
-       p.action IN ('insert', 'update')
-           AND (p.stored IS NULL OR p.stored->'job' <> p.incoming->'job'),
-       p.action IN ('insert', 'update')
-           AND (p.stored IS NULL OR p.stored->'logs' <> p.incoming->'logs'),
-       p.action IN ('insert', 'update')
-           AND (p.stored IS NULL OR p.stored->'files' <> p.incoming->'files'),
+       p.action IN ('insert', 'update') AND {job},
+       p.action IN ('insert', 'update') AND {logs},
+       p.action IN ('insert', 'update') AND {files},
        COALESCE(jsonb_array_length(p.stored->'logs'), 0),
        jsonb_array_length(p.incoming->'logs'),
        COALESCE(jsonb_array_length(p.stored->'files'), 0),
@@ -42,38 +40,58 @@ CROSS JOIN LATERAL (
     FROM jsonb_array_elements(COALESCE(p.incoming->'inputs', '[]')) AS i(v)
     FULL JOIN jsonb_array_elements(COALESCE(p.stored->'inputs', '[]')) AS s(v)
         ON s.v->>0 = i.v->>0
-    WHERE p.action IN ('insert', 'update') AND p.incoming ? 'inputs'
+    WHERE p.action IN ('insert', 'update') AND p.incoming ? 'inputs' AND {inputs}
 ) AS inputs
 ORDER BY e.n
 """
+_PARTS = ("job", "logs", "files", "inputs")
+_EXACT = _PLAN_BATCH.format_map(
+    {part: f"comsa_migrate.rewrites(p.stored, p.incoming, '{part}')" for part in _PARTS}
+)
+_UPPER_BOUND = _PLAN_BATCH.format_map(dict.fromkeys(_PARTS, "true"))
+_QUERIES = {True: _EXACT.encode(), False: _UPPER_BOUND.encode()}
 
 
 def plan_batch(
-    conn: psycopg.Connection[Any], payloads: Sequence[bytes], *, force: bool
+    conn: psycopg.Connection[Any], payloads: Sequence[bytes], *, force: bool, exact: bool = True
 ) -> list[Plan]:
     """What apply_batch() would do with these jobs, read-only, in one round trip.
 
     A job the database cannot even plan (a value its row type refuses) is an "error",
     as apply_batch() would report it; the others are planned one by one around it.
+    Without ``exact`` (a database whose functions have no rewrites() yet) every part of
+    an insert or an update counts as rewritten: an upper bound of the rows written.
     """
+    query = _QUERIES[exact]
     try:
         with conn.transaction():
-            return _plan_rows(conn, payloads, force)
+            return _plan_rows(conn, query, payloads, force)
     except psycopg.DataError:
         log.info("a job of this batch cannot be planned; planning the batch job by job")
     plans: list[Plan] = []
     for payload in payloads:
         try:
             with conn.transaction():
-                plans.extend(_plan_rows(conn, [payload], force))
+                plans.extend(_plan_rows(conn, query, [payload], force))
         except psycopg.DataError as exc:
             plans.append(Plan("error", {}, first_line(exc)))
     return plans
 
 
-def _plan_rows(conn: psycopg.Connection[Any], payloads: Sequence[bytes], force: bool) -> list[Plan]:
+def insert_plan(payload: bytes) -> Plan:
+    """What apply_batch() does with a job that has no rows yet, known without asking: by
+    rewrites(), every part written (its row, every log line, every file, every upload it
+    carries for job_input_files, which holds none of a job with no row)."""
+    job = orjson.loads(payload)
+    logs, files, inputs = len(job["logs"]), len(job["files"]), len(job.get("inputs", ()))
+    return _plan("insert", True, True, True, True, 0, logs, 0, files, inputs, 0, 0)
+
+
+def _plan_rows(
+    conn: psycopg.Connection[Any], query: bytes, payloads: Sequence[bytes], force: bool
+) -> list[Plan]:
     batch = b"[" + b",".join(payloads) + b"]"
-    rows = conn.execute(_PLAN_BATCH, [batch.decode(), force]).fetchall()
+    rows = conn.execute(query, [batch.decode(), force]).fetchall()
     return [_plan(*row) for row in rows]
 
 

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import orjson
 import psycopg
 
 from comsa_migrate.core import tree
@@ -20,8 +19,8 @@ from comsa_migrate.core.layout import JobSource, ScanItem
 from comsa_migrate.core.normalise import parse_job
 from comsa_migrate.core.plan import Batch, Outcome, Plan
 from comsa_migrate.db.faults import set_limits
-from comsa_migrate.db.migrations import APP_TABLES, pending_migrations
-from comsa_migrate.db.plans import plan_batch
+from comsa_migrate.db.migrations import APP_TABLES, pending_functions, pending_migrations
+from comsa_migrate.db.plans import insert_plan, plan_batch
 from comsa_migrate.errors import DatabaseUnavailable, first_line
 from comsa_migrate.observer import TABLES, JobResult, Observer, Observers
 from comsa_migrate.pipeline.options import BackfillOptions
@@ -86,7 +85,12 @@ def _plan_with_database(
     planner_present = _exists(
         conn, "SELECT to_regprocedure(%s)", "comsa_migrate.plan_job(jsonb,boolean)"
     )
+    rewrites_present = _exists(
+        conn, "SELECT to_regprocedure(%s)", "comsa_migrate.rewrites(jsonb,jsonb,text)"
+    )
     pending = tuple(m.file_name for m in pending_migrations(conn))
+    if planner_present:
+        pending += tuple(f.name for f in pending_functions(conn))
     notes: list[str] = []
     if pending:
         notes.append("the next backfill first applies " + ", ".join(pending))
@@ -116,7 +120,12 @@ def _plan_with_database(
         if not run.interrupted:
             check_drift(conn, run.drift_input(), with_state=False)
         return Database("database", target, tuple(notes), pending)
-    run.plan(conn, _Planner(conn, run.options.write.force), stop)
+    if not rewrites_present:
+        notes.append(
+            "this database's functions are older than comsa-migrate's: until the next "
+            "backfill replaces them, all the rows of a job it would update are counted"
+        )
+    run.plan(conn, _Planner(conn, run.options.write.force, rewrites_present), stop)
     if not run.interrupted:
         check_drift(conn, run.drift_input(), with_state=True)
     return Database("database", target, tuple(notes), pending)
@@ -279,15 +288,17 @@ class _Planner:
     which keeps a report on a fresh database well under the time of the backfill.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], force: bool) -> None:
-        self.conn, self.force = conn, force
+    def __init__(self, conn: psycopg.Connection[Any], force: bool, exact: bool) -> None:
+        self.conn, self.force, self.exact = conn, force, exact
 
     def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[Plan]:
         existing = _existing(self.conn, sources)
         stored = [p for s, p in zip(sources, payloads, strict=True) if s.job_id in existing]
-        planned = iter(plan_batch(self.conn, stored, force=self.force) if stored else [])
+        planned = iter(
+            plan_batch(self.conn, stored, force=self.force, exact=self.exact) if stored else []
+        )
         return [
-            next(planned) if source.job_id in existing else _insert_plan(payload)
+            next(planned) if source.job_id in existing else insert_plan(payload)
             for source, payload in zip(sources, payloads, strict=True)
         ]
 
@@ -303,7 +314,7 @@ class _AllInsert:
     """An empty database: the backfill creates the tables and inserts every job."""
 
     def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[Plan]:
-        return [_insert_plan(payload) for payload in payloads]
+        return [insert_plan(payload) for payload in payloads]
 
 
 class _Conservative:
@@ -319,7 +330,7 @@ class _Conservative:
     def __call__(self, sources: list[JobSource], payloads: list[bytes]) -> list[Plan]:
         existing = _existing(self.conn, sources)
         return [
-            _insert_plan(payload)
+            insert_plan(payload)
             if source.job_id not in existing
             else Plan("update" if self.force else "conflict", {})
             for source, payload in zip(sources, payloads, strict=True)
@@ -333,18 +344,3 @@ def _existing(conn: psycopg.Connection[Any], sources: list[JobSource]) -> set[st
         [[s.job_id for s in sources]],
     ).fetchall()
     return {job_id for (job_id,) in rows}
-
-
-def _insert_plan(payload: bytes) -> Plan:
-    """What apply_job() writes for a job with no row: its row, every log line, every file,
-    and every upload it carries for job_input_files (a job with no row has none there)."""
-    job = orjson.loads(payload)
-    return Plan(
-        "insert",
-        {
-            "jobs": (1, 0, 0),
-            "job_logs": (len(job["logs"]), 0, 0),
-            "job_files": (len(job["files"]), 0, 0),
-            "job_input_files": (len(job.get("inputs", ())), 0, 0),
-        },
-    )

@@ -1,3 +1,14 @@
+-- Whether writing a job rewrites one part of it ('job', 'logs', 'files' or 'inputs', as
+-- plan_job() gives them): a part is written when the job has no rows yet, or when it
+-- differs from what is stored; logs and files are then replaced whole. The one place of
+-- this rule: apply_job() writes by it, and the report counts the rows it would write by
+-- it (db/plans.py). A plain expression, which the planner inlines.
+CREATE OR REPLACE FUNCTION comsa_migrate.rewrites(stored jsonb, incoming jsonb, part text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT stored IS NULL OR stored->part IS DISTINCT FROM incoming->part
+$$;
+
 -- What writing `job` would do: insert, update, unchanged or conflict. The one place where
 -- the never-clobber rule lives; the backfill, the report and the daemon use it. The rule
 -- reads the rows of jobs, job_logs and job_files (as stored_content() gives them), not
@@ -31,10 +42,11 @@ BEGIN
         IF stored IS NOT NULL THEN
             stored := stored || jsonb_build_object(
                 'inputs', comsa_migrate.stored_inputs((job->>'id')::uuid));
-            IF action = 'unchanged' AND stored->'inputs' <> incoming->'inputs' THEN
+            IF action = 'unchanged' AND comsa_migrate.rewrites(stored, incoming, 'inputs') THEN
                 action := 'update';
             END IF;
         END IF;
     END IF;
 END
 $$;
+

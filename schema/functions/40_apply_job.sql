@@ -26,7 +26,7 @@ $$;
 --  "owned": n}.
 -- The job's advisory lock comes first: a second writer of the same job waits for the
 -- first to commit, then plans against what the first wrote. A part (the job row, its
--- logs, its files, its uploads) is rewritten only when it differs; logs and files are
+-- logs, its files, its uploads) is written by the rule of rewrites(); logs and files are
 -- replaced whole. The digest covers what stored_content() gives (never the uploads); a
 -- job's uploads are made equal to "inputs" in job_input_files, upserted on
 -- (job_id, filename) as the dashboard does (an upload that came in chunks is joined only
@@ -49,7 +49,7 @@ BEGIN
     -- made before the lock was granted
     plan := comsa_migrate.plan_job(job, force);
     IF plan.action IN ('insert', 'update') THEN
-        IF plan.stored IS NULL OR plan.stored->'job' <> plan.incoming->'job' THEN
+        IF comsa_migrate.rewrites(plan.stored, plan.incoming, 'job') THEN
             INSERT INTO public.jobs
             SELECT r.* FROM jsonb_populate_record(NULL::public.jobs, job) AS r
             ON CONFLICT (id) DO UPDATE SET
@@ -62,7 +62,7 @@ BEGIN
                 input_file_path = EXCLUDED.input_file_path;
             n_jobs := 1;
         END IF;
-        IF plan.stored IS NULL OR plan.stored->'logs' <> plan.incoming->'logs' THEN
+        IF comsa_migrate.rewrites(plan.stored, plan.incoming, 'logs') THEN
             IF plan.stored IS NOT NULL THEN
                 DELETE FROM public.job_logs l WHERE l.job_id = v_job_id;
             END IF;
@@ -71,7 +71,7 @@ BEGIN
             FROM jsonb_array_elements(job->'logs') WITH ORDINALITY AS e(v, n) ORDER BY e.n;
             GET DIAGNOSTICS n_logs = ROW_COUNT;
         END IF;
-        IF plan.stored IS NULL OR plan.stored->'files' <> plan.incoming->'files' THEN
+        IF comsa_migrate.rewrites(plan.stored, plan.incoming, 'files') THEN
             IF plan.stored IS NOT NULL THEN
                 DELETE FROM public.job_files f WHERE f.job_id = v_job_id;
             END IF;
@@ -82,8 +82,7 @@ BEGIN
             FROM jsonb_array_elements(job->'files') AS e(v);
             GET DIAGNOSTICS n_files = ROW_COUNT;
         END IF;
-        IF job ? 'inputs' AND (plan.stored IS NULL
-                               OR plan.stored->'inputs' <> plan.incoming->'inputs') THEN
+        IF job ? 'inputs' AND comsa_migrate.rewrites(plan.stored, plan.incoming, 'inputs') THEN
             -- job_input_files is the dashboard's table, and may come after this function:
             -- these statements run only for a job that carries "inputs", given only when
             -- the table exists
