@@ -57,6 +57,10 @@ CODES: dict[str, tuple[Severity, str]] = {
     ),
     "job_json_failed": (ERR, "the job's legacy JSON could not be made from its row; not written"),
     "input_not_base64": (ERR, "a job_input_files content is not valid base64; not written"),
+    "input_unreadable": (
+        ERR,
+        "a job_input_files content could not be read (refused, or deleted meanwhile)",
+    ),
     # warnings: written (or left alone) but worth a look
     "missing_id": (WARN, "no `id` field; the file name was used"),
     "created_at_from_mtime": (WARN, "no `created_at`; the file's modification time was used"),

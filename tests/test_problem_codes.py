@@ -78,6 +78,7 @@ TREE_WRITING_CODES = {
     "store_read_failed": ERROR,
     "job_json_failed": ERROR,
     "input_not_base64": ERROR,
+    "input_unreadable": ERROR,
     "output_not_stored": WARNING,
     "original_unreadable": WARNING,
     "original_not_stored": WARNING,

@@ -4,6 +4,7 @@ with one line, the summary and exit 4; a job whose JSON cannot be made is that j
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,58 @@ def test_an_upload_that_is_not_valid_base64_is_that_files_error_and_never_other_
     uploads = tmp_path / "data" / "uploads" / JOB
     assert not (uploads / "odd.csv").exists() and not (uploads / "short.csv").exists()
     assert (uploads / "wrapped.csv").read_bytes() == b"ID,q1\n1,y\n"
+
+
+def _input_files(dsn: str, rows: list[tuple[str, str, str]]) -> None:
+    from comsa_migrate.db.migrations import create_input_files_table
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        create_input_files_table(conn)
+        conn.execute("DELETE FROM job_input_files")
+        conn.cursor().executemany(
+            "INSERT INTO job_input_files (job_id, filename, content_b64) VALUES (%s, %s, %s)", rows
+        )
+
+
+def test_uploads_over_the_batchs_budget_are_read_one_at_a_time_and_written_the_same(
+    stored: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch brings the base64 of its small uploads up to a budget; the others are read
+    by the writer threads, one at a time, so memory does not grow with the uploads."""
+    from comsa_migrate.db import exported_jobs
+
+    small = {f"small{n}.csv": bytes([n]) * 1000 for n in range(6)}
+    uploads = {**small, "big.csv": BIG}
+    _input_files(stored, [(JOB, name, base64.b64encode(b).decode()) for name, b in uploads.items()])
+    monkeypatch.setattr(exported_jobs, "BATCH_CONTENT_BUDGET", 3 * 1400)
+    with psycopg.connect(stored, autocommit=True) as conn:
+        [batch] = list(exported_jobs.export_batches(conn, exported_jobs.JobSelection((JOB,))))
+
+    with_batch = {name for name, content in batch.inputs[JOB] if content is not None}
+    assert with_batch == {"small0.csv", "small1.csv", "small2.csv"}  # big.csv: over SMALL_CONTENT
+    result = run("export", tmp_path / "data", "--dsn", stored, "-q")
+    assert result.exit_code == 0, result.output
+    for name, content in uploads.items():
+        assert (tmp_path / "data" / "uploads" / JOB / name).read_bytes() == content
+
+
+def test_an_upload_deleted_before_its_writer_reads_it_is_that_files_error(
+    stored: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import comsa_migrate.export as export_module
+
+    _input_files(stored, [(JOB, "big.csv", base64.b64encode(BIG).decode())])
+    real = export_module.read_input_file
+
+    def deleted_first(conn: psycopg.Connection[Any], job_id: str, filename: str) -> str:
+        with psycopg.connect(stored, autocommit=True) as dashboard:
+            dashboard.execute("DELETE FROM job_input_files WHERE filename = %s", [filename])
+        return real(conn, job_id, filename)
+
+    monkeypatch.setattr(export_module, "read_input_file", deleted_first)
+    result = run("export", tmp_path / "data", "--dsn", stored, "-q")
+
+    assert result.exit_code == 1, result.output
+    assert f"input_unreadable  uploads/{JOB}/big.csv" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "data" / "uploads" / JOB / "big.csv").exists()

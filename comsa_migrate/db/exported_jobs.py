@@ -36,6 +36,7 @@ __all__ = [
     "count_stored_files",
     "export_batches",
     "guarded_read",
+    "read_input_file",
     "stop_reason",
     "job_ids",
     "require_file_store",
@@ -71,7 +72,8 @@ class ExportBatch:
 
     jobs: list[JobRow]
     stored: dict[str, list[StoredFile]]  # by job id
-    inputs: dict[str, list[tuple[str, str]]]  # job_input_files not stored: (filename, b64)
+    #: job_input_files not stored: (filename, base64, or None to be read by read_input_file())
+    inputs: dict[str, list[tuple[str, str | None]]]
     outputs: dict[str, list[str]]  # job_files output paths, as the rows hold them
     migrated: frozenset[str] = frozenset()  # ids of the jobs a backfill wrote from a JSON
 
@@ -166,15 +168,26 @@ _OUTPUTS = (
 )
 #: the jobs written from a legacy JSON (by a backfill or the daemon), not by the dashboard
 _MIGRATED = "SELECT job_id::text FROM comsa_migrate.job_state WHERE job_id = ANY(%s::uuid[])"
-#: the dashboard's copies of uploads, for the ones the file store does not hold
+#: the dashboard's copies of uploads, for the ones the file store does not hold: the base64
+#: of each comes with its batch while it is small and the batch's stay under a budget;
+#: the others (NULL here) are read one at a time by a writer thread (read_input_file())
 _INPUTS = """
-SELECT i.job_id::text, i.filename, i.content_b64 FROM public.job_input_files i
-WHERE i.job_id = ANY(%s::uuid[])
-  AND NOT EXISTS (SELECT FROM comsa_migrate.stored_files s
-                  WHERE s.job_id = i.job_id
-                    AND s.path = 'uploads/' || i.job_id::text || '/' || i.filename)
-ORDER BY i.job_id, i.filename
+SELECT job_id, filename,
+       CASE WHEN small AND sum(CASE WHEN small THEN size ELSE 0 END)
+                           OVER (ORDER BY job_id, filename) <= %(budget)s
+            THEN content_b64 END
+FROM (SELECT i.job_id::text AS job_id, i.filename, i.content_b64,
+             octet_length(i.content_b64) AS size,
+             octet_length(i.content_b64) <= %(small)s AS small
+      FROM public.job_input_files i
+      WHERE i.job_id = ANY(%(ids)s::uuid[])
+        AND NOT EXISTS (SELECT FROM comsa_migrate.stored_files s
+                        WHERE s.job_id = i.job_id
+                          AND s.path = 'uploads/' || i.job_id::text || '/' || i.filename)
+     ) AS i
+ORDER BY job_id, filename
 """
+_INPUT = "SELECT content_b64 FROM public.job_input_files WHERE job_id = %s AND filename = %s"
 
 
 def export_batches(
@@ -204,7 +217,7 @@ def export_batches(
             job_id: [path for (path,) in found]
             for job_id, found in _grouped(conn, _OUTPUTS, ids).items()
         }
-        inputs = _grouped(conn, _INPUTS, ids) if has_inputs else {}
+        inputs = _inputs(conn, ids) if has_inputs else {}
         jobs = [_job_row(row, logs.get(row[0], [])) for row in rows]
         migrated = frozenset(job_id for (job_id,) in conn.execute(_MIGRATED, [ids]))
         yield ExportBatch(jobs, stored, inputs, outputs, migrated)
@@ -220,8 +233,9 @@ def count_jobs(conn: psycopg.Connection[Any], selection: JobSelection) -> int:
     return int(row[0]) if row else 0
 
 
-#: contents of the `db` store read with their batch, one chunk each, in one query: below
-#: this size each, and this much a batch (the rest is streamed by the writer threads)
+#: contents read with their batch (the `db` store's, one chunk each, and the base64 of
+#: job_input_files), each kind in one query: below this size each, and this much a batch
+#: (the rest is read by the writer threads, one file at a time)
 SMALL_CONTENT = 256 << 10
 BATCH_CONTENT_BUDGET = 32 << 20
 
@@ -285,6 +299,32 @@ def _job_row(row: tuple[Any, ...], logs: list[tuple[Any, ...]]) -> JobRow:
         input_file_path,
         entries,
     )
+
+
+def _inputs(conn: psycopg.Connection[Any], ids: list[str]) -> dict[str, list[tuple[str, Any]]]:
+    params = {"ids": ids, "small": SMALL_CONTENT, "budget": BATCH_CONTENT_BUDGET}
+    found: dict[str, list[tuple[str, Any]]] = defaultdict(list)
+    for job_id, filename, content_b64 in conn.execute(_INPUTS, params).fetchall():
+        found[job_id].append((filename, content_b64))
+    return found
+
+
+def read_input_file(conn: psycopg.Connection[Any], job_id: str, filename: str) -> str:
+    """The base64 job_input_files holds for an upload that did not come with its batch;
+    NotWritten if it cannot be read (gone since, or refused), RunFault if the database
+    went away."""
+    path = f"uploads/{job_id}/{filename}"
+    try:
+        row = conn.execute(_INPUT, [job_id, filename]).fetchone()
+    except psycopg.Error as exc:
+        if _lost(exc):
+            raise RunFault(f"the database went away: {first_line(exc)}") from None
+        message = f"job_input_files could not be read: {first_line(exc)}; not written"
+        raise NotWritten("input_unreadable", message, job_id, path) from None
+    if row is None:
+        message = "its job_input_files row was deleted while the export ran; not written"
+        raise NotWritten("input_unreadable", message, job_id, path)
+    return str(row[0])
 
 
 def _grouped(

@@ -44,11 +44,12 @@ from comsa_migrate.db.exported_jobs import (
     count_jobs,
     export_batches,
     guarded_read,
+    read_input_file,
     small_contents,
     stop_reason,
 )
 from comsa_migrate.errors import RunStopped
-from comsa_migrate.file_store.per_thread import StorePerThread
+from comsa_migrate.file_store.per_thread import PerThread, StorePerThread
 from comsa_migrate.problems import Problem
 
 __all__ = ["ExportOptions", "count_jobs", "export"]
@@ -81,6 +82,7 @@ def export(
     run: RunStopped, with the summary of what was written (and synced) until then."""
     started = time.monotonic()
     stores = StorePerThread(options.store_url, connect)
+    readers = PerThread(connect)  # for the uploads that do not come with their batch
     summary = TreeSummary(str(options.data_dir), stores.url, options.write.dry_run)
     writer = TreeWriter(options.data_dir, options.write)
 
@@ -91,7 +93,7 @@ def export(
                 known = small_contents(conn, [f for fs in batch.stored.values() for f in fs])
             for job in batch.jobs:
                 summary.jobs += 1
-                yield from _files_of(job, batch, options, stores, summary, known)
+                yield from _files_of(job, batch, options, stores, readers, summary, known)
 
     def told(outcome: FileOutcome) -> None:
         summary.on_file(outcome)
@@ -105,6 +107,7 @@ def export(
         raise RunStopped(stop_reason(exc), summary) from None
     finally:
         stores.close()
+        readers.close()
     summary.interrupted = not finished
     summary.elapsed = time.monotonic() - started
     log.info("export into %s: %s", options.data_dir, summary.totals())
@@ -116,6 +119,7 @@ def _files_of(
     batch: ExportBatch,
     options: ExportOptions,
     stores: StorePerThread,
+    readers: PerThread[psycopg.Connection[Any]],
     summary: TreeSummary,
     known: dict[str, bytes],
 ) -> Iterator[WriteItem]:
@@ -135,21 +139,10 @@ def _files_of(
         at_hand = item.sha256 in known
         yield TreeFile(item.path, job.id, item.sha256, item.size, item.mtime_ns, read, (), at_hand)
     for name, content_b64 in batch.inputs.get(job.id, []):
-        path = f"{UPLOADS}/{job.id}/{name}"
-        try:
-            content = _decoded(content_b64)
-        except (binascii.Error, ValueError) as exc:
-            yield LaterFile(functools.partial(_not_base64, job.id, path, exc), at_hand=True)
-            continue
-        yield TreeFile(
-            path,
-            job.id,
-            hashlib.sha256(content).hexdigest(),
-            len(content),
-            None,
-            functools.partial(iter, (content,)),
-            at_hand=True,
-        )
+        if content_b64 is None:  # a large one: read by the writer thread, when it writes it
+            yield LaterFile(functools.partial(_read_upload, job.id, name, readers))
+        else:
+            yield LaterFile(functools.partial(_upload, job.id, name, content_b64), at_hand=True)
     paths = {item.path for item in files}
     for path in batch.outputs.get(job.id, []):
         relative = (
@@ -167,6 +160,22 @@ def _files_of(
             )
 
 
+def _read_upload(job_id: str, name: str, readers: PerThread[psycopg.Connection[Any]]) -> TreeFile:
+    return _upload(job_id, name, read_input_file(readers.get(), job_id, name))
+
+
+def _upload(job_id: str, name: str, content_b64: str) -> TreeFile:
+    """An upload of job_input_files as the file to write; NotWritten if it is not base64."""
+    path = f"{UPLOADS}/{job_id}/{name}"
+    try:
+        content = _decoded(content_b64)
+    except (binascii.Error, ValueError) as exc:
+        message = f"job_input_files holds no valid base64 for it ({exc}); not written"
+        raise NotWritten("input_not_base64", message, job_id, path) from None
+    digest = hashlib.sha256(content).hexdigest()
+    return TreeFile(path, job_id, digest, len(content), None, functools.partial(iter, (content,)))
+
+
 def _decoded(content_b64: str) -> bytes:
     """An upload's bytes; binascii.Error for a character that is not base64 (decoding
     without validate would drop it and write other bytes) or bad padding. Line breaks
@@ -174,11 +183,6 @@ def _decoded(content_b64: str) -> bytes:
     if "\n" in content_b64 or "\r" in content_b64:
         content_b64 = content_b64.replace("\r", "").replace("\n", "")
     return base64.b64decode(content_b64, validate=True)
-
-
-def _not_base64(job_id: str, path: str, exc: Exception) -> TreeFile:
-    message = f"job_input_files holds no valid base64 for it ({exc}); not written"
-    raise NotWritten("input_not_base64", message, job_id, path)
 
 
 def _reader(

@@ -1,44 +1,58 @@
-"""One file store per thread: a store reads on a connection (or client) of its own, which two
-threads must not share while one streams a content."""
+"""One of a thing per thread: a store reads on a connection (or client) of its own, and a
+connection serves one thread at a time, so threads that read get one each."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 
 from comsa_migrate.file_store import FileStore, open_file_store
 
-__all__ = ["StorePerThread"]
+__all__ = ["PerThread", "StorePerThread"]
 
 
-class StorePerThread:
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+T = TypeVar("T", bound=_Closable)
+
+
+class PerThread(Generic[T]):
+    """What ``make`` makes, made once in each thread that asks for it, and closed together."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._local = threading.local()
+        self._made: list[T] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        made: T | None = getattr(self._local, "made", None)
+        if made is None:
+            made = self._make()
+            self._local.made = made
+            with self._lock:
+                self._made.append(made)
+        return made
+
+    def close(self) -> None:
+        with self._lock:
+            made, self._made = self._made, []
+        for each in made:
+            each.close()
+
+
+class StorePerThread(PerThread[FileStore]):
     """The store ``url`` names, opened once in each thread that reads from it."""
 
     def __init__(self, url: str, connect: Callable[[], psycopg.Connection[Any]]) -> None:
+        super().__init__(lambda: open_file_store(url, connect))
         self.url = url
-        self._connect = connect
-        self._local = threading.local()
-        self._opened: list[FileStore] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> FileStore:
-        store: FileStore | None = getattr(self._local, "store", None)
-        if store is None:
-            store = open_file_store(self.url, self._connect)
-            self._local.store = store
-            with self._lock:
-                self._opened.append(store)
-        return store
 
     def read(self, sha256: str) -> Iterator[bytes]:
         """The content's chunks, read by this thread's store; KeyError if it is not held."""
         return self.get().read(sha256)
-
-    def close(self) -> None:
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for store in opened:
-            store.close()
