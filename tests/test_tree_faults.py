@@ -189,3 +189,26 @@ def test_an_upload_deleted_before_its_writer_reads_it_is_that_files_error(
     assert f"input_unreadable  uploads/{JOB}/big.csv" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "data" / "uploads" / JOB / "big.csv").exists()
+
+
+def test_no_connection_for_a_writer_thread_stops_the_export_with_its_summary(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    """The only file read by a writer thread here is a large upload of job_input_files: the
+    connection it cannot have is the database gone away (exit 4), not a crash."""
+    from comsa_migrate.errors import DatabaseUnavailable
+    from comsa_migrate.export import ExportOptions, export
+
+    assert run("backfill", sample_tree, "--dsn", dsn, "-q", "--file-store", "db").exit_code == 0
+    _input_files(dsn, [(JOB, "big.csv", base64.b64encode(BIG).decode())])
+
+    def no_connection() -> psycopg.Connection[Any]:
+        raise DatabaseUnavailable("connection refused")
+
+    with psycopg.connect(dsn, autocommit=True) as conn, pytest.raises(RunStopped) as stopped:
+        export(conn, ExportOptions(tmp_path / "data"), no_connection)
+
+    assert stopped.value.exit_code == 4
+    assert "the database went away: connection refused" in str(stopped.value)
+    assert stopped.value.summary.jobs >= 1
+    assert not (tmp_path / "data" / "uploads" / JOB / "big.csv").exists()

@@ -169,8 +169,9 @@ _OUTPUTS = (
 #: the jobs written from a legacy JSON (by a backfill or the daemon), not by the dashboard
 _MIGRATED = "SELECT job_id::text FROM comsa_migrate.job_state WHERE job_id = ANY(%s::uuid[])"
 #: the dashboard's copies of uploads, for the ones the file store does not hold: the base64
-#: of each comes with its batch while it is small and the batch's stay under a budget;
-#: the others (NULL here) are read one at a time by a writer thread (read_input_file())
+#: of the small ones comes with the batch, in order, until their running total passes the
+#: budget; the others (NULL here) are read one at a time by a writer thread
+#: (read_input_file())
 _INPUTS = """
 SELECT job_id, filename,
        CASE WHEN small AND sum(CASE WHEN small THEN size ELSE 0 END)
@@ -309,19 +310,21 @@ def _inputs(conn: psycopg.Connection[Any], ids: list[str]) -> dict[str, list[tup
     return found
 
 
-def read_input_file(conn: psycopg.Connection[Any], job_id: str, filename: str) -> str:
-    """The base64 job_input_files holds for an upload that did not come with its batch;
-    NotWritten if it cannot be read (gone since, or refused), RunFault if the database
-    went away."""
+def read_input_file(
+    connection: Callable[[], psycopg.Connection[Any]], job_id: str, filename: str
+) -> str:
+    """The base64 job_input_files holds for an upload that did not come with its batch, read
+    on ``connection()``; NotWritten if it cannot be read (gone since, or refused), RunFault
+    if the database went away (or no connection can be had)."""
     path = f"uploads/{job_id}/{filename}"
     try:
-        row = conn.execute(_INPUT, [job_id, filename]).fetchone()
-    except psycopg.Error as exc:
+        row = connection().execute(_INPUT, [job_id, filename]).fetchone()
+    except (DatabaseUnavailable, psycopg.Error) as exc:
         if _lost(exc):
             raise RunFault(f"the database went away: {first_line(exc)}") from None
         message = f"job_input_files could not be read: {first_line(exc)}; not written"
         raise NotWritten("input_unreadable", message, job_id, path) from None
-    if row is None:
+    if row is None or row[0] is None:
         message = "its job_input_files row was deleted while the export ran; not written"
         raise NotWritten("input_unreadable", message, job_id, path)
     return str(row[0])

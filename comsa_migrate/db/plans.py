@@ -49,7 +49,6 @@ _EXACT = _PLAN_BATCH.format_map(
     {part: f"comsa_migrate.rewrites(p.stored, p.incoming, '{part}')" for part in _PARTS}
 )
 _UPPER_BOUND = _PLAN_BATCH.format_map(dict.fromkeys(_PARTS, "true"))
-_QUERIES = {True: _EXACT.encode(), False: _UPPER_BOUND.encode()}
 
 
 def plan_batch(
@@ -62,7 +61,7 @@ def plan_batch(
     Without ``exact`` (a database whose functions have no rewrites() yet) every part of
     an insert or an update counts as rewritten: an upper bound of the rows written.
     """
-    query = _QUERIES[exact]
+    query = (_EXACT if exact else _UPPER_BOUND).encode()
     try:
         with conn.transaction():
             return _plan_rows(conn, query, payloads, force)

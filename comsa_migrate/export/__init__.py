@@ -81,8 +81,9 @@ def export(
     writer thread opens its own store with ``connect``. A database gone away stops the
     run: RunStopped, with the summary of what was written (and synced) until then."""
     started = time.monotonic()
-    stores = StorePerThread(options.store_url, connect)
-    readers = PerThread(connect)  # for the uploads that do not come with their batch
+    # one connection a writer thread, for its store (`db`) and the uploads it reads
+    connections = PerThread(connect)
+    stores = StorePerThread(options.store_url, connections.get)
     summary = TreeSummary(str(options.data_dir), stores.url, options.write.dry_run)
     writer = TreeWriter(options.data_dir, options.write)
 
@@ -93,7 +94,7 @@ def export(
                 known = small_contents(conn, [f for fs in batch.stored.values() for f in fs])
             for job in batch.jobs:
                 summary.jobs += 1
-                yield from _files_of(job, batch, options, stores, readers, summary, known)
+                yield from _files_of(job, batch, options, stores, connections, summary, known)
 
     def told(outcome: FileOutcome) -> None:
         summary.on_file(outcome)
@@ -106,8 +107,10 @@ def export(
         summary.elapsed = time.monotonic() - started
         raise RunStopped(stop_reason(exc), summary) from None
     finally:
-        stores.close()
-        readers.close()
+        try:
+            stores.close()
+        finally:
+            connections.close()
     summary.interrupted = not finished
     summary.elapsed = time.monotonic() - started
     log.info("export into %s: %s", options.data_dir, summary.totals())
@@ -119,7 +122,7 @@ def _files_of(
     batch: ExportBatch,
     options: ExportOptions,
     stores: StorePerThread,
-    readers: PerThread[psycopg.Connection[Any]],
+    connections: PerThread[psycopg.Connection[Any]],
     summary: TreeSummary,
     known: dict[str, bytes],
 ) -> Iterator[WriteItem]:
@@ -139,8 +142,8 @@ def _files_of(
         at_hand = item.sha256 in known
         yield TreeFile(item.path, job.id, item.sha256, item.size, item.mtime_ns, read, (), at_hand)
     for name, content_b64 in batch.inputs.get(job.id, []):
-        if content_b64 is None:  # a large one: read by the writer thread, when it writes it
-            yield LaterFile(functools.partial(_read_upload, job.id, name, readers))
+        if content_b64 is None:  # not with the batch: read by the thread that writes it
+            yield LaterFile(functools.partial(_read_upload, job.id, name, connections.get))
         else:
             yield LaterFile(functools.partial(_upload, job.id, name, content_b64), at_hand=True)
     paths = {item.path for item in files}
@@ -160,8 +163,10 @@ def _files_of(
             )
 
 
-def _read_upload(job_id: str, name: str, readers: PerThread[psycopg.Connection[Any]]) -> TreeFile:
-    return _upload(job_id, name, read_input_file(readers.get(), job_id, name))
+def _read_upload(
+    job_id: str, name: str, connection: Callable[[], psycopg.Connection[Any]]
+) -> TreeFile:
+    return _upload(job_id, name, read_input_file(connection, job_id, name))
 
 
 def _upload(job_id: str, name: str, content_b64: str) -> TreeFile:

@@ -3,6 +3,7 @@ connection serves one thread at a time, so threads that read get one each."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
@@ -40,10 +41,12 @@ class PerThread(Generic[T]):
         return made
 
     def close(self) -> None:
+        """Close each, all of them even if one fails (its error is raised after)."""
         with self._lock:
             made, self._made = self._made, []
-        for each in made:
-            each.close()
+        with contextlib.ExitStack() as closing:
+            for each in made:
+                closing.callback(each.close)
 
 
 class StorePerThread(PerThread[FileStore]):

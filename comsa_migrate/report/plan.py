@@ -19,7 +19,12 @@ from comsa_migrate.core.layout import JobSource, ScanItem
 from comsa_migrate.core.normalise import parse_job
 from comsa_migrate.core.plan import Batch, Outcome, Plan
 from comsa_migrate.db.faults import set_limits
-from comsa_migrate.db.migrations import APP_TABLES, pending_functions, pending_migrations
+from comsa_migrate.db.migrations import (
+    APP_TABLES,
+    pending_functions,
+    pending_migrations,
+    repeatables,
+)
 from comsa_migrate.db.plans import insert_plan, plan_batch
 from comsa_migrate.errors import DatabaseUnavailable, first_line
 from comsa_migrate.observer import TABLES, JobResult, Observer, Observers
@@ -89,8 +94,9 @@ def _plan_with_database(
         conn, "SELECT to_regprocedure(%s)", "comsa_migrate.rewrites(jsonb,jsonb,text)"
     )
     pending = tuple(m.file_name for m in pending_migrations(conn))
-    if planner_present:
-        pending += tuple(f.name for f in pending_functions(conn))
+    if planner_present:  # after a numbered migration, every function file is applied again
+        functions = repeatables() if pending else pending_functions(conn)
+        pending += tuple(f.name for f in functions)
     notes: list[str] = []
     if pending:
         notes.append("the next backfill first applies " + ", ".join(pending))

@@ -8,9 +8,9 @@
 -- added later (user_id, from its 002_users) is the dashboard's, never a change. Named one
 -- by one, in a plain expression that the planner inlines: no per-key loop for each job.
 -- It is inlined only where it is declared no less volatile than its body (STABLE: the
--- conversion of times to JSON is), and given a row that costs nothing to repeat (a row of
--- FROM, not a call: its argument is named fourteen times). A call that is not inlined
--- is parsed and planned again each time, which cost more than the rest of the job's plan.
+-- conversion of times to JSON is); a call that is not inlined is parsed and planned again
+-- each time, which cost more than the rest of the job's plan. It is given a row of FROM:
+-- given a call, it is inlined with that call written once for each of its columns.
 CREATE OR REPLACE FUNCTION comsa_migrate.written_job(r public.jobs) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(

@@ -49,4 +49,3 @@ BEGIN
     END IF;
 END
 $$;
-
