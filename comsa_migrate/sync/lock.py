@@ -12,12 +12,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from comsa_migrate.errors import LockHeld
+from comsa_migrate.sync import processes
 
 __all__ = [
     "LEASE_TTL_S",
@@ -96,15 +96,16 @@ class Process:
     @classmethod
     def this_one(cls) -> Process:
         pid = os.getpid()
-        return cls(uuid.uuid4(), socket.gethostname(), pid, _start_ticks(pid), _host_scope())
+        started, scope = processes.start_ticks(pid), processes.host_scope()
+        return cls(uuid.uuid4(), socket.gethostname(), pid, started, scope)
 
     def gone(self) -> bool:
         """True only when this process is known to have ended: it ran where this one runs
         (same boot, same pid namespace) and its pid is free, a zombie, or another process's."""
-        if self.host_scope is None or self.host_scope != _host_scope():
+        if self.host_scope is None or self.host_scope != processes.host_scope():
             return False
         try:
-            return _start_ticks(self.pid) != self.pid_start
+            return processes.start_ticks(self.pid) != self.pid_start
         except PermissionError:  # /proc hides other users' processes: cannot tell
             return False
 
@@ -183,8 +184,8 @@ def lease_holders(conn: psycopg.Connection[Any]) -> set[tuple[str, str, int]]:
         " FROM comsa_migrate.daemon_leases WHERE expires_at > now()"
     ).fetchall()
     held = set()
-    for name, token, hostname, pid, pid_start, host_scope in rows:
-        if not Process(token, hostname, pid, pid_start, host_scope).gone():
+    for name, token, hostname, pid, pid_start, scope in rows:
+        if not Process(token, hostname, pid, pid_start, scope).gone():
             held.add((name, hostname, int(pid)))
     return held
 
@@ -260,30 +261,3 @@ class LeaseKeeper:
             if not self._stopping.is_set():
                 self._on_lost()
             return
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks after boot; None when no live process has it
-    (or /proc cannot tell). Raises PermissionError when /proc hides it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except PermissionError:
-        raise
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
-    if fields[0] in ("Z", "X"):  # a zombie is gone, its parent just has not reaped it
-        return None
-    return int(fields[19])
-
-
-def _host_scope() -> str | None:
-    """What a pid means one process within: this boot of this machine, this pid namespace."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
-    return f"boot {boot}, pid namespace {namespace}"

@@ -3,17 +3,16 @@ writes it out for `comsa-migrate status`)."""
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
 
 from comsa_migrate.sync.lock import earlier_version_holder, lease_holders
+from comsa_migrate.sync.processes import exists
 
 __all__ = ["SILENT_AFTER_S", "DaemonStatus", "Liveness", "ProblemRow", "Status", "read_status"]
 
@@ -127,29 +126,13 @@ def _liveness(
     )
     silent = row["heartbeat_age_s"] > SILENT_AFTER_S
     here = row["hostname"] == socket.gethostname()
-    if here and not (locked and not silent) and not _process_exists(row["pid"]):
+    if here and not (locked and not silent) and not exists(row["pid"]):
         return "gone"
     if not locked:
         return "unlocked"
     if silent and not here:
         return "silent"
     return "running"
-
-
-def _process_exists(pid: int) -> bool:
-    """Whether a process of this id lives on this host; a zombie (killed, not yet reaped
-    by its parent) does not count."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # no /proc here, or the process ended meanwhile: as kill() said
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _lease_holders(conn: psycopg.Connection[Any]) -> set[tuple[str, str, int]]:
