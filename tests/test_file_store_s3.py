@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,14 @@ def test_a_store_failing_mid_run_stops_it_with_nothing_half_written(
 
 
 def test_the_daemon_waits_out_a_failing_store_and_keeps_the_files_once_it_is_back(
-    dsn: str, data: Path, s3_env: S3Server, monkeypatch: pytest.MonkeyPatch
+    dsn: str,
+    data: Path,
+    s3_env: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The store's outage is its own: logged once as the store's, once over, and the
+    database session (its lease, its registration) is kept meanwhile."""
     bucket = _bucket(s3_env)
     real_put = ObjectStore.put
     failures: list[str] = []
@@ -151,11 +158,18 @@ def test_the_daemon_waits_out_a_failing_store_and_keeps_the_files_once_it_is_bac
         real_put(self, sha256, size, chunks)
 
     monkeypatch.setattr(ObjectStore, "put", flaky)
-    with running_daemon(dsn, data, file_store=f"s3://{bucket}/f", ready=False):
+    caplog.set_level(logging.INFO, logger="comsa_migrate")
+    with running_daemon(dsn, data, file_store=f"s3://{bucket}/f", ready=False) as daemon:
         job_id = _job(data, {"causes.csv": b"cause,n\n"})
         wait_until(lambda: f"outputs/{job_id}/causes.csv" in stored_rows(dsn), 20, "the file kept")
+        stats = daemon.stats()
 
     assert len(failures) == 3
+    messages = [record.getMessage() for record in caplog.records]
+    assert len([m for m in messages if m.startswith("the file store is unavailable")]) == 1
+    assert len([m for m in messages if m.startswith("the file store is back")]) == 1
+    assert not [m for m in messages if "database is unavailable" in m]
+    assert stats["outages"] == 1
     assert job_row(dsn, job_id) is not None
     key = hashlib.sha256(b"cause,n\n").hexdigest()
     assert b"".join(_store(f"s3://{bucket}/f").read(key)) == b"cause,n\n"

@@ -19,6 +19,7 @@ from comsa_migrate.db.faults import is_server_fault
 from comsa_migrate.db.target import Target
 from comsa_migrate.db.writes import BatchStopped
 from comsa_migrate.errors import ComsaMigrateError, ConfigurationError
+from comsa_migrate.file_store.keeping import ContentsNotStored
 from comsa_migrate.sync import bookkeeping
 from comsa_migrate.sync.backoff import Backoff
 from comsa_migrate.sync.debounce import Debouncer
@@ -31,6 +32,7 @@ from comsa_migrate.sync.options import SyncOptions
 from comsa_migrate.sync.rescan import Rescans
 from comsa_migrate.sync.session import SyncSession
 from comsa_migrate.sync.stats import StatsSnapshot, SyncStats
+from comsa_migrate.sync.store_outage import StoreOutage
 from comsa_migrate.sync.tree_guard import TreeGuard
 from comsa_migrate.sync.watch import (
     JobEventHandler,
@@ -92,7 +94,7 @@ class Daemon:
             scan_processes=options.scan_processes,
             unparsable_grace=options.unparsable_grace,
             stats=self._stats,
-            retry=self._retry,
+            retry=self._debouncer.add,
         )
         self._observer: BaseObserver | None = None
         vanish = options.vanish_fraction, options.vanish_min_jobs
@@ -105,6 +107,7 @@ class Daemon:
         self._rescans = Rescans(*parts, options.rescan_interval, self._stop, words=words)
         #: the pause after an unexpected error, doubled while it recurs
         self._error_backoff = Backoff(options.retry_min, options.retry_max)
+        self._store = StoreOutage(Backoff(options.retry_min, options.retry_max), self._stats, words)
 
     # -- control, from any thread (signal handlers included) -----------------------------
 
@@ -202,6 +205,9 @@ class Daemon:
                     self._sync_pending()
             if time.monotonic() >= self._next_beat:
                 self._beat()
+        except ContentsNotStored as stopped:  # the file store's outage: the session is kept
+            self._debouncer.wait(self._store.failed(stopped.cause, self.queue_depth))
+            return
         except BatchStopped as stopped:  # a fault of the server (its disk full): an outage
             self._session.lost(stopped, self.queue_depth)
             return
@@ -232,6 +238,7 @@ class Daemon:
     def _sync_pending(self) -> None:
         batch = list(self._pending.items())[: self.options.write.batch_size]
         self._syncer.sync(self._session.conn, self._session.run_id, batch)  # type: ignore[arg-type]
+        self._store.recovered()
         for job_id, _ in batch:
             del self._pending[job_id]
         self._record_problems()
@@ -252,6 +259,7 @@ class Daemon:
         summary = self._rescans.run(reason, now, catching_up=catching_up)
         if summary is None:
             return
+        self._store.recovered()
         self._record_problems()
         if catching_up and not summary.interrupted:
             self._set_state("watching")
@@ -273,10 +281,9 @@ class Daemon:
         try:
             self._observer = self._new_observer()
         except WatchError as exc:
-            log.error(
-                "%s; rescanning every %g s until it works", exc, self.options.heartbeat_interval
-            )
-            self._rescans.no_later_than(now + self.options.heartbeat_interval)
+            every = self.options.heartbeat_interval
+            log.error("%s; rescanning every %g s until it works", exc, every)
+            self._rescans.no_later_than(now + every)
 
     def _new_observer(self) -> BaseObserver:
         handler = JobEventHandler(self.root, self)
@@ -307,9 +314,6 @@ class Daemon:
         self._next_beat = 0.0
         self._debouncer.wake()
 
-    def _retry(self, job_id: str, delay: float) -> None:
-        self._debouncer.add(job_id, delay)
-
     def _record_problems(self) -> None:
         problems = self._syncer.unrecorded_problems()
         if problems and self._session.conn is not None and self._session.daemon_id is not None:
@@ -324,12 +328,11 @@ class Daemon:
     def _heartbeat(self, stats: StatsSnapshot) -> bookkeeping.Heartbeat:
         waiting = [self._debouncer.oldest_first_seen(), *self._pending.values()]
         oldest = min((t for t in waiting if t is not None), default=None)
+        ago = None if oldest is None else timedelta(seconds=time.monotonic() - oldest)
         return bookkeeping.Heartbeat(
             state=self.state,
             queue_depth=self.queue_depth,
-            oldest_pending_at=None
-            if oldest is None
-            else datetime.now(UTC) - timedelta(seconds=time.monotonic() - oldest),
+            oldest_pending_at=None if ago is None else datetime.now(UTC) - ago,
             last=stats.last,
             actions=stats.actions,
             counters=stats.counters,

@@ -91,7 +91,8 @@ class SyncStats:
             self._rescans[reason] += 1
 
     def count(self, event: Event) -> None:
-        """One more JSON removed, observer restarted or outage."""
+        """One more JSON removed, observer restarted or outage (of the database or the file
+        store)."""
         with self._lock:
             self._counters[event] += 1
 
