@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from comsa_migrate.errors import FileStoreError
@@ -145,31 +147,79 @@ def test_the_daemon_waits_out_a_failing_store_and_keeps_the_files_once_it_is_bac
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The store's outage is its own: logged once as the store's, once over, and the
-    database session (its lease, its registration) is kept meanwhile."""
+    """The store's outage is its own: logged once as the store's and once over, tried
+    again after a pause that new jobs do not cut short, and the database session (its
+    registration, its heartbeat) is kept meanwhile."""
     bucket = _bucket(s3_env)
     real_put = ObjectStore.put
-    failures: list[str] = []
+    down_until = time.monotonic() + 3600.0
+    attempts: list[float] = []
 
     def flaky(self: ObjectStore, sha256: str, size: int, chunks: Any) -> None:
-        if len(failures) < 3:
-            failures.append(sha256)
+        if time.monotonic() < down_until:
+            attempts.append(time.monotonic())
             raise FileStoreError(f"file store {self.url}: cannot store {sha256}: unavailable")
         real_put(self, sha256, size, chunks)
 
     monkeypatch.setattr(ObjectStore, "put", flaky)
     caplog.set_level(logging.INFO, logger="comsa_migrate")
-    with running_daemon(dsn, data, file_store=f"s3://{bucket}/f", ready=False) as daemon:
-        job_id = _job(data, {"causes.csv": b"cause,n\n"})
-        wait_until(lambda: f"outputs/{job_id}/causes.csv" in stored_rows(dsn), 20, "the file kept")
+    with running_daemon(dsn, data, file_store=f"s3://{bucket}/f") as daemon:
+        first = _job(data, {"causes.csv": b"cause,n\n"})
+        wait_until(lambda: len(attempts) >= 1, 20, "the store to fail")
+        beat_before = _heartbeat(dsn)
+        for n in range(30):  # events keep coming while the store is down
+            _job(data, {f"out{n}.csv": b"%d" % n})
+            time.sleep(0.03)
+        assert _heartbeat(dsn) > beat_before  # the heartbeat goes on
+        down_until = time.monotonic()  # the store is back
+        wait_until(lambda: f"outputs/{first}/causes.csv" in stored_rows(dsn), 20, "the file kept")
         stats = daemon.stats()
 
-    assert len(failures) == 3
+    # retry_max is 0.5 s here: about a second of outage is a few attempts, not one an event
+    assert 2 <= len(attempts) <= 8, attempts
     messages = [record.getMessage() for record in caplog.records]
     assert len([m for m in messages if m.startswith("the file store is unavailable")]) == 1
     assert len([m for m in messages if m.startswith("the file store is back")]) == 1
     assert not [m for m in messages if "database is unavailable" in m]
     assert stats["outages"] == 1
-    assert job_row(dsn, job_id) is not None
+    with psycopg.connect(dsn) as conn:  # registered once: the session was never dropped
+        assert conn.execute("SELECT count(*) FROM comsa_migrate.daemons").fetchone() == (1,)
+    assert job_row(dsn, first) is not None
     key = hashlib.sha256(b"cause,n\n").hexdigest()
     assert b"".join(_store(f"s3://{bucket}/f").read(key)) == b"cause,n\n"
+
+
+def _heartbeat(dsn: str) -> Any:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT max(heartbeat_at) FROM comsa_migrate.daemons").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_a_database_fault_met_while_storing_is_the_databases_outage(
+    dsn: str, data: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The `db` store's failures are the database's: the daemon reconnects, as it does
+    when the database goes away."""
+    from comsa_migrate.file_store.database import DatabaseStore
+
+    real_put_many = DatabaseStore.put_many
+    failed: list[int] = []
+
+    def lost(self: DatabaseStore, contents: Any) -> None:
+        if not failed:
+            failed.append(1)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        real_put_many(self, contents)
+
+    monkeypatch.setattr(DatabaseStore, "put_many", lost)
+    caplog.set_level(logging.INFO, logger="comsa_migrate")
+    with running_daemon(dsn, data, file_store="db") as daemon:
+        job_id = _job(data, {"causes.csv": b"cause,n\n"})
+        wait_until(lambda: job_row(dsn, job_id) is not None, 20, "the job written")
+        stats = daemon.stats()
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert [m for m in messages if m.startswith("the database is unavailable")]
+    assert not [m for m in messages if "file store is unavailable" in m]
+    assert stats["outages"] == 1

@@ -41,11 +41,14 @@ log = logging.getLogger(__name__)
 
 class ContentsNotStored(BatchStopped):
     """The file store failed while a batch's contents were put: nothing of the batch was
-    written, and the run stops as on a fault of the database (a daemon waits it out)."""
+    written, and the run stops as on a fault of the database (a daemon waits it out).
+    ``database``: the failure was the database's (the `db` store, or the registry of an
+    object store's contents), not the object store's."""
 
-    def __init__(self, jobs: int, message: str) -> None:
+    def __init__(self, jobs: int, message: str, *, database: bool = False) -> None:
         super().__init__([None] * jobs, None, message, counted=True, limits=Limits())
         self.cause = message
+        self.database = database
         self.args = (message,)
 
 
@@ -135,7 +138,8 @@ def keep_contents(
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         cause = describe_fault(exc.sqlstate, first, limits)
-        raise ContentsNotStored(len(sources), f"file store {url}: {cause}") from None
+        message = f"file store {url}: {cause}"
+        raise ContentsNotStored(len(sources), message, database=True) from None
 
 
 def _stored_rows(

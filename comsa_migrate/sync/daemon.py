@@ -27,7 +27,7 @@ from comsa_migrate.sync.inotify_signals import BLIND_RESCAN_S, signals_heard
 from comsa_migrate.sync.job_syncer import JobSyncer
 from comsa_migrate.sync.lock import default_name
 from comsa_migrate.sync.log_text import PLAIN_WORDS, LogWords
-from comsa_migrate.sync.metrics import Gauge, MetricsServer, StatsCollector, daemon_gauges
+from comsa_migrate.sync.metrics import MetricsServer, StatsCollector, daemon_gauges
 from comsa_migrate.sync.options import SyncOptions
 from comsa_migrate.sync.rescan import Rescans
 from comsa_migrate.sync.session import SyncSession
@@ -196,21 +196,22 @@ class Daemon:
         if not self._session.connect(self.queue_depth):
             self._debouncer.wait(self._session.next_attempt)
             return
+        missing = False
         try:
             missing = self._tree_is_missing()
             if not missing:
                 self._look_after_observer(now)
-                self._rescan_if_due(now)
-                if self._pending:
-                    self._sync_pending()
+                if self._store.due():  # no batch while a failing object store pauses
+                    self._rescan_if_due(now)
+                    if self._pending:
+                        self._sync_pending()
             if time.monotonic() >= self._next_beat:
                 self._beat()
-        except ContentsNotStored as stopped:  # the file store's outage: the session is kept
-            self._debouncer.wait(self._store.failed(stopped.cause, self.queue_depth))
-            return
         except BatchStopped as stopped:  # a fault of the server (its disk full): an outage
-            self._session.lost(stopped, self.queue_depth)
-            return
+            if not isinstance(stopped, ContentsNotStored) or stopped.database:
+                self._session.lost(stopped, self.queue_depth)
+                return
+            self._store.failed(stopped.cause, self.queue_depth)  # the session is kept
         except psycopg.Error as exc:
             if self._session.healthy() and not is_server_fault(exc.sqlstate):  # refused
                 log.error("the database refused a request: %s", exc)
@@ -220,6 +221,8 @@ class Daemon:
             return
         if missing:
             self._debouncer.wait(time.monotonic() + 1.0)  # a vanished mount sends no events
+        elif not self._store.due():  # new events still wake it, and are queued
+            self._debouncer.wait(min(self._next_beat, self._store.next_at, self._tree.next_check))
         elif not self._pending:
             self._debouncer.wait(min(self._next_beat, self._rescans.next_at, self._tree.next_check))
 
@@ -354,7 +357,13 @@ class Daemon:
     def _start_metrics(self) -> MetricsServer | None:
         if self.options.metrics_port is None:
             return None
-        collector = StatsCollector(self._stats, self._gauges())
+        gauges = daemon_gauges(
+            lambda: self.queue_depth,
+            lambda: observer_alive(self._observer),
+            lambda: self._session.up,
+            lambda: self._tree.missing_since is None,
+        )
+        collector = StatsCollector(self._stats, gauges)
         try:
             server = MetricsServer(collector, self.options.metrics_port)
         except OSError as exc:  # a port taken or refused is a setting, not a bug
@@ -364,14 +373,6 @@ class Daemon:
         server.start()
         self.metrics_port = server.port
         return server
-
-    def _gauges(self) -> tuple[Gauge, ...]:
-        return daemon_gauges(
-            lambda: self.queue_depth,
-            lambda: observer_alive(self._observer),
-            lambda: self._session.up,
-            lambda: self._tree.missing_since is None,
-        )
 
     def _shut_down(self, server: MetricsServer | None) -> None:
         if self._session.daemon_id is not None:

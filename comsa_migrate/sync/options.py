@@ -28,7 +28,7 @@ class SyncOptions:
     write: WriteOptions = WriteOptions()
     #: processes that scan the job JSONs of the catch-up and the rescans (--jobs)
     scan_processes: int = 1
-    retry_min: float = 0.5  # database reconnection backoff
+    retry_min: float = 0.5  # the backoff of a database's (or an object store's) outage
     retry_max: float = 30.0
     heartbeat_interval: float = 5.0  # bookkeeping refresh and observer health check
     #: seconds the daemon's lease lasts unless renewed (each heartbeat renews it)
