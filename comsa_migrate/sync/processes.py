@@ -16,17 +16,14 @@ def start_ticks(pid: int) -> int | None:
     """When ``pid`` started, in clock ticks after boot; None when no live process has it
     (or /proc cannot tell). Raises PermissionError when /proc hides it."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = _stat_fields(pid)
     except (FileNotFoundError, ProcessLookupError):
         return None
     except PermissionError:
         raise
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
+    return None if _ended(fields) else int(fields[19])
 
 
 def exists(pid: int) -> bool:
@@ -37,12 +34,22 @@ def exists(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process: it exists
         pass
-    if not os.path.isdir("/proc/self"):  # no /proc here: as kill() said
-        return True
     try:
-        return start_ticks(pid) is not None
-    except PermissionError:  # hidden from us, but kill() found it
+        fields = _stat_fields(pid)
+    except OSError:  # no /proc here, hidden, or the process ended meanwhile: as kill() said
         return True
+    return not _ended(fields)
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the name, which is in parentheses and may hold spaces."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _ended(fields: list[str]) -> bool:
+    """A zombie (killed, not yet reaped by its parent) or a dead task is gone."""
+    return fields[0] in ("Z", "X")
 
 
 def host_scope() -> str | None:
