@@ -12,6 +12,8 @@ import psycopg
 
 from comsa_migrate.file_store import open_file_store
 
+from .helpers import new_job_id, write_job_atomically
+
 
 def stored_rows(dsn: str) -> dict[str, tuple[str, int, bool]]:
     """path -> (sha256, size, on_disk) of every stored_files row."""
@@ -79,3 +81,13 @@ def age(path: Path, seconds: float = 3600) -> None:
     """Make a file's mtime older, out of the racy window of the scan."""
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+
+
+def job_with_outputs(data: Path, files: dict[str, bytes]) -> str:
+    """A new job in ``data`` with these output files; its id."""
+    job_id = new_job_id()
+    write_job_atomically(data, job_id)
+    (data / "outputs" / job_id).mkdir()
+    for name, content in files.items():
+        (data / "outputs" / job_id / name).write_bytes(content)
+    return job_id

@@ -9,19 +9,10 @@ from typing import Any
 import jsonschema
 import psycopg
 
-from .file_store_helpers import digest, stored_rows
-from .helpers import new_job_id, write_job_atomically
+from .file_store_helpers import digest, job_with_outputs, stored_rows
+from .helpers import new_job_id
 
 SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "report-schema.json"
-
-
-def _job_with_outputs(data: Path, files: dict[str, bytes]) -> str:
-    job_id = new_job_id()
-    write_job_atomically(data, job_id)
-    (data / "outputs" / job_id).mkdir()
-    for name, content in files.items():
-        (data / "outputs" / job_id / name).write_bytes(content)
-    return job_id
 
 
 def _report(cli: Any, data: Path, dsn: str, *args: str) -> Any:
@@ -38,7 +29,7 @@ def _findings(result: Any) -> dict[str, list[str]]:
 
 
 def test_a_whole_store_passes_and_its_size_is_stated(cli: Any, dsn: str, data: Path) -> None:
-    _job_with_outputs(data, {"causes.csv": b"a" * 1000, "copy.csv": b"a" * 1000})
+    job_with_outputs(data, {"causes.csv": b"a" * 1000, "copy.csv": b"a" * 1000})
     cli("backfill", data, "--dsn", dsn, "--file-store", "db")
 
     text = _report(cli, data, dsn)
@@ -55,7 +46,7 @@ def test_a_whole_store_passes_and_its_size_is_stated(cli: Any, dsn: str, data: P
 
 
 def test_content_missing_from_the_store_is_an_error(cli: Any, dsn: str, data: Path) -> None:
-    job_id = _job_with_outputs(data, {"causes.csv": b"cause,n\n"})
+    job_id = job_with_outputs(data, {"causes.csv": b"cause,n\n"})
     cli("backfill", data, "--dsn", dsn, "--file-store", "db")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
@@ -71,7 +62,7 @@ def test_content_missing_from_the_store_is_an_error(cli: Any, dsn: str, data: Pa
 def test_a_content_whose_bytes_are_not_its_checksum_is_an_error(
     cli: Any, dsn: str, data: Path
 ) -> None:
-    job_id = _job_with_outputs(data, {"causes.csv": b"cause,n\n"})
+    job_id = job_with_outputs(data, {"causes.csv": b"cause,n\n"})
     cli("backfill", data, "--dsn", dsn, "--file-store", "db")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
@@ -90,7 +81,7 @@ def test_a_content_whose_bytes_are_not_its_checksum_is_an_error(
 def test_a_file_changed_or_removed_since_it_was_stored_is_said(
     cli: Any, dsn: str, data: Path
 ) -> None:
-    job_id = _job_with_outputs(data, {"causes.csv": b"first", "plot.png": b"png"})
+    job_id = job_with_outputs(data, {"causes.csv": b"first", "plot.png": b"png"})
     cli("backfill", data, "--dsn", dsn, "--file-store", "db")
     (data / "outputs" / job_id / "causes.csv").write_bytes(b"changed")
     (data / "outputs" / job_id / "plot.png").unlink()
@@ -110,7 +101,7 @@ def test_a_file_changed_or_removed_since_it_was_stored_is_said(
 def test_after_the_next_run_a_removed_file_is_counted_as_kept(
     cli: Any, dsn: str, data: Path
 ) -> None:
-    job_id = _job_with_outputs(data, {"plot.png": b"png"})
+    job_id = job_with_outputs(data, {"plot.png": b"png"})
     cli("backfill", data, "--dsn", dsn, "--file-store", "db")
     (data / "outputs" / job_id / "plot.png").unlink()
     cli("backfill", data, "--dsn", dsn, "--file-store", "db")
@@ -125,7 +116,7 @@ def test_after_the_next_run_a_removed_file_is_counted_as_kept(
 def test_a_dry_run_backfill_plans_the_rows_and_checks_the_store(
     cli: Any, dsn: str, data: Path
 ) -> None:
-    job_id = _job_with_outputs(data, {"causes.csv": b"first"})
+    job_id = job_with_outputs(data, {"causes.csv": b"first"})
     (data / "jobs" / f"{new_job_id()}.json").write_text('{"algorithm": ["InterVA"]}')  # sidecar
     cli("backfill", data, "--dsn", dsn, "--file-store", "db")
     (data / "outputs" / job_id / "causes.csv").write_bytes(b"changed")

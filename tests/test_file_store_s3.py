@@ -17,8 +17,8 @@ from comsa_migrate.errors import FileStoreError
 from comsa_migrate.file_store import CHUNK_SIZE, open_file_store
 from comsa_migrate.file_store.s3 import ObjectStore
 
-from .file_store_helpers import content_of, digest, stored_rows
-from .helpers import job_row, new_job_id, running_daemon, wait_until, write_job_atomically
+from .file_store_helpers import content_of, digest, job_with_outputs, stored_rows
+from .helpers import job_row, running_daemon, wait_until
 from .s3_server import S3Server
 
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
@@ -32,15 +32,6 @@ def _bucket(server: S3Server) -> str:
 
 def _store(url: str) -> Any:
     return open_file_store(url, lambda: None)  # type: ignore[arg-type,return-value]
-
-
-def _job(data: Path, files: dict[str, bytes]) -> str:
-    job_id = new_job_id()
-    write_job_atomically(data, job_id)
-    (data / "outputs" / job_id).mkdir()
-    for name, content in files.items():
-        (data / "outputs" / job_id / name).write_bytes(content)
-    return job_id
 
 
 def test_a_content_goes_in_once_and_comes_back_byte_for_byte(s3_env: S3Server) -> None:
@@ -79,7 +70,9 @@ def test_backfill_keeps_every_content_as_one_object_named_by_its_sha256(
     cli: Any, dsn: str, data: Path, s3_env: S3Server
 ) -> None:
     bucket = _bucket(s3_env)
-    job_id = _job(data, {"causes.csv": b"cause,n\nsepsis,3\n", "copy.csv": b"cause,n\nsepsis,3\n"})
+    job_id = job_with_outputs(
+        data, {"causes.csv": b"cause,n\nsepsis,3\n", "copy.csv": b"cause,n\nsepsis,3\n"}
+    )
 
     result = cli("backfill", data, "--dsn", dsn, "--file-store", f"s3://{bucket}/comsa/files")
 
@@ -102,7 +95,7 @@ def test_backfill_keeps_every_content_as_one_object_named_by_its_sha256(
 def test_an_unknown_bucket_stops_the_run_at_its_start_in_one_line(
     cli: Any, dsn: str, data: Path, s3_env: S3Server
 ) -> None:
-    _job(data, {"causes.csv": b"x"})
+    job_with_outputs(data, {"causes.csv": b"x"})
 
     result = cli("backfill", data, "--dsn", dsn, "--file-store", "s3://no-such-bucket/files")
 
@@ -127,7 +120,7 @@ def test_a_store_failing_mid_run_stops_it_with_nothing_half_written(
     cli: Any, dsn: str, data: Path, s3_env: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket = _bucket(s3_env)
-    job_id = _job(data, {"causes.csv": b"cause,n\n"})
+    job_id = job_with_outputs(data, {"causes.csv": b"cause,n\n"})
 
     def refused(self: ObjectStore, sha256: str, size: int, chunks: Any) -> None:
         raise FileStoreError(f"file store {self.url}: cannot store {sha256}: quota exceeded")
@@ -164,11 +157,11 @@ def test_the_daemon_waits_out_a_failing_store_and_keeps_the_files_once_it_is_bac
     monkeypatch.setattr(ObjectStore, "put", flaky)
     caplog.set_level(logging.INFO, logger="comsa_migrate")
     with running_daemon(dsn, data, file_store=f"s3://{bucket}/f") as daemon:
-        first = _job(data, {"causes.csv": b"cause,n\n"})
+        first = job_with_outputs(data, {"causes.csv": b"cause,n\n"})
         wait_until(lambda: len(attempts) >= 1, 20, "the store to fail")
         beat_before = _heartbeat(dsn)
         for n in range(30):  # events keep coming while the store is down
-            _job(data, {f"out{n}.csv": b"%d" % n})
+            job_with_outputs(data, {f"out{n}.csv": b"%d" % n})
             time.sleep(0.03)
         assert _heartbeat(dsn) > beat_before  # the heartbeat goes on
         down_until = time.monotonic()  # the store is back
@@ -215,7 +208,7 @@ def test_a_database_fault_met_while_storing_is_the_databases_outage(
     monkeypatch.setattr(DatabaseStore, "put_many", lost)
     caplog.set_level(logging.INFO, logger="comsa_migrate")
     with running_daemon(dsn, data, file_store="db") as daemon:
-        job_id = _job(data, {"causes.csv": b"cause,n\n"})
+        job_id = job_with_outputs(data, {"causes.csv": b"cause,n\n"})
         wait_until(lambda: job_row(dsn, job_id) is not None, 20, "the job written")
         stats = daemon.stats()
 
