@@ -2,18 +2,20 @@
 
 Each job's transaction is ``BEGIN ISOLATION LEVEL READ COMMITTED``,
 ``comsa_migrate.apply_job_outcome()``, ``COMMIT``. The apply first gives the rest of the
-transaction the tool's ``lock_timeout``, no idle limit and ``synchronous_commit = off``
-with ``set_config(..., true)``. The statement timeout is armed when a statement starts, so
+transaction the tool's ``lock_timeout``, no idle limit, ``synchronous_commit = off`` and
+``enable_seqscan = off`` (the plans the session keeps then find rows by key, however
+small the tables were when they were made: see apply_job_outcome()) with
+``set_config(..., true)``. The statement timeout is armed when a statement starts, so
 where the tool's differs from the session's (asked once a batch) a statement before the
 apply sets it, with the others; so it does for a job that stages large uploads, which are
-sent before its apply. The limits, and ``synchronous_commit = off``, hold for that
-transaction only, whatever the role's defaults, and nothing outlives it, so a pooler
-(PgBouncer in transaction mode) hands its next client the session as it was. The
-statements are sent in libpq's pipeline mode, unnamed (no prepared statement outlives a
-transaction), with one sync point for the batch: PgBouncer before 1.21 may hand a
-server connection to another client while answers to a later sync point are still due
-on it. libpq is used directly: through psycopg's cursors a job's statements cost more
-time on the client than the job costs the server (see db/libpq_io.py for how it waits).
+sent before its apply. These settings hold for that transaction only, whatever the role's
+defaults, and nothing outlives it, so a pooler (PgBouncer in transaction mode) hands its
+next client the session as it was. The statements are sent in libpq's pipeline mode,
+unnamed (no prepared statement outlives a transaction), with one sync point for the
+batch: PgBouncer before 1.21 may hand a server connection to another client while answers
+to a later sync point are still due on it. libpq is used directly: through psycopg's
+cursors a job's statements cost more time on the client than the job costs the server
+(see db/libpq_io.py for how it waits).
 
 Without waiting for the WAL flush, a server crash may lose the last few commits, and
 their bookkeeping with them, so a rerun redoes exactly those jobs.
@@ -55,7 +57,7 @@ _BEGIN = b"BEGIN ISOLATION LEVEL READ COMMITTED"
 _LIMITS = (
     b"SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true),"
     b" set_config('idle_in_transaction_session_timeout', '0', true),"
-    b" set_config('synchronous_commit', 'off', true)"
+    b" set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)"
 )
 _STAGE = (
     b"INSERT INTO comsa_migrate.upload_chunks (job_id, filename, seq, chunk)"

@@ -139,11 +139,16 @@ $$;
 -- db/job_writes.py. The SQLSTATE classes are those of db/faults.py (a test compares).
 -- The chunks of its large uploads that the caller staged before it (see staged_upload())
 -- are deleted here, whatever the outcome, so that none outlives the transaction.
--- p_lock_timeout gives the rest of the transaction the tool's lock_timeout, no idle limit
--- and synchronous_commit off, so that a job's write needs no statement of its own for
--- them (NULL: the caller has set them). The statement timeout cannot be set this way (it
--- is armed when a statement starts): the client sends it before, when the session's
--- differs.
+-- p_lock_timeout gives the rest of the transaction the tool's lock_timeout, no idle limit,
+-- synchronous_commit off and enable_seqscan off, so that a job's write needs no statement
+-- of its own for them (NULL: the caller has set them). The statement timeout cannot be
+-- set this way (it is armed when a statement starts): the client sends it before, when
+-- the session's differs. enable_seqscan: PL/pgSQL keeps a statement's plan for the
+-- session, after five runs a generic one made for the tables as they then were; made
+-- while jobs was analyzed empty or small, it read jobs whole to find one row, for the
+-- job and for the foreign-key check of each of its logs and files, so that each job's
+-- write took longer than the one before. Without sequential scans they go by key, as on
+-- tables never analyzed; every table a job's write reads has its key indexed.
 CREATE OR REPLACE FUNCTION comsa_migrate.apply_job_outcome(job text, force boolean,
                                                            p_run_id bigint, p_lock_timeout text)
 RETURNS jsonb
@@ -155,7 +160,8 @@ BEGIN
     IF p_lock_timeout IS NOT NULL THEN
         PERFORM set_config('lock_timeout', p_lock_timeout, true),
                 set_config('idle_in_transaction_session_timeout', '0', true),
-                set_config('synchronous_commit', 'off', true);
+                set_config('synchronous_commit', 'off', true),
+                set_config('enable_seqscan', 'off', true);
     END IF;
     BEGIN
         parsed := job::jsonb;  -- the cast too: a job JSON the server cannot take is its error
