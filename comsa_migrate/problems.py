@@ -86,6 +86,12 @@ CODES: dict[str, tuple[Severity, str]] = {
     "db_changed": (WARN, "the job's rows were changed since comsa-migrate wrote them"),
     "file_missing": (WARN, "a `job_files` row names a file that is not on disk"),
     "size_mismatch": (WARN, "a `job_files` size differs from the file on disk"),
+    # the report's check of the file store (report --file-store): the two errors above, and
+    "changed_since_stored": (
+        WARN,
+        "a stored file differs on disk (by size or time) from what was stored; the next run "
+        "stores it",
+    ),
     # warnings of export
     "output_not_stored": (WARN, "an output `job_files` names was never stored; not exported"),
     "original_not_stored": (
@@ -102,6 +108,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "unmapped_fields": (INFO, "fields with no column were not stored"),
     "metadata_only": (INFO, "a metadata sidecar without `type` and `status`; not a job"),
     "stray_file": (INFO, "a file that is not part of the job store"),
+    "removed_since_stored": (INFO, "a stored file is gone from disk; its last content is kept"),
 }
 
 

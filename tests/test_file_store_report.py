@@ -45,7 +45,7 @@ def test_a_whole_store_passes_and_its_size_is_stated(cli: Any, dsn: str, data: P
     assert _findings(as_json) == {}
 
 
-def test_content_missing_from_the_store_is_an_error(cli: Any, dsn: str, data: Path) -> None:
+def test_a_content_missing_from_the_store_is_an_error(cli: Any, dsn: str, data: Path) -> None:
     job_id = job_with_outputs(data, {"causes.csv": b"cause,n\n"})
     cli("backfill", data, "--dsn", dsn, "--file-store", "db")
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -56,7 +56,7 @@ def test_content_missing_from_the_store_is_an_error(cli: Any, dsn: str, data: Pa
     result = _report(cli, data, dsn, "--format", "json")
 
     assert result.exit_code == 1
-    assert _findings(result) == {"content_missing": [f"outputs/{job_id}/causes.csv"]}
+    assert _findings(result) == {"stored_content_missing": [f"outputs/{job_id}/causes.csv"]}
 
 
 def test_a_content_whose_bytes_are_not_its_checksum_is_an_error(
@@ -74,8 +74,8 @@ def test_a_content_whose_bytes_are_not_its_checksum_is_an_error(
     text = _report(cli, data, dsn)
 
     assert result.exit_code == 1
-    assert _findings(result) == {"checksum_mismatch": [f"outputs/{job_id}/causes.csv"]}
-    assert "checksum_mismatch (1)" in text.stdout
+    assert _findings(result) == {"stored_content_corrupt": [f"outputs/{job_id}/causes.csv"]}
+    assert "stored_content_corrupt (1)" in text.stdout
 
 
 def test_a_file_changed_or_removed_since_it_was_stored_is_said(

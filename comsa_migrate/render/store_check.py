@@ -5,18 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from comsa_migrate.file_store.gc import Garbage
+from comsa_migrate.problems import CODES
 from comsa_migrate.render.formatting import counted, field, human_bytes, number, wrap
 from comsa_migrate.report.result import STORE_FINDINGS, StoreCheck
 
 __all__ = ["gc_text", "store_json", "store_markdown", "store_text"]
 
-#: what each finding means, for people
-MEANINGS = {
-    "content_missing": "a stored file whose content the store does not hold",
-    "checksum_mismatch": "the store holds other bytes than the stored file's sha256",
-    "changed_since_stored": "changed on disk since it was stored; the next run stores it",
-    "removed_since_stored": "removed from disk since it was stored; its last content is kept",
-}
 EXAMPLES = 10
 
 
@@ -39,7 +33,7 @@ def store_text(check: StoreCheck, *, show_all: bool = False) -> list[str]:
     for kind in STORE_FINDINGS:
         if not counts[kind]:
             continue
-        lines += wrap(f"{kind} ({number(counts[kind])}): {MEANINGS[kind]}", "  ", "      ")
+        lines += wrap(f"{kind} ({number(counts[kind])}): {CODES[kind][1]}", "  ", "      ")
         found = [f for f in check.findings if f.kind == kind]
         shown = found if show_all else found[:EXAMPLES]
         lines += [f"    - {f.path}" for f in shown]
@@ -53,7 +47,7 @@ def store_markdown(check: StoreCheck) -> list[str]:
     counts = check.counts
     for kind in STORE_FINDINGS:
         if counts[kind]:
-            lines.append(f"- **`{kind}`** ({number(counts[kind])}): {MEANINGS[kind]}")
+            lines.append(f"- **`{kind}`** ({number(counts[kind])}): {CODES[kind][1]}")
     return lines
 
 

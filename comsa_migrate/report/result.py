@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from comsa_migrate.observer import ACTIONS
-from comsa_migrate.problems import Problem, Severity
+from comsa_migrate.problems import CODES, Problem, Severity
 
 __all__ = [
     "CHANGES",
@@ -63,13 +63,14 @@ class FilesSeen:
         return self.json_bytes + self.file_bytes
 
 
-#: what the store check finds of one stored file, and how severe it is
-STORE_FINDINGS = {
-    "content_missing": Severity.ERROR,  # its row names a content the store does not hold
-    "checksum_mismatch": Severity.ERROR,  # the store holds other bytes under its sha256
-    "changed_since_stored": Severity.WARNING,  # on disk it differs: the next run stores it
-    "removed_since_stored": Severity.INFO,  # gone from disk: its last content is kept
-}
+#: what the store check finds of one stored file: problem codes (problems.CODES), those
+#: that restore and export meet on the same contents first
+STORE_FINDINGS = (
+    "stored_content_missing",
+    "stored_content_corrupt",
+    "changed_since_stored",
+    "removed_since_stored",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,7 @@ class StoredFinding:
 
     @property
     def severity(self) -> Severity:
-        return STORE_FINDINGS[self.kind]
+        return CODES[self.kind][0]
 
 
 @dataclass(frozen=True, slots=True)

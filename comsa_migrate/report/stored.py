@@ -49,9 +49,9 @@ def check_file_store(
     not_on_disk = 0
     for job_id, path, sha, size, mtime_ns, on_disk in rows:
         if sha not in held:
-            findings.append(StoredFinding("content_missing", job_id, path, sha))
+            findings.append(StoredFinding("stored_content_missing", job_id, path, sha))
         elif sha in corrupt:
-            findings.append(StoredFinding("checksum_mismatch", job_id, path, sha))
+            findings.append(StoredFinding("stored_content_corrupt", job_id, path, sha))
         if not on_disk:
             not_on_disk += 1
             continue
