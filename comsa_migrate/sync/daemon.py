@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -239,7 +240,7 @@ class Daemon:
             self._pending.setdefault(job_id, first_seen)
 
     def _sync_pending(self) -> None:
-        batch = list(self._pending.items())[: self.options.write.batch_size]
+        batch = list(itertools.islice(self._pending.items(), self.options.write.batch_size))
         self._syncer.sync(self._session.conn, self._session.run_id, batch)  # type: ignore[arg-type]
         self._store.recovered()
         for job_id, _ in batch:
