@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -270,3 +271,52 @@ def test_since_with_an_offset_is_taken_in_the_servers_time_zone_as_the_dashboard
 
     assert exported_since("2026-02-01T08:30:00+00:00") == [f"jobs/{job}.json"]
     assert exported_since("2026-02-01T09:30:00+00:00") == []
+
+
+NUMBERS = "22222222-0000-4000-8000-000000000001"
+NO_CREATED_AT = "88888888-0000-4000-8000-000000000001"
+
+
+def test_a_job_whose_result_has_numbers_jsonb_writes_otherwise_is_still_its_original(
+    data: Path, dsn: str
+) -> None:
+    """jsonb keeps 1.2346e+23 as 123460000000000000000000 and 1e300 as its 301 digits: the
+    same numbers, so the job is unchanged, and the rollback leaves its file alone."""
+    original = (
+        f'{{"id":"{NUMBERS}","type":"openva","status":"completed","algorithm":"InterVA",'
+        '"created_at":"2026-01-02 10:00:00","error":{},'
+        '"result":{"total_deaths":1.2346e+23,"big":1e300,"small":1e-7,"z":[1.5,2]},'
+        '"log":["[2026-01-02 10:00:01] start"]}\n'
+    ).encode()
+    (data / "jobs" / f"{NUMBERS}.json").write_bytes(original)
+    backfilled(data, dsn)
+
+    result = run("export", data, "--dsn", dsn, "-q")
+
+    assert result.exit_code == 0, result.output
+    assert "1 unchanged" in " ".join(result.output.split())
+    assert (data / "jobs" / f"{NUMBERS}.json").read_bytes() == original
+
+
+def test_a_job_that_had_no_created_at_keeps_its_time_when_its_json_is_rebuilt(
+    data: Path, dsn: str, other_dsn: str, tmp_path: Path
+) -> None:
+    """The backfill took the JSON's mtime; the rebuilt JSON has a new mtime, so it carries
+    the time itself."""
+    path = data / "jobs" / f"{NO_CREATED_AT}.json"
+    path.write_text(
+        f'{{"id":"{NO_CREATED_AT}","type":"openva","status":"running","algorithm":"InterVA",'
+        '"error":{},"result":{},"log":[]}\n'
+    )
+    os.utime(path, (1767137442, 1767137442))  # 2025-12-30 23:30:42 UTC
+    backfilled(data, dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET status = 'failed' WHERE id = %s", [NO_CREATED_AT])
+
+    exported(dsn, tmp_path / "data")
+    backfilled(tmp_path / "data", other_dsn)
+
+    assert orjson_loads(tmp_path / "data" / "jobs" / f"{NO_CREATED_AT}.json")["created_at"] == (
+        "2025-12-30 23:30:42"
+    )
+    assert table_rows(other_dsn)["jobs"] == table_rows(dsn)["jobs"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,8 @@ def legacy_job_json(
         )
         parsed = parse_job(stored, source, data_dir)
         if parsed.record is not None:
-            return _over_original(row, stored, parsed.record, path_prefix)
+            timeless = any(p.code == "created_at_from_mtime" for p in parsed.problems)
+            return _over_original(row, stored, parsed.record, path_prefix, timeless=timeless)
         if parsed.metadata_only:
             sidecar = load_json(stored)
         else:
@@ -123,7 +125,11 @@ def legacy_input_file(path: str | None, path_prefix: str) -> str | None:
     return path
 
 
-def _over_original(row: JobRow, stored: bytes, record: JobRecord, path_prefix: str) -> LegacyJson:
+def _over_original(
+    row: JobRow, stored: bytes, record: JobRecord, path_prefix: str, *, timeless: bool
+) -> LegacyJson:
+    """``timeless``: the original has no created_at (the backfill took its file's mtime,
+    which a rebuilt JSON does not keep: it then carries the time itself)."""
     changes: dict[str, Any] = {}
     for name in _TEXT_FIELDS:
         if getattr(record, name) != getattr(row, name):
@@ -133,9 +139,9 @@ def _over_original(row: JobRow, stored: bytes, record: JobRecord, path_prefix: s
     for name in _TIME_FIELDS:
         if getattr(record, name) != getattr(row, name):
             changes[name] = _time(getattr(row, name))
-    if (record.error or None) != (row.error or None):
+    if not _same_json(record.error or None, row.error or None):
         changes["error"] = _legacy_error(row.error)
-    if (record.result or None) != (row.result or None):
+    if not _same_json(record.result or None, row.result or None):
         changes["result"] = row.result or _NULL
     wanted = legacy_input_file(row.input_file_path, path_prefix)
     had = legacy_input_file(
@@ -148,8 +154,32 @@ def _over_original(row: JobRow, stored: bytes, record: JobRecord, path_prefix: s
         changes["log"] = _log_lines(row.logs, record.logs)
     if not changes:
         return LegacyJson(stored, True)
+    if timeless:
+        changes["created_at"] = _time(row.created_at)
     doc = load_json(stored)
     return LegacyJson(_dump(_merged(doc, changes)), False)
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON values are equal as jsonb holds them: numbers by their exact
+    value (jsonb writes 1.2346e+23 as 123460000000000000000000, 1e-7 as 0.0000001, which
+    come back as other Python types), true and false apart from 1 and 0, objects in any
+    key order."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return _exact(a) == _exact(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_json(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _exact(number: float) -> Decimal:
+    """A float as the decimal digits it was written with (its shortest repr, which orjson
+    writes too); an int as itself."""
+    return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
 
 
 def _from_row(row: JobRow, sidecar: dict[str, Any], path_prefix: str) -> dict[str, Any]:
