@@ -13,8 +13,10 @@ from click.testing import CliRunner, Result
 
 from bench.generate import TreeShape, generate
 from comsa_migrate.cli import main
+from comsa_migrate.db.migrations import create_input_files_table
 
 from .conftest import Databases, fresh_database
+from .helpers import edit_job_json, write_job
 from .tree_store_helpers import table_rows, tree_files
 
 JOB = "653475d0-3a75-4bb6-b1cb-a3c466a6c02e"
@@ -275,6 +277,9 @@ def test_since_with_an_offset_is_taken_in_the_servers_time_zone_as_the_dashboard
 
 NUMBERS = "22222222-0000-4000-8000-000000000001"
 NO_CREATED_AT = "88888888-0000-4000-8000-000000000001"
+UPLOADS_NESTED, UPLOADS_CAPITALS, REMOVED, RENAMED = (
+    f"3c4d5e6f-0000-4000-8000-00000000000{n}" for n in range(1, 5)
+)
 
 
 def test_a_job_whose_result_has_numbers_jsonb_writes_otherwise_is_still_its_original(
@@ -320,3 +325,84 @@ def test_a_job_that_had_no_created_at_keeps_its_time_when_its_json_is_rebuilt(
         "2025-12-30 23:30:42"
     )
     assert table_rows(other_dsn)["jobs"] == table_rows(dsn)["jobs"]
+
+
+def with_input_files(*dsns: str) -> None:
+    """The dashboard's job_input_files, as its later migrations make it."""
+    for one in dsns:
+        with psycopg.connect(one, autocommit=True) as conn:
+            create_input_files_table(conn)
+
+
+def test_uploads_in_a_subfolder_or_a_folder_named_in_capitals_are_exported_once(
+    data: Path, dsn: str, other_dsn: str, tmp_path: Path
+) -> None:
+    """job_input_files holds an upload by its base name; the file store holds it at its path:
+    the export writes it there alone, not a second copy at uploads/<id>/<name>."""
+    with_input_files(dsn, other_dsn)
+    write_job(data, UPLOADS_NESTED)
+    nested = data / "uploads" / UPLOADS_NESTED / "sub dir" / "nested"
+    nested.mkdir(parents=True)
+    (nested / "deep.csv").write_text("a,b\n1,2\n")
+    write_job(data, UPLOADS_CAPITALS)
+    capitals = data / "uploads" / UPLOADS_CAPITALS.upper()
+    capitals.mkdir()
+    (capitals / "input.csv").write_text("c,d\n3,4\n")
+    backfilled(data, dsn)
+
+    exported(dsn, tmp_path / "data")
+
+    uploads = sorted(p for p in tree_files(tmp_path / "data") if p.startswith("uploads/"))
+    assert uploads == sorted(
+        [
+            f"uploads/{UPLOADS_NESTED}/sub dir/nested/deep.csv",
+            f"uploads/{UPLOADS_CAPITALS.upper()}/input.csv",
+        ]
+    )
+    backfilled(tmp_path / "data", other_dsn)
+    assert table_rows(other_dsn) == table_rows(dsn)
+
+
+def test_a_file_removed_from_disk_since_it_was_stored_is_not_exported(
+    data: Path, dsn: str, other_dsn: str, tmp_path: Path
+) -> None:
+    """Its row is gone from job_files: the database's job no longer has it (restore, which
+    puts a wiped tree back, brings it back; export writes the database's jobs)."""
+    write_job(data, REMOVED)
+    outputs = data / "outputs" / REMOVED
+    outputs.mkdir()
+    (outputs / "causes.csv").write_text("cause,n\n")
+    (outputs / "plot.png").write_bytes(b"\x89PNG")
+    backfilled(data, dsn)
+    (outputs / "plot.png").unlink()
+    backfilled(data, dsn)
+
+    exported(dsn, tmp_path / "data")
+
+    assert sorted(p for p in tree_files(tmp_path / "data") if p.startswith("outputs/")) == [
+        f"outputs/{REMOVED}/causes.csv"
+    ]
+    backfilled(tmp_path / "data", other_dsn)
+    assert table_rows(other_dsn) == table_rows(dsn)
+
+
+def test_a_job_json_renamed_by_case_is_exported_under_its_name_on_disk(
+    data: Path, dsn: str, other_dsn: str, tmp_path: Path
+) -> None:
+    """Stored as jobs/<ID>.json, then rewritten by the legacy backend as jobs/<id>.json: the
+    export writes the one on disk, not both, nor the old name."""
+    capitals = write_job(data, RENAMED, id=RENAMED).rename(
+        data / "jobs" / f"{RENAMED.upper()}.json"
+    )
+    backfilled(data, dsn)
+    capitals.rename(data / "jobs" / f"{RENAMED}.json")
+    edit_job_json(data, RENAMED, status="failed")
+    backfilled(data, dsn)
+
+    exported(dsn, tmp_path / "data")
+
+    jobs = sorted(p for p in tree_files(tmp_path / "data") if p.startswith("jobs/"))
+    assert jobs == [f"jobs/{RENAMED}.json"]
+    assert orjson_loads(tmp_path / "data" / jobs[0])["status"] == "failed"
+    backfilled(tmp_path / "data", other_dsn)
+    assert table_rows(other_dsn) == table_rows(dsn)

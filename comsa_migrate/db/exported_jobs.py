@@ -56,6 +56,7 @@ class StoredFile(NamedTuple):
     sha256: str
     size: int
     mtime_ns: int
+    on_disk: bool = True  # false: removed from disk since, its last content kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,7 @@ _LOGS = (
 )
 #: the stored files of these jobs, by job and path (the file store's keeping reads them too)
 STORED_FILES_OF = (
-    "SELECT job_id::text, path, sha256, size, mtime_ns FROM comsa_migrate.stored_files"
+    "SELECT job_id::text, path, sha256, size, mtime_ns, on_disk FROM comsa_migrate.stored_files"
     " WHERE job_id = ANY(%s::uuid[]) ORDER BY job_id, path"
 )
 _OUTPUTS = (
@@ -168,7 +169,9 @@ _OUTPUTS = (
 )
 #: the jobs written from a legacy JSON (by a backfill or the daemon), not by the dashboard
 _MIGRATED = "SELECT job_id::text FROM comsa_migrate.job_state WHERE job_id = ANY(%s::uuid[])"
-#: the dashboard's copies of uploads, for the ones the file store does not hold: the base64
+#: the dashboard's copies of uploads, for the ones the file store does not hold (it names
+#: an upload by its base name, which the store may hold deeper in the job's folder, or in
+#: a folder named in capitals; one removed from disk is not exported from there): the base64
 #: of the small ones comes with the batch, in order, until their running total passes the
 #: budget; the others (NULL here) are read one at a time by a writer thread
 #: (read_input_file())
@@ -182,9 +185,9 @@ FROM (SELECT i.job_id::text AS job_id, i.filename, i.content_b64,
              octet_length(i.content_b64) <= %(small)s AS small
       FROM public.job_input_files i
       WHERE i.job_id = ANY(%(ids)s::uuid[])
-        AND NOT EXISTS (SELECT FROM comsa_migrate.stored_files s
-                        WHERE s.job_id = i.job_id
-                          AND s.path = 'uploads/' || i.job_id::text || '/' || i.filename)
+        AND NOT EXISTS (SELECT FROM comsa_migrate.stored_files s  -- exported from there
+                        WHERE s.job_id = i.job_id AND s.on_disk AND s.path LIKE 'uploads/%%'
+                          AND regexp_replace(s.path, '^.*/', '') = i.filename)
      ) AS i
 ORDER BY job_id, filename
 """

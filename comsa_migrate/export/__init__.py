@@ -127,10 +127,14 @@ def _files_of(
     known: dict[str, bytes],
 ) -> Iterator[WriteItem]:
     stored = batch.stored.get(job.id, [])
-    own_json = [f for f in stored if f.path.startswith(f"{JOBS}/")]
-    files = [f for f in stored if not f.path.startswith(f"{JOBS}/")]
+    named = {_relative(path, options.path_prefix) for path in batch.outputs.get(job.id, [])}
+    original = _original_json(job.id, [f for f in stored if f.path.startswith(f"{JOBS}/")])
+    # the job's files as the database has them: on disk at the last sync, or named by
+    # job_files (the dashboard's own jobs' rows are its own)
+    files = [
+        f for f in stored if not f.path.startswith(f"{JOBS}/") and (f.on_disk or f.path in named)
+    ]
     # the JSON is made by the writer thread, which reads the original from its own store
-    original = own_json[0] if own_json else None
     yield LaterFile(
         functools.partial(
             _job_json, job, original, options, stores, known, job.id in batch.migrated
@@ -147,10 +151,7 @@ def _files_of(
         else:
             yield LaterFile(functools.partial(_upload, job.id, name, content_b64), at_hand=True)
     paths = {item.path for item in files}
-    for path in batch.outputs.get(job.id, []):
-        relative = (
-            path[len(options.path_prefix) :] if path.startswith(options.path_prefix) else path
-        )
+    for relative in named:
         if relative not in paths:
             summary.on_problem(
                 Problem(
@@ -161,6 +162,20 @@ def _files_of(
                     relative,
                 )
             )
+
+
+def _relative(path: str, path_prefix: str) -> str:
+    """A job_files path relative to DATA_DIR."""
+    return path[len(path_prefix) :] if path.startswith(path_prefix) else path
+
+
+def _original_json(job_id: str, own_json: list[StoredFile]) -> StoredFile | None:
+    """The job's stored JSON to export from: the one on disk at the last sync (a JSON the
+    legacy backend rewrote under another case of its name leaves the old name's row, no
+    longer on disk), then the one named as the legacy backend names it."""
+    if not own_json:
+        return None
+    return min(own_json, key=lambda f: (not f.on_disk, f.path != f"{JOBS}/{job_id}.json"))
 
 
 def _read_upload(

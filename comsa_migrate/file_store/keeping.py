@@ -148,7 +148,7 @@ def _stored_rows(
     with conn.transaction():
         set_limits(conn, limits)
         rows = conn.execute(STORED_FILES_OF, [job_ids]).fetchall()
-    return {(job_id, path): _Row(sha, size, mtime) for job_id, path, sha, size, mtime in rows}
+    return {(job_id, path): _Row(sha, size, mtime) for job_id, path, sha, size, mtime, _ in rows}
 
 
 def _keep_job(
