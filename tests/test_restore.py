@@ -23,7 +23,7 @@ from .file_store_helpers import (
     stored_rows,
     write_sidecar,
 )
-from .helpers import new_job_id, running_daemon, wait_until
+from .helpers import new_job_id, running_daemon, wait_until, write_job_atomically
 from .tree_store_helpers import store_file, tree_files
 
 JOB = "653475d0-3a75-4bb6-b1cb-a3c466a6c02e"
@@ -301,3 +301,29 @@ def test_with_missing_ok_another_failure_still_exits_1(
 
     assert result.exit_code == 1
     assert "1 left alone (different)" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a" * 251 + ".csv",  # 255 bytes, the longest name Linux takes
+        "死因" * 40 + ".csv",  # 244 bytes of UTF-8
+        "back\\slash.csv",  # a plain character on Linux, stored as the backfill read it
+    ],
+    ids=["255-bytes", "long-utf8", "backslash"],
+)
+def test_a_file_of_any_name_the_backfill_stored_comes_back(
+    dsn: str, data: Path, tmp_path: Path, name: str
+) -> None:
+    job_id = new_job_id()
+    write_job_atomically(data, job_id)
+    (data / "outputs" / job_id).mkdir()
+    (data / "outputs" / job_id / name).write_bytes(b"cause,n\n")
+    assert run("backfill", data, "--dsn", dsn, "-q", "--file-store", "db").exit_code == 0
+    target = tmp_path / "restored" / "data"
+
+    result = run("restore", target, "--dsn", dsn, "-q")
+
+    assert result.exit_code == 0, result.output
+    assert (target / "outputs" / job_id / name).read_bytes() == b"cause,n\n"
+    assert not [p for p in target.rglob(".*")], "no temporary file is left"

@@ -1,12 +1,13 @@
 """Writing files into a legacy tree, as restore and export do: each file whole or not at all,
 checked against its sha256, never outside DATA_DIR, never over a different file unless forced.
 
-A file is written to a temporary name in its own folder (``.<name>.<random>.tmp``: hidden,
-so that a backfill or the daemon never takes it for a job's file), checked, given its
-stored mtime, then published: linked to its name when nothing was there (link(2) fails if
-a file appeared meanwhile, which is then judged as one found before), renamed over the
-file it replaces otherwise. A reader of the tree (the legacy backend, the dashboard) sees
-the old file or the new one, never half of one.
+A file is written to a temporary name in its own folder (``.<name>.<random>.tmp``, or
+``.<random>.tmp`` for a name too long for that: hidden, so that a backfill or the daemon
+never takes it for a job's file), checked, given its stored mtime, then published: linked
+to its name when nothing was there (link(2) fails if a file appeared meanwhile, which is
+then judged as one found before), renamed over the file it replaces otherwise. A reader
+of the tree (the legacy backend, the dashboard) sees the old file or the new one, never
+half of one.
 
 Durability (``fsync``): "end", the default, syncs the file system once the run is done,
 so a run that ended has all its files on disk, at a fraction of the cost of a sync per
@@ -109,11 +110,15 @@ class TreeWriteOptions:
     workers: int = 4  # threads writing files at once
 
 
+#: the longest file name, in bytes, that Linux's file systems take
+_NAME_MAX = 255
+
+
 def unsafe_reason(path: str, job_id: str | None = None) -> str | None:
     """Why ``path`` (from the database) may not be written under DATA_DIR for the job
     ``job_id``, or None: it must be jobs/<id>.json, or a file in uploads/<id>/ or
     outputs/<id>/ (the id in any case, and the .json too, as the scan takes it)."""
-    if not path or path.startswith("/") or "\\" in path or "\x00" in path:
+    if not path or path.startswith("/") or "\x00" in path:
         return "is not a relative path"
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
@@ -265,6 +270,8 @@ class TreeWriter:
         replace, else linked to its name, which fails if a file appeared there meanwhile
         (then judged as one found before): never over a file not meant to be replaced."""
         temp = f".{name}.{self._temp_prefix}{next(self._temp_count):06x}.tmp"
+        if len(os.fsencode(temp)) > _NAME_MAX:  # a long name: hidden and unique without it
+            temp = temp[len(name) + 1 :]
         fd = os.open(temp, _TEMP_FLAGS, 0o666, dir_fd=parent)
         try:
             digest, size = copy_in(fd, item.content)
