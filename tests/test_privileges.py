@@ -15,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.memory import b64_sha256, large_file, stored_sha256, tree
 from comsa_migrate.db import grants, migrations
+from comsa_migrate.errors import ConfigurationError
 
 from .helpers import (
     job_row,
@@ -319,3 +320,52 @@ def test_the_sync_daemon_starts_as_a_writer_and_a_reader_is_refused_in_one_line(
     refused = cli("sync", data, "--dsn", as_user(dsn, reader))
 
     assert "permission denied for table " in one_error_line(refused)
+
+
+def test_a_right_missing_on_a_table_made_after_the_grant_stops_a_backfill_before_any_write(
+    cli: Any, dsn: str, roles: Roles, sample_tree: Path
+) -> None:
+    """The dashboard makes job_input_files at its start-up, after init-db granted the
+    writer its rights: only the jobs with an upload would touch it. The run stops at once,
+    exit 2, rather than leave those jobs out one db_error at a time."""
+    writer = roles.create("writer")
+    lock_down(dsn)
+    assert cli("init-db", "--dsn", dsn, "--grant-writer", writer).exit_code == 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrations.create_input_files_table(conn)  # as the dashboard, its owner
+
+    backfill = cli("backfill", sample_tree, "--dsn", as_user(dsn, writer))
+    granted = cli("init-db", "--dsn", dsn, "--grant-writer", writer)
+    again = cli("backfill", sample_tree, "--dsn", as_user(dsn, writer))
+
+    line = one_error_line(backfill)
+    assert line.startswith("comsa-migrate: error: permission denied for table ")
+    assert "public.job_input_files: this role lacks SELECT, INSERT, UPDATE, DELETE" in line
+    assert "--grant-writer" in line
+    assert granted.exit_code == 0, granted.output
+    assert again.exit_code == 0, again.output
+    assert "11 inserted" in again.stdout
+    with psycopg.connect(dsn) as conn:
+        runs = conn.execute("SELECT count(*) FROM comsa_migrate.runs").fetchone()
+        assert runs == (1,), "the refused run recorded nothing"
+
+
+def test_the_daemon_does_not_start_as_a_writer_lacking_a_right(
+    dsn: str, roles: Roles, tmp_path: Path
+) -> None:
+    writer = roles.create("writer")
+    lock_down(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrations.migrate(conn)
+        grants.grant(conn, writer, "writer")
+        migrations.create_input_files_table(conn)
+    data = make_empty_tree(tmp_path)
+    write_job_atomically(data, new_job_id())
+
+    with (
+        pytest.raises(ConfigurationError, match="public.job_input_files: this role lacks"),
+        running_daemon(as_user(dsn, writer), data),
+    ):
+        pass
+    with psycopg.connect(dsn) as conn:
+        assert table_counts(conn)["jobs"] == 0

@@ -20,6 +20,7 @@ __all__ = [
     "missing_rights",
     "reapply",
     "require_roles",
+    "require_writer",
     "required_rights",
 ]
 
@@ -122,6 +123,38 @@ def required_rights(conn: psycopg.Connection[Any], kind: Kind) -> list[Right]:
         if privileges:
             rights.append(Right(object_type, name, int(oid), tuple(privileges.split(", "))))
     return rights
+
+
+#: the writer's rights this session's role lacks, from _RIGHTS, in its order
+_LACKED = f"""
+SELECT r.kind, r.name, string_agg(p.privilege, ', ' ORDER BY p.n)
+FROM ({_RIGHTS}) AS r
+CROSS JOIN LATERAL unnest(string_to_array(r.writer, ', ')) WITH ORDINALITY AS p(privilege, n)
+WHERE NOT CASE r.kind
+        WHEN 'DATABASE' THEN has_database_privilege(r.oid, p.privilege)
+        WHEN 'SCHEMA' THEN has_schema_privilege(r.oid, p.privilege)
+        WHEN 'TABLE' THEN has_table_privilege(r.oid, p.privilege)
+        WHEN 'SEQUENCE' THEN has_sequence_privilege(r.oid, p.privilege)
+        ELSE has_function_privilege(r.oid, p.privilege) END
+GROUP BY r.rank, r.kind, r.name
+ORDER BY r.rank, r.name
+"""  # noqa: S608 - no outside input
+
+
+def require_writer(conn: psycopg.Connection[Any]) -> None:
+    """Raises ConfigurationError, naming the first, when the session's role lacks a right a
+    writer needs on the objects as they are now (what init-db --grant-writer gives): asked
+    before a backfill or the daemon writes anything, so that a right missing on a table
+    some jobs alone touch (the dashboard's job_input_files, made after the grant) stops
+    the run, rather than failing those jobs one by one."""
+    lacked = conn.execute(_LACKED).fetchone()
+    if lacked is not None:
+        kind, name, privileges = lacked
+        raise ConfigurationError(
+            f"permission denied for {kind.lower()} {name}: this role lacks {privileges} "
+            "there, which a writer needs (an owner grants every right a writer needs with "
+            "comsa-migrate init-db --grant-writer ROLE)"
+        )
 
 
 def require_roles(conn: psycopg.Connection[Any], roles: list[str]) -> None:
