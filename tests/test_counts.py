@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import make_empty_tree, running_daemon, write_job
+from .helpers import jobs_written, make_empty_tree, running_daemon, wait_until, write_job
 
 JOBS = 1001  # each with 10 log lines and a field that has no column (an info problem)
 #: a number of four digits or more, but not one of a time, a version, a port or a name
@@ -84,3 +84,18 @@ def test_the_daemons_rescan_line_writes_its_counts_with_separators(
         pass
 
     assert "rescan (start-up): 1,001 jobs, 1,001 inserted, 0 updated," in caplog.text
+
+
+def test_a_rescan_stopped_part_way_says_so_beside_its_counts(
+    dsn: str, big_tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopped during its catch-up, the daemon logs the jobs it did, not as the whole tree."""
+    with (
+        caplog.at_level(logging.INFO, "comsa_migrate"),
+        running_daemon(dsn, big_tree, ready=False, batch_size=20),
+    ):
+        wait_until(lambda: jobs_written(dsn) > 0, what="the catch-up to write a batch")
+
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("rescan ("))
+    assert line.startswith("rescan (start-up) stopped part-way: ")
+    assert not line.startswith("rescan (start-up) stopped part-way: 1,001 jobs")

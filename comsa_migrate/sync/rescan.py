@@ -125,8 +125,9 @@ class Rescans:
         self.next_at = self._clock() + self.interval
         self._tree.scanned()
         log.info(
-            "rescan (%s): %s, %s in %.2f s",
+            "rescan (%s)%s: %s, %s in %.2f s",
             reason,
+            " stopped part-way" if summary.interrupted else "",
             self._words.counted(summary.jobs, "job"),
             self._words.actions_done(summary.actions),
             self._clock() - started,
