@@ -60,6 +60,7 @@ class Run:
     changed: Rows  # in the database by the backfill
     counted: dict[str, int]  # by the backfill's summary: rows written (inserted or updated)
     written_by_report: dict[str, int]  # the report's rows written, as the summary counts them
+    owned: tuple[int, int]  # jobs given the --owner: by the report, by the backfill
 
 
 @pytest.mark.parametrize("fixture", ["legacy-sample", "quirks"])
@@ -124,7 +125,8 @@ def _report_then_backfill(dsn: str, options: BackfillOptions) -> Run:
     predicted = {table: report.rows.get(table, dict.fromkeys(CHANGES, 0)) for table in after}
     assert set(report.rows) <= set(after), "the report counts rows of a table that is not there"
     counted = {table: summary.rows[table] for table in summary.tables}
-    return Run(predicted, changed, counted, report.rows_written)
+    owned = (report.owned, summary.rows["owned"])
+    return Run(predicted, changed, counted, report.rows_written, owned)
 
 
 def _snapshot(conn: psycopg.Connection[Any]) -> Snapshot:
@@ -205,3 +207,42 @@ def _edit_job_json(path: Path) -> None:
     lines = [log] if isinstance(log, str) else list(log or [])
     doc.update(country="Malawi", log=[*lines, "[2026-02-01 10:00:00] rerun"])
     path.write_text(json.dumps(doc))
+
+
+def test_with_an_owner_the_report_predicts_the_jobs_the_backfill_gives_it(
+    empty_dsn: str, tmp_path: Path
+) -> None:
+    """--owner: the backfill gives the jobs it wrote before and nobody owns the owner at its
+    start (rows updated for that alone), and each job it inserts; the report says so."""
+    tree = copy_fixture("legacy-sample", tmp_path)
+    age_tree(tree)
+    schema = Path(__file__).resolve().parent.parent / "fixtures" / "dashboard-schema"
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        for name in ("001_initial_schema.sql", "002_users.sql"):
+            conn.execute((schema / name).read_text().encode())
+        conn.execute("INSERT INTO users (email, password_hash) VALUES ('a@example.org', 'x')")
+    options = BackfillOptions(tree, WriteOptions(owner="a@example.org"))
+    first = _report_then_backfill(empty_dsn, options)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        disowned, edited = conn.execute("SELECT id::text FROM jobs ORDER BY id LIMIT 2").fetchall()
+        conn.execute(
+            "UPDATE jobs SET user_id = NULL WHERE id = ANY(%s::uuid[])", [[*disowned, *edited]]
+        )
+        source = conn.execute(
+            "SELECT source_path FROM comsa_migrate.job_state WHERE job_id = %s", [edited[0]]
+        ).fetchone()
+    assert source is not None
+    _edit_job_json(tree / source[0])  # its row is rewritten: its owner goes with it
+    write_job(tree, NEW_JOB)
+
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        report = build_report(conn, options)
+    rerun = _report_then_backfill(empty_dsn, options)
+
+    for run in (first, rerun):
+        assert run.predicted == run.changed
+        assert run.written_by_report == run.counted
+    assert first.owned == (11, 11)
+    assert rerun.owned == (3, 3)  # the two disowned (one of them also edited) and the new one
+    assert rerun.changed["jobs"] == {"insert": 1, "update": 2, "delete": 0}
+    assert report.owner == "a@example.org"

@@ -63,6 +63,8 @@ def render_text(report: Report, *, color: bool = False, show_all: bool = False) 
     lines += ["", "Summary"]
     lines.append(field("jobs", _actions_text(report)))
     lines += _rows_text(report)
+    if report.owner is not None:
+        lines.append(field("owner", _owner_text(report)))
     lines.append(field("problems", _severities_text(report)))
     lines.append(field("files", _files_text(report)))
     lines += store_text(report.file_store, show_all=show_all) if report.file_store else []
@@ -146,6 +148,10 @@ def _rows_text(report: Report) -> list[str]:
     return lines
 
 
+def _owner_text(report: Report) -> str:
+    return f"{counted(report.owned, 'job')} would be given {report.owner}"
+
+
 def _severities_text(report: Report) -> str:
     counts = report.severity_counts
     return (
@@ -195,6 +201,8 @@ def render_markdown(report: Report, *, show_all: bool = False) -> str:
         for table in report.rows:
             counts = " | ".join(f"{report.rows[table][c]:,}" for c in CHANGES)
             lines.append(f"| `{table}` | {counts} |")
+    if report.owner is not None:
+        lines += ["", f"Owner: {_md(_owner_text(report))}."]
     severities = report.severity_counts
     lines += ["", "| problems and files | count |", "|---|---:|"]
     lines += [f"| {s}s | {severities[s]:,} |" for s in (Severity.ERROR, Severity.WARNING)]
@@ -264,6 +272,9 @@ def render_json(report: Report) -> str:
             "interrupted": report.interrupted,
             "jobs": {"total": len(report.jobs), "by_action": report.actions},
             "rows": report.rows,
+            "owner": None
+            if report.owner is None
+            else {"email": report.owner, "jobs": report.owned},
             "problems": {
                 "total": len(report.problems),
                 "by_severity": {str(s): n for s, n in counts.items()},

@@ -26,6 +26,7 @@ from comsa_migrate.db.migrations import (
     repeatables,
 )
 from comsa_migrate.db.plans import insert_plan, plan_batch
+from comsa_migrate.db.writes import owner_of
 from comsa_migrate.errors import DatabaseUnavailable, first_line
 from comsa_migrate.observer import TABLES, JobResult, Observer, Observers
 from comsa_migrate.pipeline.options import BackfillOptions
@@ -125,6 +126,9 @@ def _plan_with_database(
         run.plan(None, _Conservative(conn, run.options.write.force), stop)
         if not run.interrupted:
             check_drift(conn, run.drift_input(), with_state=False)
+            if run.options.write.owner is not None:  # none of its jobs was written before
+                run.owner_id = owner_of(conn, run.options.write.owner)
+                run.count_owned(set())
         return Database("database", target, tuple(notes), pending)
     if not rewrites_present:
         notes.append(
@@ -134,7 +138,17 @@ def _plan_with_database(
     run.plan(conn, _Planner(conn, run.options.write.force, rewrites_present), stop)
     if not run.interrupted:
         check_drift(conn, run.drift_input(), with_state=True)
+        if run.owner_id is not None:
+            run.count_owned({job_id for (job_id,) in conn.execute(_OWNERLESS)})
     return Database("database", target, tuple(notes), pending)
+
+
+#: the jobs the backfill gives the owner at its start (db/writes.give_owner): written by
+#: comsa-migrate, owned by nobody
+_OWNERLESS = (
+    "SELECT j.id::text FROM public.jobs j JOIN comsa_migrate.job_state s ON s.job_id = j.id"
+    " WHERE j.user_id IS NULL"
+)
 
 
 def _exists(conn: psycopg.Connection[Any], query: str, name: str) -> bool:
@@ -160,6 +174,9 @@ class _Run:
         self.json_on_disk: set[str] = set()
         self.seen = Counter[str]()
         self.decided: set[str] = set()  # jobs whose action the database decided
+        self.row_rewritten: set[str] = set()  # jobs whose `jobs` row the plan updates
+        self.owner_id: str | None = None  # --owner's user, found in the database
+        self.owned = self.owner_only_updates = 0
         self._observer = observer
 
     def on_problem(self, problem: Problem) -> None:
@@ -179,6 +196,7 @@ class _Run:
         options = self.options
         items = self._watch(tree.scan(options.data_dir, workers=options.scan_processes))
         settings = options.write.settings(fingerprints)
+        self.owner_id = settings.owner_id
         self.summary.inputs_stored = settings.store_inputs
         reading = options.write.reading(options.data_dir, settings)
         one = dataclasses.replace(options.write, connections=1)
@@ -186,16 +204,25 @@ class _Run:
         def step(conn: psycopg.Connection[Any] | None, batch: Batch) -> list[Outcome]:
             # a report plans without a file store: every payload is a job's
             plans = decide(batch.sources, cast(list[bytes], batch.payloads))
-            for plan in plans:
+            for source, plan in zip(batch.sources, plans, strict=True):
                 for table, (inserted, updated, deleted) in plan.changes.items():
                     self.row_changes[table].update(
                         {"insert": inserted, "update": updated, "delete": deleted}
                     )
+                if plan.changes.get("jobs", (0, 0, 0))[1]:
+                    self.row_rewritten.add(source.job_id)
             self.decided.update(source.job_id for source in batch.sources)
             return [plan.outcome for plan in plans]
 
         observer = _ValidatingUnchanged(self)
         self.interrupted = run_batches(fingerprints, one, reading, items, observer, step, stop=stop)
+
+    def count_owned(self, ownerless: set[str]) -> None:
+        """What --owner adds: the backfill gives the owner to the jobs it wrote before and
+        nobody owns (``ownerless``), at its start, and to each job it inserts."""
+        self.owned = len(ownerless) + self.summary.actions["insert"]
+        self.owner_only_updates = len(ownerless - self.row_rewritten)
+        self.row_changes["jobs"]["update"] += self.owner_only_updates
 
     def drift_input(self) -> DriftInput:
         return DriftInput(
@@ -233,6 +260,9 @@ class _Run:
             generated_at=datetime.now(UTC).replace(microsecond=0),
             elapsed=elapsed,
             interrupted=self.interrupted,
+            owner=self.options.write.owner if self.owner_id is not None else None,
+            owned=self.owned,
+            owner_only_updates=self.owner_only_updates,
         )
 
     def validate(self, source: JobSource) -> None:

@@ -119,6 +119,10 @@ class Report:
     elapsed: float = 0.0
     interrupted: bool = False
     file_store: StoreCheck | None = None  # with --file-store
+    owner: str | None = None  # --owner: the dashboard user given the jobs nobody owns
+    owned: int = 0  # jobs the backfill would give the owner, as its summary counts them
+    #: rows of `jobs` (among rows' updates) updated only to give them the owner
+    owner_only_updates: int = 0
 
     @property
     def offline(self) -> bool:
@@ -137,7 +141,10 @@ class Report:
     @property
     def rows_written(self) -> dict[str, int]:
         """Rows per table the backfill would write, counted as its summary counts them."""
-        return {t: self.rows[t]["insert"] + self.rows[t]["update"] for t in self.rows}
+        written = {t: self.rows[t]["insert"] + self.rows[t]["update"] for t in self.rows}
+        if "jobs" in written:  # the summary counts those as jobs given the owner
+            written["jobs"] -= self.owner_only_updates
+        return written
 
     def fails(self, fail_on: Severity = Severity.ERROR) -> bool:
         """True when some problem is at least as severe as ``fail_on``."""
