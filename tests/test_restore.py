@@ -327,3 +327,21 @@ def test_a_file_of_any_name_the_backfill_stored_comes_back(
     assert result.exit_code == 0, result.output
     assert (target / "outputs" / job_id / name).read_bytes() == b"cause,n\n"
     assert not [p for p in target.rglob(".*")], "no temporary file is left"
+
+
+def test_a_job_json_renamed_by_case_comes_back_once_under_its_name_on_disk(
+    dsn: str, data: Path, tmp_path: Path
+) -> None:
+    """Stored as jobs/<ID>.json, then rewritten as jobs/<id>.json: the old name's row stays
+    (no longer on disk), and both back would be a duplicate_job_id to the next backfill."""
+    job_id = new_job_id()
+    capitals = write_job_atomically(data, job_id).rename(data / "jobs" / f"{job_id.upper()}.json")
+    assert run("backfill", data, "--dsn", dsn, "-q", "--file-store", "db").exit_code == 0
+    capitals.rename(data / "jobs" / f"{job_id}.json")
+    assert run("backfill", data, "--dsn", dsn, "-q", "--file-store", "db").exit_code == 0
+    target = tmp_path / "restored" / "data"
+
+    result = run("restore", target, "--dsn", dsn, "-q")
+
+    assert result.exit_code == 0, result.output
+    assert sorted(p for p in tree_files(target) if p.startswith("jobs/")) == [f"jobs/{job_id}.json"]

@@ -99,9 +99,19 @@ def require_file_store(conn: psycopg.Connection[Any]) -> None:
         )
 
 
+#: one stored JSON a job, the one to write back (the others are left out): the one on disk
+#: at the last sync (a JSON the legacy backend rewrote under another case of its name
+#: leaves the old name's row, no longer on disk), then the one named as the legacy backend
+#: names it, then the first by path; two would be a duplicate_job_id to the next backfill
+_ONE_JSON_A_JOB = """
+NOT (s.path LIKE 'jobs/%%' AND EXISTS (
+    SELECT FROM comsa_migrate.stored_files o
+    WHERE o.job_id = s.job_id AND o.path LIKE 'jobs/%%'
+      AND (NOT o.on_disk, o.path <> 'jobs/' || o.job_id::text || '.json', o.path)
+        < (NOT s.on_disk, s.path <> 'jobs/' || s.job_id::text || '.json', s.path)))"""
 _STORED = (
-    "SELECT job_id::text, path, sha256, size, mtime_ns FROM comsa_migrate.stored_files"
-    " WHERE (%(ids)s::uuid[] IS NULL OR job_id = ANY(%(ids)s::uuid[]))"
+    "SELECT job_id::text, path, sha256, size, mtime_ns FROM comsa_migrate.stored_files s"
+    " WHERE (%(ids)s::uuid[] IS NULL OR job_id = ANY(%(ids)s::uuid[])) AND" + _ONE_JSON_A_JOB
 )
 
 
@@ -163,6 +173,11 @@ STORED_FILES_OF = (
     "SELECT job_id::text, path, sha256, size, mtime_ns, on_disk FROM comsa_migrate.stored_files"
     " WHERE job_id = ANY(%s::uuid[]) ORDER BY job_id, path"
 )
+#: the same, with one JSON a job, for the export
+_EXPORTED_FILES_OF = (
+    "SELECT job_id::text, path, sha256, size, mtime_ns, on_disk FROM comsa_migrate.stored_files s"
+    " WHERE job_id = ANY(%s::uuid[]) AND" + _ONE_JSON_A_JOB + " ORDER BY job_id, path"
+)
 _OUTPUTS = (
     "SELECT job_id::text, file_path FROM public.job_files"
     " WHERE job_id = ANY(%s::uuid[]) AND file_type = 'output' ORDER BY job_id, id"
@@ -215,7 +230,7 @@ def export_batches(
         logs = _grouped(conn, _LOGS, ids)
         stored = {
             job_id: [StoredFile(job_id, *rest) for rest in found]
-            for job_id, found in _grouped(conn, STORED_FILES_OF, ids).items()
+            for job_id, found in _grouped(conn, _EXPORTED_FILES_OF, ids).items()
         }
         outputs = {
             job_id: [path for (path,) in found]

@@ -128,7 +128,8 @@ def _files_of(
 ) -> Iterator[WriteItem]:
     stored = batch.stored.get(job.id, [])
     named = {_relative(path, options.path_prefix) for path in batch.outputs.get(job.id, [])}
-    original = _original_json(job.id, [f for f in stored if f.path.startswith(f"{JOBS}/")])
+    # the one stored JSON to write back (db/exported_jobs.py chose it)
+    original = next((f for f in stored if f.path.startswith(f"{JOBS}/")), None)
     # the job's files as the database has them: on disk at the last sync, or named by
     # job_files (the dashboard's own jobs' rows are its own)
     files = [
@@ -167,15 +168,6 @@ def _files_of(
 def _relative(path: str, path_prefix: str) -> str:
     """A job_files path relative to DATA_DIR."""
     return path[len(path_prefix) :] if path.startswith(path_prefix) else path
-
-
-def _original_json(job_id: str, own_json: list[StoredFile]) -> StoredFile | None:
-    """The job's stored JSON to export from: the one on disk at the last sync (a JSON the
-    legacy backend rewrote under another case of its name leaves the old name's row, no
-    longer on disk), then the one named as the legacy backend names it."""
-    if not own_json:
-        return None
-    return min(own_json, key=lambda f: (not f.on_disk, f.path != f"{JOBS}/{job_id}.json"))
 
 
 def _read_upload(
