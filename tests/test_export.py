@@ -406,3 +406,18 @@ def test_a_job_json_renamed_by_case_is_exported_under_its_name_on_disk(
     assert orjson_loads(tmp_path / "data" / jobs[0])["status"] == "failed"
     backfilled(tmp_path / "data", other_dsn)
     assert table_rows(other_dsn) == table_rows(dsn)
+
+
+def test_an_output_of_the_longest_name_linux_takes_is_exported(
+    data: Path, dsn: str, tmp_path: Path
+) -> None:
+    job_id = UPLOADS_NESTED
+    write_job(data, job_id)
+    (data / "outputs" / job_id).mkdir()
+    name = "a" * 251 + ".csv"  # 255 bytes: its temporary name cannot carry it
+    (data / "outputs" / job_id / name).write_bytes(b"cause,n\n")
+    backfilled(data, dsn)
+
+    exported(dsn, tmp_path / "data")
+
+    assert (tmp_path / "data" / "outputs" / job_id / name).read_bytes() == b"cause,n\n"
