@@ -82,3 +82,17 @@ def test_the_server_function_stops_a_batch_on_the_classes_the_client_takes_for_f
 
     assert match is not None
     assert set(re.findall(r"'(\w\w)'", match.group(1))) == RUN_FAULT_CLASSES
+
+
+def test_a_jobs_transaction_has_the_same_settings_whoever_sets_them() -> None:
+    """apply_job_outcome() sets them, or, when the statement timeout must differ, a statement
+    sent before it does (db/job_writes.py): the two lists are one list."""
+    from comsa_migrate.db.job_writes import _LIMITS
+
+    functions = (SCHEMA / "functions" / "40_apply_job.sql").read_text()
+    outcome = functions[functions.index("FUNCTION comsa_migrate.apply_job_outcome(job text") :]
+    in_the_apply = set(re.findall(r"set_config\('(\w+)'", outcome[: outcome.index("END IF;")]))
+    sent_before = set(re.findall(r"set_config\('(\w+)'", _LIMITS.decode()))
+
+    assert "enable_seqscan" in in_the_apply
+    assert sent_before == in_the_apply | {"statement_timeout"}

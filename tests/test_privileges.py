@@ -369,3 +369,32 @@ def test_the_daemon_does_not_start_as_a_writer_lacking_a_right(
         pass
     with psycopg.connect(dsn) as conn:
         assert table_counts(conn)["jobs"] == 0
+
+
+def test_a_role_with_the_predefined_write_all_data_role_backfills(
+    cli: Any, dsn: str, roles: Roles, sample_tree: Path
+) -> None:
+    """pg_read_all_data and pg_write_all_data, as a managed server's DBA may hand them out:
+    UPDATE on a sequence is what nextval() needs, as well as USAGE."""
+    role = roles.create("data")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrations.migrate(conn)
+        migrations.create_input_files_table(conn)
+        name = sql.Identifier(role)
+        conn.execute(sql.SQL("GRANT pg_read_all_data, pg_write_all_data TO {}").format(name))
+
+    result = cli("backfill", sample_tree, "--dsn", as_user(dsn, role))
+
+    assert result.exit_code == 0, result.output
+    assert "11 inserted" in result.stdout
+
+
+def test_what_a_jobs_write_needs_is_part_of_what_a_writer_is_granted(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrations.create_input_files_table(conn)
+        granted = {
+            right.name: set(right.privileges) for right in grants.required_rights(conn, "writer")
+        }
+
+    for table, privileges in grants.JOB_WRITE_RIGHTS.items():
+        assert set(privileges) <= granted[table], table

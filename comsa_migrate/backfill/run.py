@@ -13,7 +13,7 @@ import psycopg
 from comsa_migrate.core import tree
 from comsa_migrate.db import runs
 from comsa_migrate.db.faults import describe_fault
-from comsa_migrate.db.grants import require_writer
+from comsa_migrate.db.grants import require_job_write_rights
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.db.writes import BatchStopped, give_owner
 from comsa_migrate.errors import RunStopped, first_line
@@ -51,7 +51,8 @@ def backfill(
     if write.file_store is not None:  # so does a file store that cannot be used
         check_file_store(write.file_store)
     summary = Summary(migrations=migrate(conn))
-    require_writer(conn)  # a right missing stops the run here, before any write
+    # a right missing stops the run here, before any write
+    require_job_write_rights(conn, inputs=settings.store_inputs)
     summary.inputs_stored, summary.owner = settings.store_inputs, write.owner
     summary.file_store = write.file_store
     run_id = runs.start_run(conn, "backfill", str(options.data_dir))

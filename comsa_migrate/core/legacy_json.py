@@ -94,8 +94,10 @@ def legacy_job_json(
         )
         parsed = parse_job(stored, source, data_dir)
         if parsed.record is not None:
-            timeless = any(p.code == "created_at_from_mtime" for p in parsed.problems)
-            return _over_original(row, stored, parsed.record, path_prefix, timeless=timeless)
+            from_mtime = any(p.code == "created_at_from_mtime" for p in parsed.problems)
+            return _over_original(
+                row, stored, parsed.record, path_prefix, created_at_from_mtime=from_mtime
+            )
         if parsed.metadata_only:
             sidecar = load_json(stored)
         else:
@@ -126,10 +128,15 @@ def legacy_input_file(path: str | None, path_prefix: str) -> str | None:
 
 
 def _over_original(
-    row: JobRow, stored: bytes, record: JobRecord, path_prefix: str, *, timeless: bool
+    row: JobRow,
+    stored: bytes,
+    record: JobRecord,
+    path_prefix: str,
+    *,
+    created_at_from_mtime: bool,
 ) -> LegacyJson:
-    """``timeless``: the original has no created_at (the backfill took its file's mtime,
-    which a rebuilt JSON does not keep: it then carries the time itself)."""
+    """``created_at_from_mtime``: the original has no created_at, and the backfill took its
+    file's mtime, which a rebuilt JSON does not keep: it then carries the time itself."""
     changes: dict[str, Any] = {}
     for name in _TEXT_FIELDS:
         if getattr(record, name) != getattr(row, name):
@@ -154,7 +161,7 @@ def _over_original(
         changes["log"] = _log_lines(row.logs, record.logs)
     if not changes:
         return LegacyJson(stored, True)
-    if timeless:
+    if created_at_from_mtime:
         changes["created_at"] = _time(row.created_at)
     doc = load_json(stored)
     return LegacyJson(_dump(_merged(doc, changes)), False)

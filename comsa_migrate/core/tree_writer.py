@@ -269,9 +269,10 @@ class TreeWriter:
         """Write the temporary file, check it, and publish it: renamed over the file to
         replace, else linked to its name, which fails if a file appeared there meanwhile
         (then judged as one found before): never over a file not meant to be replaced."""
-        temp = f".{name}.{self._temp_prefix}{next(self._temp_count):06x}.tmp"
+        unique = f"{self._temp_prefix}{next(self._temp_count):06x}"
+        temp = f".{name}.{unique}.tmp"
         if len(os.fsencode(temp)) > _NAME_MAX:  # a long name: hidden and unique without it
-            temp = temp[len(name) + 1 :]
+            temp = f".{unique}.tmp"
         fd = os.open(temp, _TEMP_FLAGS, 0o666, dir_fd=parent)
         try:
             digest, size = copy_in(fd, item.content)

@@ -168,16 +168,14 @@ _LOGS = (
     "SELECT job_id::text, timestamp, message FROM public.job_logs"
     " WHERE job_id = ANY(%s::uuid[]) ORDER BY job_id, timestamp, id"
 )
-#: the stored files of these jobs, by job and path (the file store's keeping reads them too)
-STORED_FILES_OF = (
-    "SELECT job_id::text, path, sha256, size, mtime_ns, on_disk FROM comsa_migrate.stored_files"
-    " WHERE job_id = ANY(%s::uuid[]) ORDER BY job_id, path"
-)
-#: the same, with one JSON a job, for the export
-_EXPORTED_FILES_OF = (
+_FILES_OF = (
     "SELECT job_id::text, path, sha256, size, mtime_ns, on_disk FROM comsa_migrate.stored_files s"
-    " WHERE job_id = ANY(%s::uuid[]) AND" + _ONE_JSON_A_JOB + " ORDER BY job_id, path"
+    " WHERE job_id = ANY(%s::uuid[])"
 )
+#: the stored files of these jobs, by job and path (the file store's keeping reads them too)
+STORED_FILES_OF = _FILES_OF + " ORDER BY job_id, path"
+#: the same, with one JSON a job, for the export
+_EXPORTED_FILES_OF = _FILES_OF + " AND" + _ONE_JSON_A_JOB + " ORDER BY job_id, path"
 _OUTPUTS = (
     "SELECT job_id::text, file_path FROM public.job_files"
     " WHERE job_id = ANY(%s::uuid[]) AND file_type = 'output' ORDER BY job_id, id"

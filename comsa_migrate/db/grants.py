@@ -13,14 +13,15 @@ from psycopg import sql
 from comsa_migrate.errors import ConfigurationError, SchemaError, first_line
 
 __all__ = [
+    "JOB_WRITE_RIGHTS",
     "KINDS",
     "Kind",
     "Right",
     "grant",
     "missing_rights",
     "reapply",
+    "require_job_write_rights",
     "require_roles",
-    "require_writer",
     "required_rights",
 ]
 
@@ -125,34 +126,49 @@ def required_rights(conn: psycopg.Connection[Any], kind: Kind) -> list[Right]:
     return rights
 
 
-#: the writer's rights this session's role lacks, from _RIGHTS, in its order
-_LACKED = f"""
-SELECT r.kind, r.name, string_agg(p.privilege, ', ' ORDER BY p.n)
-FROM ({_RIGHTS}) AS r
-CROSS JOIN LATERAL unnest(string_to_array(r.writer, ', ')) WITH ORDINALITY AS p(privilege, n)
-WHERE NOT CASE r.kind
-        WHEN 'DATABASE' THEN has_database_privilege(r.oid, p.privilege)
-        WHEN 'SCHEMA' THEN has_schema_privilege(r.oid, p.privilege)
-        WHEN 'TABLE' THEN has_table_privilege(r.oid, p.privilege)
-        WHEN 'SEQUENCE' THEN has_sequence_privilege(r.oid, p.privilege)
-        ELSE has_function_privilege(r.oid, p.privilege) END
-GROUP BY r.rank, r.kind, r.name
-ORDER BY r.rank, r.name
-"""  # noqa: S608 - no outside input
+#: what a job's write does on the dashboard's tables (apply_job()), which only the jobs
+#: that reach a table touch: a right missing there would fail those jobs one by one, each
+#: a db_error. Part of what init-db --grant-writer gives (a test checks); job_input_files
+#: only when uploads are copied there.
+JOB_WRITE_RIGHTS = {
+    "public.jobs": ("SELECT", "INSERT", "UPDATE"),
+    "public.job_logs": ("SELECT", "INSERT", "DELETE"),
+    "public.job_files": ("SELECT", "INSERT", "DELETE"),
+    "public.job_input_files": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+}
+#: which of those this role lacks, in that order, then the sequences of the log and file
+#: rows' ids (nextval() takes USAGE or UPDATE: pg_write_all_data gives UPDATE)
+_LACKED = """
+SELECT 'table', t.name, string_agg(p.privilege, ', ' ORDER BY p.n)
+FROM unnest(%(tables)s::text[], %(privileges)s::text[]) WITH ORDINALITY AS t(name, privileges, rank)
+CROSS JOIN LATERAL unnest(string_to_array(t.privileges, ' ')) WITH ORDINALITY AS p(privilege, n)
+WHERE to_regclass(t.name) IS NOT NULL
+  AND NOT has_table_privilege(to_regclass(t.name), p.privilege)
+GROUP BY t.rank, t.name
+UNION ALL
+SELECT 'sequence', s.name, 'USAGE'
+FROM unnest(ARRAY['public.job_logs', 'public.job_files']) AS t(name)
+CROSS JOIN LATERAL (SELECT CASE WHEN to_regclass(t.name) IS NOT NULL
+                                THEN pg_get_serial_sequence(t.name, 'id') END AS name) AS s
+WHERE s.name IS NOT NULL AND NOT has_sequence_privilege(s.name, 'USAGE, UPDATE')
+"""
 
 
-def require_writer(conn: psycopg.Connection[Any]) -> None:
+def require_job_write_rights(conn: psycopg.Connection[Any], *, inputs: bool) -> None:
     """Raises ConfigurationError, naming the first, when the session's role lacks a right a
-    writer needs on the objects as they are now (what init-db --grant-writer gives): asked
-    before a backfill or the daemon writes anything, so that a right missing on a table
-    some jobs alone touch (the dashboard's job_input_files, made after the grant) stops
-    the run, rather than failing those jobs one by one."""
-    lacked = conn.execute(_LACKED).fetchone()
+    job's write needs on the dashboard's tables (``inputs``: job_input_files too). Asked
+    before a backfill or the daemon writes anything: a right missing on a table some jobs
+    alone touch (job_input_files, made by the dashboard after the grant) stops the run,
+    rather than failing those jobs one by one. The rights on comsa_migrate's own objects
+    are met at the run's start anyway, in PostgreSQL's words."""
+    wanted = {t: p for t, p in JOB_WRITE_RIGHTS.items() if inputs or t != "public.job_input_files"}
+    params = {"tables": list(wanted), "privileges": [" ".join(p) for p in wanted.values()]}
+    lacked = conn.execute(_LACKED, params).fetchone()
     if lacked is not None:
         kind, name, privileges = lacked
         raise ConfigurationError(
-            f"permission denied for {kind.lower()} {name}: this role lacks {privileges} "
-            "there, which a writer needs (an owner grants every right a writer needs with "
+            f"permission denied for {kind} {name}: this role lacks {privileges} there, "
+            "which a job's write needs (an owner grants every right a writer needs with "
             "comsa-migrate init-db --grant-writer ROLE)"
         )
 

@@ -77,6 +77,13 @@ def owner_of(conn: psycopg.Connection[Any], email: str) -> str:
     return str(rows[0][0])
 
 
+#: the jobs a run gives the --owner at its start: written by comsa-migrate, owned by nobody
+OWNERLESS_JOBS = (
+    "SELECT j.id FROM public.jobs j JOIN comsa_migrate.job_state s ON s.job_id = j.id"
+    " WHERE j.user_id IS NULL"
+)
+
+
 def give_owner(conn: psycopg.Connection[Any], owner_id: str, limits: Limits) -> int:
     """Give every job comsa-migrate wrote and nobody owns the owner; returns how many.
 
@@ -86,8 +93,7 @@ def give_owner(conn: psycopg.Connection[Any], owner_id: str, limits: Limits) -> 
     with conn.transaction():
         set_limits(conn, limits)
         cur = conn.execute(
-            "UPDATE public.jobs j SET user_id = %s FROM comsa_migrate.job_state s"
-            " WHERE s.job_id = j.id AND j.user_id IS NULL",
+            f"UPDATE public.jobs SET user_id = %s WHERE id IN ({OWNERLESS_JOBS})",  # noqa: S608
             [owner_id],
         )
     return cur.rowcount

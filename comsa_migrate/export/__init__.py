@@ -127,13 +127,17 @@ def _files_of(
     known: dict[str, bytes],
 ) -> Iterator[WriteItem]:
     stored = batch.stored.get(job.id, [])
-    named = {_relative(path, options.path_prefix) for path in batch.outputs.get(job.id, [])}
+    outputs_in_job_files = dict.fromkeys(  # in job_files' order, each once
+        _relative(path, options.path_prefix) for path in batch.outputs.get(job.id, [])
+    )
     # the one stored JSON to write back (db/exported_jobs.py chose it)
     original = next((f for f in stored if f.path.startswith(f"{JOBS}/")), None)
-    # the job's files as the database has them: on disk at the last sync, or named by
-    # job_files (the dashboard's own jobs' rows are its own)
+    # the job's files as the database has them: on disk at the last sync, or an output
+    # job_files names (the dashboard's own jobs' rows are its own)
     files = [
-        f for f in stored if not f.path.startswith(f"{JOBS}/") and (f.on_disk or f.path in named)
+        f
+        for f in stored
+        if not f.path.startswith(f"{JOBS}/") and (f.on_disk or f.path in outputs_in_job_files)
     ]
     # the JSON is made by the writer thread, which reads the original from its own store
     yield LaterFile(
@@ -152,7 +156,7 @@ def _files_of(
         else:
             yield LaterFile(functools.partial(_upload, job.id, name, content_b64), at_hand=True)
     paths = {item.path for item in files}
-    for relative in named:
+    for relative in outputs_in_job_files:
         if relative not in paths:
             summary.on_problem(
                 Problem(

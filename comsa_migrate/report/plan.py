@@ -26,7 +26,7 @@ from comsa_migrate.db.migrations import (
     repeatables,
 )
 from comsa_migrate.db.plans import insert_plan, plan_batch
-from comsa_migrate.db.writes import owner_of
+from comsa_migrate.db.writes import OWNERLESS_JOBS, owner_of
 from comsa_migrate.errors import DatabaseUnavailable, first_line
 from comsa_migrate.observer import TABLES, JobResult, Observer, Observers
 from comsa_migrate.pipeline.options import BackfillOptions
@@ -139,16 +139,9 @@ def _plan_with_database(
     if not run.interrupted:
         check_drift(conn, run.drift_input(), with_state=True)
         if run.owner_id is not None:
-            run.count_owned({job_id for (job_id,) in conn.execute(_OWNERLESS)})
+            ownerless = conn.execute(f"SELECT id::text FROM ({OWNERLESS_JOBS}) o")  # noqa: S608
+            run.count_owned({job_id for (job_id,) in ownerless})
     return Database("database", target, tuple(notes), pending)
-
-
-#: the jobs the backfill gives the owner at its start (db/writes.give_owner): written by
-#: comsa-migrate, owned by nobody
-_OWNERLESS = (
-    "SELECT j.id::text FROM public.jobs j JOIN comsa_migrate.job_state s ON s.job_id = j.id"
-    " WHERE j.user_id IS NULL"
-)
 
 
 def _exists(conn: psycopg.Connection[Any], query: str, name: str) -> bool:
@@ -260,7 +253,8 @@ class _Run:
             generated_at=datetime.now(UTC).replace(microsecond=0),
             elapsed=elapsed,
             interrupted=self.interrupted,
-            owner=self.options.write.owner if self.owner_id is not None else None,
+            # counted once every job is planned: an interrupted report says nothing of it
+            owner=self.options.write.owner if self.owner_id and not self.interrupted else None,
             owned=self.owned,
             owner_only_updates=self.owner_only_updates,
         )

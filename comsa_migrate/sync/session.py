@@ -14,7 +14,7 @@ import psycopg
 
 from comsa_migrate.db import runs
 from comsa_migrate.db.failures import never_works
-from comsa_migrate.db.grants import require_writer
+from comsa_migrate.db.grants import require_job_write_rights
 from comsa_migrate.db.migrations import migrate
 from comsa_migrate.db.target import (
     POOLER_SAFE,
@@ -298,8 +298,8 @@ class SyncSession:
 
     def _set_up(self, conn: psycopg.Connection[Any]) -> None:
         if self.daemon_id is None:
-            require_writer(conn)  # as does a right missing
             settings = self.write.settings(conn)  # an unknown --owner stops the start-up
+            require_job_write_rights(conn, inputs=settings.store_inputs)  # as does a right
             if settings.owner_id is not None:
                 give_owner(conn, settings.owner_id, self.write.limits)
             self.run_id = runs.start_run(conn, "sync", self.data_dir)
