@@ -216,3 +216,30 @@ def test_a_database_fault_met_while_storing_is_the_databases_outage(
     assert [m for m in messages if m.startswith("the database is unavailable")]
     assert not [m for m in messages if "file store is unavailable" in m]
     assert stats["outages"] == 1
+
+
+def test_restore_from_a_store_that_cannot_be_used_or_holds_none_of_the_files_is_exit_2(
+    cli: Any, dsn: str, data: Path, tmp_path: Path, s3_env: S3Server
+) -> None:
+    """As the pod's init step runs it (--missing-ok): an unknown bucket, or the default `db`
+    store when the files are in S3, would have restored nothing and exited 0, and the
+    dashboard would have started on an empty data/."""
+    url = f"s3://{_bucket(s3_env)}/files"
+    job_with_outputs(data, {"causes.csv": b"cause,n\n"})
+    assert cli("backfill", data, "--dsn", dsn, "--file-store", url).exit_code == 0
+    target = tmp_path / "restored" / "data"
+
+    unknown = cli("restore", target, "--dsn", dsn, "--missing-ok", "--file-store", "s3://nope-x/f")
+    elsewhere = cli("restore", target, "--dsn", dsn, "--missing-ok")
+    exported = cli("export", target, "--dsn", dsn)
+    gc = cli("gc", "--dsn", dsn, "--file-store", "s3://nope-x/f")
+    right = cli("restore", target, "--dsn", dsn, "--missing-ok", "--file-store", url)
+
+    for refused in (unknown, elsewhere, exported, gc):
+        assert refused.exit_code == 2, refused.output
+        assert "Traceback" not in refused.output
+    assert "file store s3://nope-x/f" in unknown.output
+    assert f"the registry has them in {url} (2)" in elsewhere.output
+    assert "file store s3://nope-x/f" in gc.output
+    assert right.exit_code == 0, right.output
+    assert (target / "outputs").is_dir()

@@ -37,6 +37,7 @@ __all__ = [
     "export_batches",
     "guarded_read",
     "read_input_file",
+    "require_contents_in",
     "stop_reason",
     "job_ids",
     "require_file_store",
@@ -113,6 +114,28 @@ _STORED = (
     "SELECT job_id::text, path, sha256, size, mtime_ns FROM comsa_migrate.stored_files s"
     " WHERE (%(ids)s::uuid[] IS NULL OR job_id = ANY(%(ids)s::uuid[])) AND" + _ONE_JSON_A_JOB
 )
+
+
+#: the stores the registry says hold the contents these jobs' stored files name
+_HOLDERS = (
+    "SELECT c.store, count(*) FROM comsa_migrate.file_contents c"
+    " WHERE c.sha256 IN (SELECT f.sha256 FROM comsa_migrate.stored_files f"
+    " WHERE %(ids)s::uuid[] IS NULL OR f.job_id = ANY(%(ids)s::uuid[]))"
+    " GROUP BY c.store ORDER BY count(*) DESC, c.store"
+)
+
+
+def require_contents_in(conn: psycopg.Connection[Any], url: str, ids: Sequence[str]) -> None:
+    """Raises ConfigurationError when the registry has every content these jobs' stored
+    files name in other stores than ``url``: a run reading ``url`` would write none of
+    them (each a stored_content_missing; with --missing-ok an empty tree and exit 0)."""
+    holders = dict(conn.execute(_HOLDERS, {"ids": list(ids) or None}).fetchall())
+    if holders and url not in holders:
+        where = ", ".join(f"{store} ({n:,})" for store, n in holders.items())
+        raise ConfigurationError(
+            f"the file store {url} holds none of the contents of these files: the registry "
+            f"has them in {where}; name that store with --file-store"
+        )
 
 
 def count_stored_files(conn: psycopg.Connection[Any], ids: Sequence[str]) -> int:

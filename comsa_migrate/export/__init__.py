@@ -45,10 +45,12 @@ from comsa_migrate.db.exported_jobs import (
     export_batches,
     guarded_read,
     read_input_file,
+    require_contents_in,
     small_contents,
     stop_reason,
 )
 from comsa_migrate.errors import RunStopped
+from comsa_migrate.file_store.keeping import check_file_store
 from comsa_migrate.file_store.per_thread import PerThread, StorePerThread
 from comsa_migrate.problems import Problem
 
@@ -81,6 +83,8 @@ def export(
     writer thread opens its own store with ``connect``. A database gone away stops the
     run: RunStopped, with the summary of what was written (and synced) until then."""
     started = time.monotonic()
+    check_file_store(options.store_url)  # as restore: exit 2 before anything is written
+    require_contents_in(conn, options.store_url, options.selection.ids)
     # one connection a writer thread, for its store (`db`) and the uploads it reads
     connections = PerThread(connect)
     stores = StorePerThread(options.store_url, connections.get)

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 
 from comsa_migrate.errors import FileStoreError
-from comsa_migrate.file_store.keeping import store_on
+from comsa_migrate.file_store.keeping import check_file_store, store_on
 
 __all__ = ["DEFAULT_MIN_AGE", "Garbage", "collect_garbage"]
 
@@ -82,6 +82,7 @@ def collect_garbage(
     ``min_age``. Raises FileStoreError when an object store fails to delete one (its
     registry row is gone all the same: an object left behind is written again whole by
     the next put of its content)."""
+    check_file_store(url)  # an unknown bucket holds nothing to count: exit 2, not 0
     store = store_on(url, conn)
     args: dict[str, Any] = {"store": url, "min_age": min_age}
     held = conn.execute(_HELD, args).fetchone() or (0, 0)

@@ -31,11 +31,13 @@ from comsa_migrate.core.tree_writer import (
 from comsa_migrate.db.exported_jobs import (
     count_stored_files,
     guarded_read,
+    require_contents_in,
     small_contents,
     stop_reason,
     stored_files,
 )
 from comsa_migrate.errors import RunStopped
+from comsa_migrate.file_store.keeping import check_file_store
 from comsa_migrate.file_store.per_thread import StorePerThread
 
 __all__ = ["MISSING_CODES", "RestoreOptions", "count_files", "restore"]
@@ -81,6 +83,10 @@ def restore(
     (and synced) until then.
     """
     started = time.monotonic()
+    # a store that cannot be used, or that holds none of these files, is exit 2 before
+    # anything is written, --missing-ok or not: not a tree restored empty
+    check_file_store(options.store_url)
+    require_contents_in(conn, options.store_url, options.jobs)
     stores = StorePerThread(options.store_url, connect)
     summary = TreeSummary(
         str(options.data_dir),
