@@ -86,6 +86,7 @@ def test_a_different_file_is_left_alone_and_counted_unless_forced(
     assert kept.exit_code == 1
     assert "1 left alone (different)" in " ".join(kept.output.split())
     assert f"file_differs  outputs/{JOB}/causes.csv" in kept.output
+    assert "1 file differs from the stored content and was left alone" in kept.output
     assert changed.read_bytes() == b"edited by hand\n"
 
     forced = run("restore", target, "--dsn", dsn, "-q", "--force", "--job", JOB)

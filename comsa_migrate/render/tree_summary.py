@@ -41,9 +41,11 @@ def tree_summary(summary: TreeSummary, command: str, source: str) -> str:
     if summary.interrupted:
         lines.append("Interrupted: the files above are in place; rerun to finish the rest.")
     if summary.actions["kept"]:
-        kept = counted(summary.actions["kept"], "file")
+        n = summary.actions["kept"]
+        kept = f"{counted(n, 'file')} {'differs' if n == 1 else 'differ'}"
+        left = "was" if n == 1 else "were"
         lines.append(
-            f"{kept} differ from the stored content and were left alone; --force replaces them."
+            f"{kept} from the stored content and {left} left alone; --force replaces them."
         )
     for code, examples in sorted(summary.examples.items()):
         if summary.severity_of(code) is Severity.WARNING:
