@@ -15,7 +15,8 @@ from comsa_migrate.cli.tree_options import (
     tree_options,
 )
 from comsa_migrate.core.tree_writer import TreeWriteOptions
-from comsa_migrate.db.exported_jobs import job_ids, require_file_store
+from comsa_migrate.db.exported_jobs import job_ids
+from comsa_migrate.db.stored_files import require_file_store
 from comsa_migrate.db.target import connect
 from comsa_migrate.errors import RunStopped
 from comsa_migrate.render.tree_summary import tree_summary

@@ -1,5 +1,6 @@
-"""The reads of restore and export: stored files, and jobs with everything a legacy tree needs
-of them, a batch of jobs at a time in a few set-based queries (never a query per job)."""
+"""The reads of export (and restore's contents): jobs with everything a legacy tree needs of
+them, a batch of jobs at a time in a few set-based queries (never a query per job). The
+file store's records of their files are db/stored_files.py's."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 import psycopg
@@ -18,46 +19,28 @@ from psycopg.types.json import set_json_loads
 from comsa_migrate.core.legacy_json import JobRow
 from comsa_migrate.core.normalise import LogEntry
 from comsa_migrate.core.tree_writer import NotWritten, RunFault
+from comsa_migrate.db.stored_files import EXPORTED_FILES_OF, FIRST_ID, StoredFile
 from comsa_migrate.db.writes import table_exists
 from comsa_migrate.errors import (
     ConfigurationError,
     DatabaseUnavailable,
     FileStoreError,
-    SchemaError,
     first_line,
 )
 
 __all__ = [
-    "STORED_FILES_OF",
     "ExportBatch",
     "JobSelection",
-    "StoredFile",
     "count_jobs",
-    "count_stored_files",
     "export_batches",
     "guarded_read",
-    "read_input_file",
-    "require_contents_in",
-    "stop_reason",
     "job_ids",
-    "require_file_store",
+    "read_input_file",
     "small_contents",
-    "stored_files",
+    "stop_reason",
 ]
 
 DEFAULT_BATCH = 500
-_FIRST = "00000000-0000-0000-0000-000000000000"
-
-
-class StoredFile(NamedTuple):
-    """A row of comsa_migrate.stored_files: which content a job's file had."""
-
-    job_id: str
-    path: str  # relative to DATA_DIR
-    sha256: str
-    size: int
-    mtime_ns: int
-    on_disk: bool = True  # false: removed from disk since, its last content kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,81 +74,6 @@ def job_ids(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def require_file_store(conn: psycopg.Connection[Any]) -> None:
-    """SchemaError unless the database has the file store's table (migration 008)."""
-    if not table_exists(conn, "comsa_migrate.stored_files"):
-        raise SchemaError(
-            "this database has no file store (comsa_migrate.stored_files): a backfill or "
-            "sync with --file-store makes it and stores the files"
-        )
-
-
-#: one stored JSON a job, the one to write back (the others are left out): the one on disk
-#: at the last sync (a JSON the legacy backend rewrote under another case of its name
-#: leaves the old name's row, no longer on disk), then the one named as the legacy backend
-#: names it, then the first by path; two would be a duplicate_job_id to the next backfill
-_ONE_JSON_A_JOB = """
-NOT (s.path LIKE 'jobs/%%' AND EXISTS (
-    SELECT FROM comsa_migrate.stored_files o
-    WHERE o.job_id = s.job_id AND o.path LIKE 'jobs/%%'
-      AND (NOT o.on_disk, o.path <> 'jobs/' || o.job_id::text || '.json', o.path)
-        < (NOT s.on_disk, s.path <> 'jobs/' || s.job_id::text || '.json', s.path)))"""
-_STORED = (
-    "SELECT job_id::text, path, sha256, size, mtime_ns FROM comsa_migrate.stored_files s"
-    " WHERE (%(ids)s::uuid[] IS NULL OR job_id = ANY(%(ids)s::uuid[])) AND" + _ONE_JSON_A_JOB
-)
-
-
-#: the stores the registry says hold the contents these jobs' stored files name
-_HOLDERS = (
-    "SELECT c.store, count(*) FROM comsa_migrate.file_contents c"
-    " WHERE c.sha256 IN (SELECT f.sha256 FROM comsa_migrate.stored_files f"
-    " WHERE %(ids)s::uuid[] IS NULL OR f.job_id = ANY(%(ids)s::uuid[]))"
-    " GROUP BY c.store ORDER BY count(*) DESC, c.store"
-)
-
-
-def require_contents_in(conn: psycopg.Connection[Any], url: str, ids: Sequence[str]) -> None:
-    """Raises ConfigurationError when the registry has every content these jobs' stored
-    files name in other stores than ``url``: a run reading ``url`` would write none of
-    them (each a stored_content_missing; with --missing-ok an empty tree and exit 0)."""
-    holders = dict(conn.execute(_HOLDERS, {"ids": list(ids) or None}).fetchall())
-    if holders and url not in holders:
-        where = ", ".join(f"{store} ({n:,})" for store, n in holders.items())
-        raise ConfigurationError(
-            f"the file store {url} holds none of the contents of these files: the registry "
-            f"has them in {where}; name that store with --file-store"
-        )
-
-
-def count_stored_files(conn: psycopg.Connection[Any], ids: Sequence[str]) -> int:
-    row = conn.execute(f"SELECT count(*) FROM ({_STORED}) s", {"ids": list(ids) or None})  # noqa: S608
-    found = row.fetchone()
-    return int(found[0]) if found else 0
-
-
-def stored_files(
-    conn: psycopg.Connection[Any], ids: Sequence[str], batch_size: int = 1000
-) -> Iterator[list[StoredFile]]:
-    """Every stored file of the jobs ``ids`` (all with none), by job and path, a batch at a
-    time (keyset pages: the connection is free between batches)."""
-    params: dict[str, Any] = {"ids": list(ids) or None, "limit": batch_size}
-    after: tuple[str, str] = (_FIRST, "")
-    while True:
-        params["job"], params["path"] = after
-        rows = conn.execute(
-            _STORED + " AND (job_id, path) > (%(job)s::uuid, %(path)s)"
-            " ORDER BY job_id, path LIMIT %(limit)s",
-            params,
-        ).fetchall()
-        if not rows:
-            return
-        yield [StoredFile(*row) for row in rows]
-        if len(rows) < batch_size:
-            return
-        after = (rows[-1][0], rows[-1][1])
-
-
 #: the jobs chosen: all, the ones named, or the ones created, run or logged since a time
 _CHOSEN = """
 WHERE (%(ids)s::uuid[] IS NULL OR j.id = ANY(%(ids)s::uuid[]))
@@ -191,14 +99,6 @@ _LOGS = (
     "SELECT job_id::text, timestamp, message FROM public.job_logs"
     " WHERE job_id = ANY(%s::uuid[]) ORDER BY job_id, timestamp, id"
 )
-_FILES_OF = (
-    "SELECT job_id::text, path, sha256, size, mtime_ns, on_disk FROM comsa_migrate.stored_files s"
-    " WHERE job_id = ANY(%s::uuid[])"
-)
-#: the stored files of these jobs, by job and path (the file store's keeping reads them too)
-STORED_FILES_OF = _FILES_OF + " ORDER BY job_id, path"
-#: the same, with one JSON a job, for the export
-_EXPORTED_FILES_OF = _FILES_OF + " AND" + _ONE_JSON_A_JOB + " ORDER BY job_id, path"
 _OUTPUTS = (
     "SELECT job_id::text, file_path FROM public.job_files"
     " WHERE job_id = ANY(%s::uuid[]) AND file_type = 'output' ORDER BY job_id, id"
@@ -239,7 +139,7 @@ def export_batches(
         "ids": list(selection.ids) or None,
         "since": selection.since,
         "limit": batch_size,
-        "after": _FIRST,
+        "after": FIRST_ID,
     }
     jobs_cursor = conn.cursor()
     set_json_loads(_loads, jobs_cursor)
@@ -251,7 +151,7 @@ def export_batches(
         logs = _grouped(conn, _LOGS, ids)
         stored = {
             job_id: [StoredFile(job_id, *rest) for rest in found]
-            for job_id, found in _grouped(conn, _EXPORTED_FILES_OF, ids).items()
+            for job_id, found in _grouped(conn, EXPORTED_FILES_OF, ids).items()
         }
         outputs = {
             job_id: [path for (path,) in found]

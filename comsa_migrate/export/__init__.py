@@ -40,15 +40,14 @@ from comsa_migrate.db.exported_jobs import (
     DEFAULT_BATCH,
     ExportBatch,
     JobSelection,
-    StoredFile,
     count_jobs,
     export_batches,
     guarded_read,
     read_input_file,
-    require_contents_in,
     small_contents,
     stop_reason,
 )
+from comsa_migrate.db.stored_files import StoredFile, require_contents_in
 from comsa_migrate.errors import RunStopped
 from comsa_migrate.file_store.keeping import check_file_store
 from comsa_migrate.file_store.per_thread import PerThread, StorePerThread
@@ -134,7 +133,7 @@ def _files_of(
     outputs_in_job_files = dict.fromkeys(  # in job_files' order, each once
         _relative(path, options.path_prefix) for path in batch.outputs.get(job.id, [])
     )
-    # the one stored JSON to write back (db/exported_jobs.py chose it)
+    # the one stored JSON to write back (db/stored_files.py chose it)
     original = next((f for f in stored if f.path.startswith(f"{JOBS}/")), None)
     # the job's files as the database has them: on disk at the last sync, or an output
     # job_files names (the dashboard's own jobs' rows are its own)

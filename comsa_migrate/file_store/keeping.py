@@ -26,8 +26,8 @@ import orjson
 import psycopg
 
 from comsa_migrate.core.layout import FILE_FLAGS, JobSource
-from comsa_migrate.db.exported_jobs import STORED_FILES_OF
 from comsa_migrate.db.faults import DEFAULT_LIMITS, Limits, describe_fault, set_limits
+from comsa_migrate.db.stored_files import STORED_FILES_OF
 from comsa_migrate.db.writes import BatchStopped
 from comsa_migrate.errors import FileStoreError
 from comsa_migrate.file_store import CHUNK_SIZE, FileStore, open_file_store

@@ -28,14 +28,8 @@ from comsa_migrate.core.tree_writer import (
     TreeWriter,
     write_files,
 )
-from comsa_migrate.db.exported_jobs import (
-    count_stored_files,
-    guarded_read,
-    require_contents_in,
-    small_contents,
-    stop_reason,
-    stored_files,
-)
+from comsa_migrate.db.exported_jobs import guarded_read, small_contents, stop_reason
+from comsa_migrate.db.stored_files import count_stored_files, require_contents_in, stored_files
 from comsa_migrate.errors import RunStopped
 from comsa_migrate.file_store.keeping import check_file_store
 from comsa_migrate.file_store.per_thread import StorePerThread
