@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -243,3 +244,25 @@ def test_restore_from_a_store_that_cannot_be_used_or_holds_none_of_the_files_is_
     assert "file store s3://nope-x/f" in gc.output
     assert right.exit_code == 0, right.output
     assert (target / "outputs").is_dir()
+
+
+def test_an_endpoint_that_accepts_but_never_answers_fails_the_run_within_a_minute(
+    cli: Any, dsn: str, data: Path, s3_env: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled S3 endpoint (a server stopped, a proxy that hangs): the connection is made,
+    no answer comes. The client's own defaults retried for three minutes; the store's
+    request limits make it an error in well under one, so a run (and the daemon's stop)
+    is not held that long."""
+    job_with_outputs(data, {"causes.csv": b"x"})
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the kernel; nobody ever reads them
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        started = time.monotonic()
+
+        result = cli("backfill", data, "--dsn", dsn, "--file-store", "s3://bucket/files")
+
+        took = time.monotonic() - started
+    assert result.exit_code == 2, result.output
+    assert "file store s3://bucket/files" in result.output and "Traceback" not in result.output
+    assert took < 60, f"{took:.0f} s"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import obstore
@@ -22,7 +22,7 @@ from obstore.store import S3Store
 from comsa_migrate.errors import ConfigurationError, FileStoreError
 
 if TYPE_CHECKING:  # typed dicts of the library's stubs alone
-    from obstore.store import ClientConfig, S3Config
+    from obstore.store import ClientConfig, RetryConfig, S3Config
 
 __all__ = ["ObjectStore", "parse_s3_url"]
 
@@ -30,6 +30,12 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: parts of a large content in flight at once: memory stays within a few parts
 _PART_SIZE = 8 << 20
 _PARTS_IN_FLIGHT = 2
+#: a request fails after the client's own 30 s, and is tried again only within this time
+#: from its first try: the client's default, three minutes, held a run against a stalled
+#: endpoint (a server stopped, a proxy that hangs), and the daemon's heartbeat and stop,
+#: that long
+_CONNECT_TIMEOUT = "5s"
+_RETRY_LIMIT = timedelta(seconds=30)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -56,10 +62,18 @@ class ObjectStore:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if region:
             config["region"] = region
-        client: ClientConfig = {"allow_http": bool(endpoint and endpoint.startswith("http://"))}
+        client: ClientConfig = {
+            "allow_http": bool(endpoint and endpoint.startswith("http://")),
+            "connect_timeout": _CONNECT_TIMEOUT,
+        }
+        retry: RetryConfig = {"retry_timeout": _RETRY_LIMIT}
         try:
             self._store = S3Store(
-                bucket, prefix=prefix or None, config=config, client_options=client
+                bucket,
+                prefix=prefix or None,
+                config=config,
+                client_options=client,
+                retry_config=retry,
             )
         except BaseError as exc:
             raise ConfigurationError(f"--file-store {url}: {_first_line(exc)}") from None
