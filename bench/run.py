@@ -6,7 +6,6 @@
     python -m bench.run --jobs 20000 --only bn --repeat 3   # what the per-job lock costs
     python -m bench.run --jobs 20000 --only bi --repeat 3   # what copying uploads costs
     python -m bench.run --jobs 20000 --only bf --repeat 3   # what --file-store db costs
-    python -m bench.run --jobs 20000 --only bv --repeat 3   # tables analyzed while empty
     python -m bench.run --jobs 20000 --only a --sweep 1,2,4 --repeat 3   # writers (--jobs N)
 
 Each measure is the wall-clock time of one child process, from spawn to exit, so the
@@ -115,9 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only",
         default="abcd",
-        help="which measures to run (abcd; n: b without the job lock; i: b into a database "
-        "with job_input_files; f: b keeping every file's content with --file-store db; v: b "
-        "into tables a VACUUM ANALYZE saw empty)",
+        help="which measures to run (abcd; n: b without the job lock; i: b with "
+        "job_input_files; f: b with --file-store db; v: b into tables analyzed empty)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="passes over the measures (1)")
     parser.add_argument("--batch-size", type=int, help="passed to comsa-migrate backfill")
@@ -218,8 +216,7 @@ def _with_input_files(dsn: str) -> None:
 
 
 def _analyzed_empty(dsn: str) -> None:
-    """The migrated tables as a DBA's VACUUM ANALYZE leaves them before any job is written:
-    known to be empty, so that a plan made early in the run expects them to stay small."""
+    """The tables as a DBA's VACUUM ANALYZE leaves them before any job: known to be empty."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
 
