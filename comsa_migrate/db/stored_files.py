@@ -57,9 +57,14 @@ NOT (s.path LIKE 'jobs/%%' AND EXISTS (
     WHERE o.job_id = s.job_id AND o.path LIKE 'jobs/%%'
       AND (NOT o.on_disk, o.path <> 'jobs/' || o.job_id::text || '.json', o.path)
         < (NOT s.on_disk, s.path <> 'jobs/' || s.job_id::text || '.json', s.path)))"""
+#: a row as StoredFile holds it
+_SELECT = (
+    "SELECT job_id::text, path, sha256, size, mtime_ns, on_disk FROM comsa_migrate.stored_files s"
+)
 _STORED = (
-    "SELECT job_id::text, path, sha256, size, mtime_ns FROM comsa_migrate.stored_files s"
-    " WHERE (%(ids)s::uuid[] IS NULL OR job_id = ANY(%(ids)s::uuid[])) AND" + _ONE_JSON_A_JOB
+    _SELECT
+    + " WHERE (%(ids)s::uuid[] IS NULL OR job_id = ANY(%(ids)s::uuid[])) AND"
+    + _ONE_JSON_A_JOB
 )
 
 
@@ -113,11 +118,8 @@ def stored_files(
         after = (rows[-1][0], rows[-1][1])
 
 
-_FILES_OF = (
-    "SELECT job_id::text, path, sha256, size, mtime_ns, on_disk FROM comsa_migrate.stored_files s"
-    " WHERE job_id = ANY(%s::uuid[])"
-)
-#: the stored files of these jobs, by job and path (the file store's keeping reads them too)
+_FILES_OF = _SELECT + " WHERE job_id = ANY(%s::uuid[])"
+#: the stored files of these jobs, by job and path, as the file store's keeping reads them
 STORED_FILES_OF = _FILES_OF + " ORDER BY job_id, path"
 #: the same, with one JSON a job, for the export
 EXPORTED_FILES_OF = _FILES_OF + " AND" + _ONE_JSON_A_JOB + " ORDER BY job_id, path"
