@@ -421,3 +421,20 @@ def test_an_output_of_the_longest_name_linux_takes_is_exported(
     exported(dsn, tmp_path / "data")
 
     assert (tmp_path / "data" / "outputs" / job_id / name).read_bytes() == b"cause,n\n"
+
+
+def test_an_output_job_files_names_is_exported_though_its_file_is_off_disk(
+    sample_tree: Path, dsn: str, tmp_path: Path
+) -> None:
+    """The dashboard serves what job_files names: its stored content comes back even when
+    the file was gone from disk at the last sync (the rows of the dashboard's own jobs are
+    its own, and stay)."""
+    backfilled(sample_tree, dsn)
+    path = f"outputs/{JOB}/causes.csv"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        off_disk = "UPDATE comsa_migrate.stored_files SET on_disk = false WHERE path = %s"
+        conn.execute(off_disk, [path])
+
+    exported(dsn, tmp_path / "data")
+
+    assert (tmp_path / "data" / path).read_bytes() == (sample_tree / path).read_bytes()
